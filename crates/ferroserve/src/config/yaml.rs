@@ -1,0 +1,550 @@
+//! The YAML app file: its schema (parsed with serde-saphyr), and errors that name the file, the line and the key.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use super::keypath::key_path_at;
+use super::{
+    BackendConfig, DEFAULT_HOST, DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_QUEUED_REQUESTS,
+    DEFAULT_NUM_REPLICAS, DEFAULT_PORT, EndpointConfig, HttpOptions, Traffic, normalize_route,
+    parse_method,
+};
+use crate::backend::Registry;
+use crate::builtin::builtins;
+use crate::error::ServeError;
+
+/// A config error: the file, the line (1-based; 0 when unknown), the dotted key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: String,
+    /// The line the error is on (0 when unknown).
+    pub line: usize,
+    /// The dotted key, e.g. `backends.echo.num_replicas`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ", line {}", self.line)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ", key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// How a backend's replicas are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A stock backend of Ferroserve (`builtin: echo`).
+    Builtin(String),
+    /// A backend registered by the embedding program (`rust: NAME`).
+    Rust(String),
+}
+
+/// One backend of an app file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSpec {
+    /// The backend's name.
+    pub name: String,
+    /// How its replicas are made.
+    pub kind: BackendKind,
+    /// How it is run.
+    pub config: BackendConfig,
+    /// The line of the app file it is defined on (0 when not from a file).
+    pub line: usize,
+}
+
+/// One endpoint of an app file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSpec {
+    /// The endpoint's name.
+    pub name: String,
+    /// Its route, methods and traffic.
+    pub config: EndpointConfig,
+    /// The line of the app file it is defined on (0 when not from a file).
+    pub line: usize,
+}
+
+/// A whole app: HTTP options, backends and endpoints, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppConfig {
+    /// The file it came from.
+    pub file: String,
+    /// Where the proxy listens.
+    pub http: HttpOptions,
+    /// The backends, in file order.
+    pub backends: Vec<BackendSpec>,
+    /// The endpoints, in file order.
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppFile {
+    #[serde(default)]
+    http: Option<HttpFile>,
+    #[serde(default)]
+    backends: IndexMap<Spanned<String>, Spanned<BackendFile>>,
+    #[serde(default)]
+    endpoints: IndexMap<Spanned<String>, Spanned<EndpointFile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    host: Option<String>,
+    port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    builtin: Option<Spanned<String>>,
+    rust: Option<Spanned<String>>,
+    num_replicas: Option<Spanned<usize>>,
+    max_concurrent_queries: Option<Spanned<usize>>,
+    max_queued_requests: Option<usize>,
+    user_config: Option<Value>,
+    init_args: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointFile {
+    route: Option<Spanned<String>>,
+    methods: Option<Spanned<Vec<String>>>,
+    backend: Option<Spanned<String>>,
+    traffic: Option<Spanned<IndexMap<Spanned<String>, Spanned<f64>>>>,
+}
+
+/// Builds errors for one file.
+struct Errors<'a> {
+    file: &'a str,
+}
+
+impl Errors<'_> {
+    fn at<T>(
+        &self,
+        line: u32,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError {
+            file: self.file.to_owned(),
+            line: line as usize,
+            key: key.into(),
+            message: message.into(),
+        })
+    }
+}
+
+fn line_of<T>(spanned: &Spanned<T>) -> u32 {
+    #[allow(clippy::cast_possible_truncation)]
+    let line = spanned.referenced.line().min(u64::from(u32::MAX)) as u32;
+    line
+}
+
+impl AppConfig {
+    /// Reads and validates an app file; `rust: NAME` backends must be in `registry`.
+    pub fn load(path: impl AsRef<Path>, registry: &Registry) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::from_yaml(&source, &file, registry)
+    }
+
+    /// Parses and validates YAML `source`; `file` names it in errors.
+    pub fn from_yaml(source: &str, file: &str, registry: &Registry) -> Result<Self, ConfigError> {
+        let errors = Errors { file };
+        let parsed: AppFile =
+            serde_saphyr::from_str(source).map_err(|e| parse_error(source, file, &e))?;
+        let http = parsed
+            .http
+            .map_or_else(HttpOptions::default, |h| HttpOptions {
+                host: h.host.unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+                port: h.port.unwrap_or(DEFAULT_PORT),
+            });
+
+        let stock = builtins();
+        let mut backends = Vec::with_capacity(parsed.backends.len());
+        for (name, spec) in parsed.backends {
+            backends.push(backend_spec(&errors, &name, spec, &stock, registry)?);
+        }
+
+        let mut endpoints: Vec<EndpointSpec> = Vec::with_capacity(parsed.endpoints.len());
+        let mut routes: HashMap<String, String> = HashMap::new();
+        for (name, spec) in parsed.endpoints {
+            let endpoint = endpoint_spec(&errors, &name, spec, &backends, &mut routes)?;
+            endpoints.push(endpoint);
+        }
+        Ok(Self {
+            file: file.to_owned(),
+            http,
+            backends,
+            endpoints,
+        })
+    }
+}
+
+fn parse_error(source: &str, file: &str, error: &serde_saphyr::Error) -> ConfigError {
+    let text = error.without_snippet().to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m)
+        .to_owned();
+    let (line, column) = error
+        .location()
+        .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+    let key = if line > 0 {
+        key_path_at(source, line, column, !message.starts_with("missing field"))
+    } else {
+        String::new()
+    };
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        key,
+        message,
+    }
+}
+
+fn backend_spec(
+    errors: &Errors<'_>,
+    name: &Spanned<String>,
+    spec: Spanned<BackendFile>,
+    stock: &Registry,
+    registry: &Registry,
+) -> Result<BackendSpec, ConfigError> {
+    let key = format!("backends.{}", name.value);
+    let line = line_of(name);
+    let spec_line = line_of(&spec);
+    let spec = spec.value;
+    let kind = match (spec.builtin, spec.rust) {
+        (Some(b), None) => {
+            if stock.get(&b.value).is_none() {
+                let known: Vec<&str> = stock.names().collect();
+                return errors.at(
+                    line_of(&b),
+                    format!("{key}.builtin"),
+                    format!(
+                        "no built-in backend `{}`; the built-in backends are: {}",
+                        b.value,
+                        known.join(", ")
+                    ),
+                );
+            }
+            BackendKind::Builtin(b.value)
+        }
+        (None, Some(r)) => {
+            if registry.get(&r.value).is_none() {
+                let known: Vec<&str> = registry.names().collect();
+                let known = if known.is_empty() {
+                    "none (the stock binary registers none; use `builtin:`)".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                return errors.at(
+                    line_of(&r),
+                    format!("{key}.rust"),
+                    format!(
+                        "no Rust backend `{}` is registered by this program; registered: {known}",
+                        r.value
+                    ),
+                );
+            }
+            BackendKind::Rust(r.value)
+        }
+        (Some(_), Some(_)) => {
+            return errors.at(spec_line, key, "give one of `builtin` and `rust`, not both");
+        }
+        (None, None) => {
+            return errors.at(
+                line,
+                key,
+                "says nothing to serve: give `builtin: NAME` or `rust: NAME`",
+            );
+        }
+    };
+    let mut config = BackendConfig {
+        num_replicas: DEFAULT_NUM_REPLICAS,
+        max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
+        max_queued_requests: spec
+            .max_queued_requests
+            .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),
+        user_config: spec.user_config.unwrap_or(Value::Null),
+        init_args: spec.init_args.unwrap_or(Value::Null),
+    };
+    let mut field_lines: HashMap<&str, u32> = HashMap::new();
+    if let Some(n) = spec.num_replicas {
+        field_lines.insert("num_replicas", line_of(&n));
+        config.num_replicas = n.value;
+    }
+    if let Some(n) = spec.max_concurrent_queries {
+        field_lines.insert("max_concurrent_queries", line_of(&n));
+        config.max_concurrent_queries = n.value;
+    }
+    if let Err(ServeError::InvalidConfig {
+        key: field,
+        message,
+    }) = config.validate()
+    {
+        let at = field_lines
+            .get(field.as_str())
+            .copied()
+            .unwrap_or(spec_line);
+        return errors.at(at, format!("{key}.{field}"), message);
+    }
+    Ok(BackendSpec {
+        name: name.value.clone(),
+        kind,
+        config,
+        line: line as usize,
+    })
+}
+
+fn endpoint_spec(
+    errors: &Errors<'_>,
+    name: &Spanned<String>,
+    spec: Spanned<EndpointFile>,
+    backends: &[BackendSpec],
+    routes: &mut HashMap<String, String>,
+) -> Result<EndpointSpec, ConfigError> {
+    let key = format!("endpoints.{}", name.value);
+    let line = line_of(name);
+    let spec = spec.value;
+    let known = |backend: &str| backends.iter().any(|b| b.name == backend);
+    let missing = |backend: &str| {
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        format!(
+            "no backend `{backend}` is defined; the backends are: {}",
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )
+    };
+
+    let traffic = match (spec.backend, spec.traffic) {
+        (Some(b), None) => {
+            if !known(&b.value) {
+                return errors.at(line_of(&b), format!("{key}.backend"), missing(&b.value));
+            }
+            Traffic::single(b.value)
+        }
+        (None, Some(t)) => {
+            let traffic_line = line_of(&t);
+            let mut weights = Vec::with_capacity(t.value.len());
+            for (backend, weight) in t.value {
+                let wkey = format!("{key}.traffic.{}", backend.value);
+                if !known(&backend.value) {
+                    return errors.at(line_of(&backend), wkey, missing(&backend.value));
+                }
+                if !weight.value.is_finite() || weight.value < 0.0 {
+                    return errors.at(
+                        line_of(&weight),
+                        wkey,
+                        format!("weight {} must be a number ≥ 0", weight.value),
+                    );
+                }
+                weights.push((backend.value, weight.value));
+            }
+            match Traffic::new(weights) {
+                Ok(t) => t,
+                Err(e) => {
+                    let message = match e {
+                        ServeError::InvalidConfig { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    return errors.at(traffic_line, format!("{key}.traffic"), message);
+                }
+            }
+        }
+        (Some(_), Some(t)) => {
+            return errors.at(
+                line_of(&t),
+                key,
+                "give one of `backend` and `traffic`, not both",
+            );
+        }
+        (None, None) => {
+            return errors.at(
+                line,
+                key,
+                "names no backend: give `backend: NAME` or `traffic: {NAME: weight}`",
+            );
+        }
+    };
+
+    let mut config = EndpointConfig::traffic(traffic);
+    if let Some(methods) = spec.methods {
+        let mut parsed = Vec::with_capacity(methods.value.len());
+        for m in &methods.value {
+            match parse_method(m) {
+                Ok(m) => parsed.push(m),
+                Err(message) => {
+                    return errors.at(line_of(&methods), format!("{key}.methods"), message);
+                }
+            }
+        }
+        if parsed.is_empty() {
+            return errors.at(
+                line_of(&methods),
+                format!("{key}.methods"),
+                "allows no HTTP method",
+            );
+        }
+        config.methods = parsed;
+    }
+    if let Some(route) = spec.route {
+        let normalized = match normalize_route(&route.value) {
+            Ok(r) => r,
+            Err(message) => return errors.at(line_of(&route), format!("{key}.route"), message),
+        };
+        if let Some(other) = routes.get(&normalized) {
+            return errors.at(
+                line_of(&route),
+                format!("{key}.route"),
+                format!("route `{normalized}` is already served by endpoint `{other}`"),
+            );
+        }
+        routes.insert(normalized.clone(), name.value.clone());
+        config.route = Some(normalized);
+    }
+    Ok(EndpointSpec {
+        name: name.value.clone(),
+        config,
+        line: line as usize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn load(source: &str) -> Result<AppConfig, ConfigError> {
+        AppConfig::from_yaml(source, "app.yaml", &Registry::new())
+    }
+
+    fn error(source: &str) -> ConfigError {
+        load(source).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn a_full_file_parses_with_defaults() {
+        let app = load(
+            "http:\n  port: 9000\nbackends:\n  echo:\n    builtin: echo\n    user_config: {a: [1, 2]}\n  canary:\n    builtin: echo\n    num_replicas: 3\nendpoints:\n  api:\n    route: /api/\n    methods: [GET, post]\n    traffic: {echo: 0.9, canary: 0.1}\n  internal:\n    backend: echo\n",
+        )
+        .expect("valid config");
+        assert_eq!(app.http, HttpOptions::new("127.0.0.1", 9000));
+        assert_eq!(app.backends[0].config.num_replicas, 1);
+        assert_eq!(app.backends[0].config.max_concurrent_queries, 100);
+        assert_eq!(app.backends[0].config.user_config["a"][1], 2);
+        assert_eq!(app.backends[1].config.num_replicas, 3);
+        let api = &app.endpoints[0].config;
+        assert_eq!(api.route.as_deref(), Some("/api"));
+        assert_eq!(api.methods, [Method::GET, Method::POST]);
+        assert_eq!(app.endpoints[1].config.route, None);
+        assert_eq!(app.endpoints[1].config.methods, [Method::GET]);
+    }
+
+    #[test]
+    fn unknown_keys_name_line_and_key() {
+        let e = error("backends:\n  echo:\n    builtin: echo\n    num_replicaz: 2\n");
+        assert_eq!((e.line, e.key.as_str()), (4, "backends.echo.num_replicaz"));
+        assert!(e.message.contains("unknown field"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "app.yaml, line 4, key `backends.echo.num_replicaz`: {}",
+                e.message
+            )
+        );
+    }
+
+    #[test]
+    fn zero_replicas_is_refused_at_its_line() {
+        let e = error("backends:\n  echo:\n    builtin: echo\n    num_replicas: 0\n");
+        assert_eq!((e.line, e.key.as_str()), (4, "backends.echo.num_replicas"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = error("backends:\n  echo:\n    builtin: echo\n    num_replicas: -1\n");
+        assert_eq!((e.line, e.key.as_str()), (4, "backends.echo.num_replicas"));
+    }
+
+    #[test]
+    fn weights_must_sum_to_one() {
+        let e = error(
+            "backends:\n  a: {builtin: echo}\n  b: {builtin: echo}\nendpoints:\n  e:\n    traffic:\n      a: 0.5\n      b: 0.6\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (7, "endpoints.e.traffic"));
+        assert!(e.message.contains("sum to 1.1"), "{e}");
+    }
+
+    #[test]
+    fn missing_backends_are_named() {
+        let e = error(
+            "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    route: /e\n    backend: nope\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (6, "endpoints.e.backend"));
+        assert!(
+            e.message.contains("`nope`") && e.message.contains("a"),
+            "{e}"
+        );
+        let e = error(
+            "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    traffic: {a: 0.5, zz: 0.5}\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (5, "endpoints.e.traffic.zz"));
+    }
+
+    #[test]
+    fn routes_must_be_unique_and_absolute() {
+        let two = "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    route: /x\n    backend: a\n  f:\n    route: /x/\n    backend: a\n";
+        let e = error(two);
+        assert_eq!((e.line, e.key.as_str()), (8, "endpoints.f.route"));
+        assert!(e.message.contains("endpoint `e`"), "{e}");
+        let e = error(
+            "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    route: x\n    backend: a\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (5, "endpoints.e.route"));
+        assert!(e.message.contains("start with `/`"), "{e}");
+    }
+
+    #[test]
+    fn backend_kinds_are_checked() {
+        let e = error("backends:\n  a:\n    builtin: nope\n");
+        assert_eq!((e.line, e.key.as_str()), (3, "backends.a.builtin"));
+        assert!(e.message.contains("echo, static"), "{e}");
+        let e = error("backends:\n  a:\n    rust: model\n");
+        assert_eq!((e.line, e.key.as_str()), (3, "backends.a.rust"));
+        let e = error("backends:\n  a:\n    num_replicas: 2\n");
+        assert_eq!(e.key, "backends.a");
+    }
+
+    #[test]
+    fn an_empty_file_serves_nothing() {
+        let app = load("# nothing yet\n").expect("empty config");
+        assert!(app.backends.is_empty() && app.endpoints.is_empty());
+    }
+}

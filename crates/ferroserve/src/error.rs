@@ -1,0 +1,301 @@
+//! Errors: what can go wrong serving a request, classified so the proxy maps each to one status code.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// How long an overloaded backend asks callers to wait before retrying.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The class of a [`ServeError`]; the proxy maps each class to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller asked for something that is not valid (4xx).
+    Client,
+    /// The endpoint, backend or method does not exist (404).
+    NotFound,
+    /// The change conflicts with the current state (409).
+    Conflict,
+    /// Every replica is busy and the queue is full (503 with `Retry-After`).
+    Overload,
+    /// User code failed, panicked or its replica died (5xx).
+    ReplicaFailure,
+    /// The request took longer than allowed (504).
+    Timeout,
+    /// A bug or an unexpected state inside Ferroserve (500).
+    Internal,
+}
+
+/// Everything that can fail while serving or changing the served app.
+///
+/// Each variant belongs to one [`ErrorKind`]; [`ServeError::status`] gives its HTTP status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// No endpoint has this name.
+    #[error("endpoint `{0}` does not exist")]
+    EndpointNotFound(String),
+    /// No backend has this name.
+    #[error("backend `{0}` does not exist")]
+    BackendNotFound(String),
+    /// The backend's replicas have no method of this name.
+    #[error("backend `{backend}` has no method `{method}`")]
+    MethodNotFound {
+        /// The backend that was asked.
+        backend: String,
+        /// The method name that was asked for.
+        method: String,
+    },
+    /// The request or the requested change is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A config value is not valid; `key` names it.
+    #[error("invalid config: `{key}`: {message}")]
+    InvalidConfig {
+        /// The config key, e.g. `backends.echo.num_replicas`.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The change conflicts with what is served (a name already taken, a backend in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// All replicas are busy and `max_queued_requests` requests already wait.
+    #[error(
+        "backend `{backend}` is overloaded: all replicas are busy and {queued} requests are queued; retry after {}s",
+        retry_after.as_secs()
+    )]
+    Overloaded {
+        /// The overloaded backend.
+        backend: String,
+        /// How many requests were waiting.
+        queued: usize,
+        /// How long the caller should wait before retrying.
+        retry_after: Duration,
+    },
+    /// The backend has no replica that can take requests.
+    #[error("backend `{0}` has no running replica")]
+    NoReplicas(String),
+    /// User code returned an error.
+    #[error("backend `{backend}` (replica `{replica}`) failed: {message}")]
+    Backend {
+        /// The backend that failed.
+        backend: String,
+        /// The replica that failed.
+        replica: String,
+        /// The error user code returned.
+        message: String,
+        /// The status user code asked for, if any (default 500).
+        status: Option<StatusCode>,
+    },
+    /// User code panicked; the replica keeps serving.
+    #[error("backend `{backend}` (replica `{replica}`) panicked: {message}")]
+    Panicked {
+        /// The backend whose code panicked.
+        backend: String,
+        /// The replica whose code panicked.
+        replica: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The replica's process or connection went away while the request was in flight.
+    #[error("backend `{backend}` (replica `{replica}`) died: {message}")]
+    ReplicaDied {
+        /// The backend of the dead replica.
+        backend: String,
+        /// The dead replica.
+        replica: String,
+        /// Why it is considered dead.
+        message: String,
+    },
+    /// A replica could not be started.
+    #[error("backend `{backend}` failed to start: {message}")]
+    StartFailed {
+        /// The backend whose replica did not start.
+        backend: String,
+        /// Why.
+        message: String,
+    },
+    /// The request took longer than allowed.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The server is shutting down.
+    #[error("ferroserve is shutting down")]
+    ShuttingDown,
+    /// An unexpected internal state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServeError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::EndpointNotFound(_) | Self::BackendNotFound(_) | Self::MethodNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            Self::BadRequest(_) | Self::InvalidConfig { .. } => ErrorKind::Client,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Overloaded { .. } | Self::NoReplicas(_) | Self::ShuttingDown => {
+                ErrorKind::Overload
+            }
+            Self::Backend { .. }
+            | Self::Panicked { .. }
+            | Self::ReplicaDied { .. }
+            | Self::StartFailed { .. } => ErrorKind::ReplicaFailure,
+            Self::Timeout(_) => ErrorKind::Timeout,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The HTTP status this error is answered with: the one place that decides it.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Backend {
+                status: Some(status),
+                ..
+            } => *status,
+            Self::ReplicaDied { .. } => StatusCode::BAD_GATEWAY,
+            _ => match self.kind() {
+                ErrorKind::Client => StatusCode::BAD_REQUEST,
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::Conflict => StatusCode::CONFLICT,
+                ErrorKind::Overload => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::ReplicaFailure | ErrorKind::Internal => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+                ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            },
+        }
+    }
+
+    /// How long the caller should wait before retrying, for overload errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            Self::NoReplicas(_) | Self::ShuttingDown => Some(RETRY_AFTER),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidConfig {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An error returned by user code in a backend.
+///
+/// Any `std::error::Error` converts into it with `?`; [`BackendError::msg`] makes one from
+/// text, and [`BackendError::with_status`] picks the HTTP status the caller gets (500 by
+/// default).
+///
+/// ```
+/// use ferroserve::BackendError;
+/// use http::StatusCode;
+///
+/// fn parse(input: &str) -> Result<u32, BackendError> {
+///     let n: u32 = input.parse()?;
+///     if n == 0 {
+///         return Err(BackendError::msg("n must be positive").with_status(StatusCode::BAD_REQUEST));
+///     }
+///     Ok(n)
+/// }
+/// assert_eq!(parse("3").unwrap(), 3);
+/// assert!(parse("x").is_err());
+/// ```
+pub struct BackendError {
+    message: String,
+    status: Option<StatusCode>,
+}
+
+impl BackendError {
+    /// An error with this message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            status: None,
+        }
+    }
+
+    /// Answer the HTTP caller with this status instead of 500.
+    #[must_use]
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The error message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The status chosen with [`BackendError::with_status`], if any.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for BackendError {
+    fn from(error: E) -> Self {
+        Self::msg(error)
+    }
+}
+
+impl fmt::Debug for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendError")
+            .field("message", &self.message)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_maps_to_one_status() {
+        let overloaded = ServeError::Overloaded {
+            backend: "b".into(),
+            queued: 3,
+            retry_after: RETRY_AFTER,
+        };
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(overloaded.retry_after(), Some(RETRY_AFTER));
+        assert_eq!(
+            ServeError::EndpointNotFound("e".into()).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            ServeError::Timeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        let chosen = ServeError::Backend {
+            backend: "b".into(),
+            replica: "b#1".into(),
+            message: "no".into(),
+            status: Some(StatusCode::IM_A_TEAPOT),
+        };
+        assert_eq!(chosen.status(), StatusCode::IM_A_TEAPOT);
+    }
+
+    #[test]
+    fn std_errors_convert_with_question_mark() {
+        fn parse() -> Result<i32, BackendError> {
+            Ok("nope".parse::<i32>()?)
+        }
+        let err = parse().expect_err("not a number");
+        assert!(err.message().contains("invalid digit"), "{err}");
+    }
+}

@@ -1,0 +1,47 @@
+//! Ferroserve: serve any model or code behind HTTP and in-process handles, with replicas,
+//! traffic splitting and bounded queues, from one fast binary.
+//!
+//! The vocabulary is Ray Serve's: a **backend** is user code plus its [`BackendConfig`];
+//! it runs as one or more **replicas**; an **endpoint** has an optional HTTP route and a
+//! **traffic** policy over backends; a [`Handle`] calls an endpoint from code through the
+//! same router as HTTP.
+//!
+//! ```no_run
+//! use ferroserve::{BackendConfig, BackendFactory, EndpointConfig, HttpOptions, Response, Serve};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), ferroserve::ServeError> {
+//!     let serve = Serve::start(HttpOptions::default()).await?;
+//!     let hello = BackendFactory::function(|_req| async { Ok(Response::from("hello\n")) });
+//!     serve.create_backend("hello", hello, BackendConfig::default()).await?;
+//!     serve.create_endpoint("hello", EndpointConfig::backend("hello").route("/hello")).await?;
+//!     ferroserve::shutdown_signal().await;
+//!     serve.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+
+pub mod backend;
+pub mod builtin;
+pub mod config;
+mod controller;
+pub mod error;
+mod handle;
+mod proxy;
+mod replica;
+pub mod request;
+pub mod response;
+mod router;
+mod serve;
+
+pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
+pub use builtin::builtins;
+pub use config::{
+    AppConfig, BackendConfig, BackendKind, BackendSpec, ConfigError, EndpointConfig, EndpointSpec,
+    HttpOptions, Traffic,
+};
+pub use error::{BackendError, ErrorKind, ServeError};
+pub use handle::{CallOptions, Handle, ResponseRef, wait};
+pub use request::{Arg, HttpParts, Origin, Request};
+pub use response::Response;
+pub use serve::{Serve, shutdown_signal};

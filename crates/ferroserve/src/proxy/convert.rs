@@ -1,0 +1,91 @@
+//! Conversion between the wire and Ferroserve: HTTP requests in, responses and errors out — every failure becomes a response here and only here.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, StatusCode};
+use http_body_util::Full;
+
+use crate::error::ServeError;
+use crate::response::{Response, ResponseBody};
+
+/// The body type of every response the proxy writes.
+pub(crate) type ProxyBody = Full<Bytes>;
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, message: String) -> http::Response<ProxyBody> {
+    let mut response = http::Response::new(Full::new(Bytes::from(message)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
+    response
+}
+
+/// The response for an error: its status, its message, and `Retry-After` when overloaded.
+pub(crate) fn error(error: &ServeError) -> http::Response<ProxyBody> {
+    let status = error.status();
+    if status.is_server_error() {
+        tracing::warn!(%status, "{error}");
+    }
+    let mut response = text(status, format!("{error}\n"));
+    if let Some(after) = error.retry_after() {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+    }
+    response
+}
+
+/// The wire form of a replica's answer or error.
+pub(crate) fn into_http(result: Result<Response, ServeError>) -> http::Response<ProxyBody> {
+    match result {
+        Ok(response) => {
+            let (status, headers, body) = response.into_parts();
+            match body {
+                ResponseBody::Bytes(bytes) => {
+                    let mut response = http::Response::new(Full::new(bytes));
+                    *response.status_mut() = status;
+                    *response.headers_mut() = headers;
+                    response
+                }
+                ResponseBody::Value(_) => self::error(&ServeError::Internal(
+                    "the backend answered with a Rust value, which cannot be sent over HTTP; \
+                     answer with text, bytes or JSON"
+                        .to_owned(),
+                )),
+            }
+        }
+        Err(e) => error(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::RETRY_AFTER as AFTER;
+
+    #[test]
+    fn overload_answers_503_with_retry_after() {
+        let r = error(&ServeError::Overloaded {
+            backend: "b".into(),
+            queued: 10,
+            retry_after: AFTER,
+        });
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn unusual_status_codes_pass_through() {
+        let status = StatusCode::from_u16(123).expect("valid code");
+        let r = into_http(Ok(Response::text("Hello, world!").with_status(status)));
+        assert_eq!(r.status().as_u16(), 123);
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+    }
+
+    #[test]
+    fn rust_values_cannot_go_over_http() {
+        let r = into_http(Ok(Response::value(3u8)));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

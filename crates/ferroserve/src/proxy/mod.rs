@@ -1,0 +1,217 @@
+//! The HTTP ingress: accepts connections, matches routes and methods, hands requests to the router.
+
+mod convert;
+mod routes;
+
+pub(crate) use routes::RouteTable;
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{HttpOptions, RESERVED_PREFIX};
+use crate::controller::SnapshotCell;
+use crate::error::ServeError;
+use crate::request::{CALL_METHOD_HEADER, HttpParts, Request};
+use crate::router;
+use convert::ProxyBody;
+
+/// How long a graceful shutdown waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The running HTTP proxy.
+pub(crate) struct HttpServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Binds `options.host:options.port` and serves from `cell`.
+    pub(crate) async fn start(
+        options: &HttpOptions,
+        cell: Arc<SnapshotCell>,
+    ) -> Result<Self, ServeError> {
+        let listener = TcpListener::bind((options.host.as_str(), options.port))
+            .await
+            .map_err(|e| {
+                ServeError::BadRequest(format!(
+                    "cannot listen on {}:{}: {e}",
+                    options.host, options.port
+                ))
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Internal(format!("no local address: {e}")))?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, cell, stopped));
+        Ok(Self {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and closes every connection.
+    pub(crate) async fn shutdown(self) {
+        self.stop.send_replace(true);
+        if let Err(e) = self.task.await {
+            tracing::warn!("the HTTP accept loop ended badly: {e}");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cell: Arc<SnapshotCell>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let http = http1::Builder::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY: {e}");
+                    }
+                    let cell = cell.clone();
+                    let service = service_fn(move |req| handle(cell.clone(), req));
+                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!("connection closed: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = stopped.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
+    }
+}
+
+/// Serves one HTTP request.
+async fn handle(
+    cell: Arc<SnapshotCell>,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<ProxyBody>, Infallible> {
+    let path = req.uri().path();
+    if path.starts_with(RESERVED_PREFIX) {
+        return Ok(admin(&cell, req.method(), path));
+    }
+    let snapshot = cell.load_full();
+    let Some(endpoint) = snapshot.routes.lookup(path) else {
+        return Ok(convert::text(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint serves path `{path}`; GET /-/routes lists the routes served\n"),
+        ));
+    };
+    if !endpoint.allows(req.method()) {
+        let mut response = convert::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "endpoint `{}` allows {}, not {}\n",
+                endpoint.name,
+                endpoint.allow.to_str().unwrap_or_default(),
+                req.method()
+            ),
+        );
+        response.headers_mut().insert(ALLOW, endpoint.allow.clone());
+        return Ok(response);
+    }
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return Ok(convert::error(&ServeError::BadRequest(format!(
+                "could not read the request body: {e}"
+            ))));
+        }
+    };
+    let method_name = match parts
+        .headers
+        .get(&CALL_METHOD_HEADER)
+        .map(HeaderValue::to_str)
+    {
+        None => None,
+        Some(Ok(name)) => Some(Cow::Owned(name.trim().to_owned())),
+        Some(Err(_)) => {
+            return Ok(convert::error(&ServeError::BadRequest(
+                "the X-SERVE-CALL-METHOD header is not valid text".to_owned(),
+            )));
+        }
+    };
+    let mut request = Request::from_http(
+        HttpParts {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+        },
+        body,
+    );
+    if let Some(name) = method_name {
+        request.set_method_name(name);
+    }
+    Ok(convert::into_http(
+        router::call(&cell, endpoint, request).await,
+    ))
+}
+
+/// Ferroserve's own routes under `/-/`.
+fn admin(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<ProxyBody> {
+    match (method, path) {
+        (&Method::GET, "/-/routes") => {
+            let mut response = http::Response::new(Full::new(cell.load().routes_json.clone()));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        (&Method::GET, "/-/healthz") => convert::text(StatusCode::OK, "ok\n".to_owned()),
+        (_, "/-/routes" | "/-/healthz") => {
+            let mut response = convert::text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} allows GET\n"),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
+            response
+        }
+        _ => convert::text(
+            StatusCode::NOT_FOUND,
+            format!("`{path}` is not one of Ferroserve's routes (/-/routes, /-/healthz)\n"),
+        ),
+    }
+}

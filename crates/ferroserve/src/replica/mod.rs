@@ -1,0 +1,237 @@
+//! Replicas: one running instance of a backend, its in-flight count, and how one request runs on it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::FutureExt;
+
+use crate::backend::{BackendFactory, DynBackend, Methods, ReplicaContext};
+use crate::error::ServeError;
+use crate::request::Request;
+use crate::response::Response;
+use crate::router::WaitQueue;
+
+/// One running instance of a backend.
+pub(crate) struct Replica {
+    /// Requests running on this replica now; never above the backend's `max_concurrent_queries`.
+    in_flight: AtomicUsize,
+    /// The backend's wait queue, told when a slot frees.
+    queue: Arc<WaitQueue>,
+    id: Arc<str>,
+    backend: Arc<str>,
+    methods: Methods,
+    instance: Arc<dyn DynBackend>,
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+impl Replica {
+    /// Makes the instance on a blocking thread and gives it `user_config`.
+    pub(crate) async fn start(
+        ctx: ReplicaContext,
+        factory: &BackendFactory,
+        user_config: &serde_json::Value,
+        queue: Arc<WaitQueue>,
+    ) -> Result<Arc<Self>, ServeError> {
+        let backend: Arc<str> = ctx.backend.as_str().into();
+        let id: Arc<str> = ctx.replica.as_str().into();
+        let start_failed = {
+            let (backend, id) = (backend.clone(), id.clone());
+            move |message: String| ServeError::StartFailed {
+                backend: backend.to_string(),
+                message: format!("replica `{id}`: {message}"),
+            }
+        };
+        let factory = factory.clone();
+        let instance = tokio::task::spawn_blocking(move || factory.make(&ctx))
+            .await
+            .map_err(|e| match e.try_into_panic() {
+                Ok(payload) => start_failed(format!(
+                    "the factory panicked: {}",
+                    panic_message(&*payload)
+                )),
+                Err(e) => start_failed(e.to_string()),
+            })?
+            .map_err(|e| start_failed(e.to_string()))?;
+        let replica = Arc::new(Self {
+            in_flight: AtomicUsize::new(0),
+            queue,
+            methods: instance.methods(),
+            id,
+            backend,
+            instance,
+        });
+        if !user_config.is_null() {
+            replica
+                .reconfigure(user_config)
+                .await
+                .map_err(|e| start_failed(e.to_string()))?;
+        }
+        Ok(replica)
+    }
+
+    /// The replica's id, unique within its backend.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Requests running now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if fewer than `max` requests run.
+    pub(crate) fn try_reserve(&self, max: usize) -> bool {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) < max {
+            true
+        } else {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            false
+        }
+    }
+
+    /// Gives a slot back and wakes one queued request.
+    pub(crate) fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.queue.released();
+    }
+
+    /// Runs one request; user errors and panics become typed errors, never a crash.
+    pub(crate) async fn call(&self, req: Request) -> Result<Response, ServeError> {
+        if !self.methods.contains(req.method_name()) {
+            return Err(ServeError::MethodNotFound {
+                backend: self.backend.to_string(),
+                method: req.method_name().to_owned(),
+            });
+        }
+        match AssertUnwindSafe(async { self.instance.call(req).await })
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(ServeError::Backend {
+                backend: self.backend.to_string(),
+                replica: self.id.to_string(),
+                status: error.status(),
+                message: error.message().to_owned(),
+            }),
+            Err(payload) => Err(ServeError::Panicked {
+                backend: self.backend.to_string(),
+                replica: self.id.to_string(),
+                message: panic_message(&*payload),
+            }),
+        }
+    }
+
+    /// Gives the replica a new `user_config`.
+    pub(crate) async fn reconfigure(
+        &self,
+        user_config: &serde_json::Value,
+    ) -> Result<(), ServeError> {
+        match AssertUnwindSafe(self.instance.reconfigure(user_config))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ServeError::Backend {
+                backend: self.backend.to_string(),
+                replica: self.id.to_string(),
+                status: None,
+                message: format!("reconfigure failed: {error}"),
+            }),
+            Err(payload) => Err(ServeError::Panicked {
+                backend: self.backend.to_string(),
+                replica: self.id.to_string(),
+                message: format!("reconfigure panicked: {}", panic_message(&*payload)),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::request::Arg;
+    use crate::response::Response;
+
+    /// A replica of a backend answering "ok", for router tests.
+    pub(crate) async fn ok_replica(id: &str, queue: Arc<WaitQueue>) -> Arc<Replica> {
+        let factory = BackendFactory::function(|_req| async { Ok(Response::from("ok")) });
+        let ctx = ReplicaContext {
+            backend: "b".into(),
+            replica: id.into(),
+            init_args: serde_json::Value::Null,
+        };
+        Replica::start(ctx, &factory, &serde_json::Value::Null, queue)
+            .await
+            .expect("replica starts")
+    }
+
+    #[tokio::test]
+    async fn panics_become_errors_and_the_replica_keeps_serving() {
+        let factory = BackendFactory::function(|req: Request| async move {
+            if req.method_name() == "__call__" && req.text()? == "boom" {
+                panic!("user code exploded");
+            }
+            Ok(Response::from("fine"))
+        });
+        let ctx = ReplicaContext {
+            backend: "b".into(),
+            replica: "b#1".into(),
+            init_args: serde_json::Value::Null,
+        };
+        let replica = Replica::start(
+            ctx,
+            &factory,
+            &serde_json::Value::Null,
+            Arc::new(WaitQueue::default()),
+        )
+        .await
+        .expect("starts");
+        let err = replica
+            .call(Request::from_arg(Arg::from("boom")))
+            .await
+            .expect_err("panics");
+        assert!(err.to_string().contains("user code exploded"), "{err}");
+        let ok = replica
+            .call(Request::from_arg(Arg::from("x")))
+            .await
+            .expect("still serves");
+        assert_eq!(ok.body_text().expect("text"), "fine");
+        let err = replica
+            .call(Request::from_arg(Arg::from("x")).with_method_name("nope"))
+            .await
+            .expect_err("unknown method");
+        assert_eq!(err.to_string(), "backend `b` has no method `nope`");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_factory_fails_the_start() {
+        let factory = BackendFactory::new(|_ctx| -> Result<crate::builtin::Echo, _> {
+            panic!("no model file")
+        });
+        let ctx = ReplicaContext {
+            backend: "b".into(),
+            replica: "b#1".into(),
+            init_args: serde_json::Value::Null,
+        };
+        let err = Replica::start(
+            ctx,
+            &factory,
+            &serde_json::Value::Null,
+            Arc::new(WaitQueue::default()),
+        )
+        .await
+        .err()
+        .expect("start fails");
+        assert!(err.to_string().contains("no model file"), "{err}");
+    }
+}

@@ -1,0 +1,385 @@
+//! Requests as a replica sees them: HTTP-shaped or a handle's argument, and where they came from.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method, Uri};
+use serde::de::DeserializeOwned;
+
+use crate::error::BackendError;
+
+/// The method a request runs when nothing else is asked for.
+pub const DEFAULT_METHOD: &str = "__call__";
+
+/// The HTTP header that selects the replica method to run.
+pub static CALL_METHOD_HEADER: HeaderName = HeaderName::from_static("x-serve-call-method");
+
+static EMPTY_HEADERS: LazyLock<HeaderMap> = LazyLock::new(HeaderMap::new);
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Through the HTTP proxy.
+    Http,
+    /// Through a [`Handle`](crate::Handle) call in code.
+    Handle,
+}
+
+/// The HTTP side of a request: method, URI and headers.
+#[derive(Debug, Clone)]
+pub struct HttpParts {
+    /// The HTTP method (`GET`, `POST`, ...).
+    pub method: Method,
+    /// The request URI: path and query.
+    pub uri: Uri,
+    /// The request headers.
+    pub headers: HeaderMap,
+}
+
+/// What a request carries.
+pub(crate) enum Payload {
+    /// Raw bytes: an HTTP body, or bytes or text given to a handle.
+    Bytes(Bytes),
+    /// A JSON value given to a handle.
+    Json(serde_json::Value),
+    /// Any Rust value given to a handle, passed through untouched.
+    Value(Box<dyn Any + Send>),
+}
+
+/// A handle's argument: bytes, text, JSON, any Rust value, or a request to forward as it is.
+///
+/// ```
+/// use ferroserve::Arg;
+/// let text: Arg = "long string".into();
+/// let json: Arg = serde_json::json!({"a": 1}).into();
+/// let number: Arg = 5.into();
+/// #[derive(Debug)]
+/// struct Tensor(Vec<f32>);
+/// let value = Arg::value(Tensor(vec![1.0, 2.0]));
+/// # let _ = (text, json, number, value);
+/// ```
+pub enum Arg {
+    /// Bytes (and text, as UTF-8).
+    Bytes(Bytes),
+    /// A JSON value.
+    Json(serde_json::Value),
+    /// Any Rust value, handed to an in-process backend without serialisation.
+    Value(Box<dyn Any + Send>),
+    /// A request a backend received, forwarded unchanged (it keeps its origin and HTTP parts).
+    Request(Box<Request>),
+}
+
+impl Arg {
+    /// Any Rust value, passed through to an in-process backend untouched.
+    pub fn value<T: Any + Send>(value: T) -> Self {
+        Self::Value(Box::new(value))
+    }
+
+    /// Serialises `value` to JSON.
+    pub fn json<T: serde::Serialize>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_value(value).map(Self::Json)
+    }
+}
+
+impl fmt::Debug for Arg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bytes(b) => f.debug_tuple("Bytes").field(b).finish(),
+            Self::Json(v) => f.debug_tuple("Json").field(v).finish(),
+            Self::Value(_) => f.write_str("Value(..)"),
+            Self::Request(r) => f.debug_tuple("Request").field(r).finish(),
+        }
+    }
+}
+
+impl From<()> for Arg {
+    fn from((): ()) -> Self {
+        Self::Bytes(Bytes::new())
+    }
+}
+impl From<&'static str> for Arg {
+    fn from(text: &'static str) -> Self {
+        Self::Bytes(Bytes::from_static(text.as_bytes()))
+    }
+}
+impl From<String> for Arg {
+    fn from(text: String) -> Self {
+        Self::Bytes(Bytes::from(text))
+    }
+}
+impl From<Bytes> for Arg {
+    fn from(bytes: Bytes) -> Self {
+        Self::Bytes(bytes)
+    }
+}
+impl From<Vec<u8>> for Arg {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self::Bytes(Bytes::from(bytes))
+    }
+}
+impl From<serde_json::Value> for Arg {
+    fn from(value: serde_json::Value) -> Self {
+        Self::Json(value)
+    }
+}
+impl From<Request> for Arg {
+    fn from(request: Request) -> Self {
+        Self::Request(Box::new(request))
+    }
+}
+macro_rules! json_scalar_args {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Arg {
+            fn from(value: $t) -> Self {
+                Self::Json(serde_json::Value::from(value))
+            }
+        }
+    )*};
+}
+json_scalar_args!(bool, i32, i64, u32, u64, f64);
+
+/// One request to a replica, from HTTP or from a handle.
+///
+/// The same backend code serves both: [`Request::headers`], [`Request::query`],
+/// [`Request::body`], [`Request::json`] and [`Request::form`] work whichever way the
+/// request came, and [`Request::origin`] tells which. A handle argument that is not
+/// HTTP-shaped (any Rust value) is reached with [`Request::value`] or
+/// [`Request::take_value`].
+pub struct Request {
+    origin: Origin,
+    method_name: Cow<'static, str>,
+    http: Option<HttpParts>,
+    payload: Payload,
+}
+
+impl Request {
+    /// An HTTP request, as the proxy builds it.
+    pub fn from_http(parts: HttpParts, body: Bytes) -> Self {
+        Self {
+            origin: Origin::Http,
+            method_name: Cow::Borrowed(DEFAULT_METHOD),
+            http: Some(parts),
+            payload: Payload::Bytes(body),
+        }
+    }
+
+    /// A handle call with this argument (a forwarded [`Request`] keeps its origin).
+    pub fn from_arg(arg: Arg) -> Self {
+        let payload = match arg {
+            Arg::Bytes(b) => Payload::Bytes(b),
+            Arg::Json(v) => Payload::Json(v),
+            Arg::Value(v) => Payload::Value(v),
+            Arg::Request(request) => return *request,
+        };
+        Self {
+            origin: Origin::Handle,
+            method_name: Cow::Borrowed(DEFAULT_METHOD),
+            http: None,
+            payload,
+        }
+    }
+
+    /// Sets the replica method this request runs.
+    #[must_use]
+    pub fn with_method_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.method_name = name.into();
+        self
+    }
+
+    /// Gives the request HTTP parts (a handle call made with HTTP options).
+    #[must_use]
+    pub fn with_http(mut self, parts: HttpParts) -> Self {
+        self.http = Some(parts);
+        self
+    }
+
+    pub(crate) fn set_method_name(&mut self, name: Cow<'static, str>) {
+        self.method_name = name;
+    }
+
+    /// Where the request came from.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// The replica method to run: `__call__` unless the caller asked for another.
+    pub fn method_name(&self) -> &str {
+        &self.method_name
+    }
+
+    /// The HTTP parts: present for HTTP requests and for handle calls made with HTTP options.
+    pub fn http(&self) -> Option<&HttpParts> {
+        self.http.as_ref()
+    }
+
+    /// The HTTP method, if the request is HTTP-shaped.
+    pub fn http_method(&self) -> Option<&Method> {
+        self.http.as_ref().map(|h| &h.method)
+    }
+
+    /// The URL path, if the request is HTTP-shaped.
+    pub fn path(&self) -> Option<&str> {
+        self.http.as_ref().map(|h| h.uri.path())
+    }
+
+    /// The headers (empty for a plain handle call).
+    pub fn headers(&self) -> &HeaderMap {
+        self.http.as_ref().map_or(&EMPTY_HEADERS, |h| &h.headers)
+    }
+
+    /// One header as text, if present and valid UTF-8. Names are case-insensitive.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The query parameters in order, decoded; repeated keys appear once per value.
+    pub fn query(&self) -> Vec<(String, String)> {
+        self.http
+            .as_ref()
+            .and_then(|h| h.uri.query())
+            .map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The last value of one query parameter.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.http.as_ref()?.uri.query()?;
+        form_urlencoded::parse(query.as_bytes())
+            .filter(|(k, _)| k == name)
+            .last()
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The body as bytes: the HTTP body, or the bytes, text or JSON given to a handle.
+    pub fn body(&self) -> Result<Bytes, BackendError> {
+        match &self.payload {
+            Payload::Bytes(b) => Ok(b.clone()),
+            Payload::Json(v) => Ok(Bytes::from(serde_json::to_vec(v)?)),
+            Payload::Value(_) => Err(BackendError::msg(
+                "the request carries a Rust value, not bytes; use Request::value",
+            )),
+        }
+    }
+
+    /// The body as UTF-8 text.
+    pub fn text(&self) -> Result<String, BackendError> {
+        let body = self.body()?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| BackendError::msg("the request body is not valid UTF-8"))
+    }
+
+    /// The body parsed as JSON into `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, BackendError> {
+        match &self.payload {
+            Payload::Json(v) => Ok(T::deserialize(v)?),
+            Payload::Bytes(b) => serde_json::from_slice(b)
+                .map_err(|e| BackendError::msg(format!("the request body is not valid JSON: {e}"))),
+            Payload::Value(_) => Err(BackendError::msg(
+                "the request carries a Rust value, not JSON; use Request::value",
+            )),
+        }
+    }
+
+    /// The Rust value a handle passed, if it is a `T`.
+    pub fn value<T: Any>(&self) -> Option<&T> {
+        match &self.payload {
+            Payload::Value(v) => v.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// Takes the Rust value a handle passed, if it is a `T`; otherwise gives the request back.
+    #[allow(clippy::result_large_err)]
+    pub fn take_value<T: Any>(self) -> Result<T, Self> {
+        match self.payload {
+            Payload::Value(v) => match v.downcast::<T>() {
+                Ok(value) => Ok(*value),
+                Err(v) => Err(Self {
+                    payload: Payload::Value(v),
+                    ..self
+                }),
+            },
+            payload => Err(Self { payload, ..self }),
+        }
+    }
+
+    pub(crate) fn payload(&self) -> &Payload {
+        &self.payload
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("origin", &self.origin)
+            .field("method_name", &self.method_name)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_request(uri: &str, body: &'static str) -> Request {
+        let mut headers = HeaderMap::new();
+        headers.insert("X-Token", "abc".parse().expect("valid header"));
+        Request::from_http(
+            HttpParts {
+                method: Method::POST,
+                uri: uri.parse().expect("valid uri"),
+                headers,
+            },
+            Bytes::from_static(body.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn http_request_mirrors_its_parts() {
+        let req = http_request("/p?a=1&b=x%20y&a=2", r#"{"k": 3}"#);
+        assert_eq!(req.origin(), Origin::Http);
+        assert_eq!(req.method_name(), "__call__");
+        assert_eq!(req.path(), Some("/p"));
+        assert_eq!(req.header("x-token"), Some("abc"));
+        assert_eq!(req.query_param("a").as_deref(), Some("2"));
+        assert_eq!(req.query_param("b").as_deref(), Some("x y"));
+        assert_eq!(req.query().len(), 3);
+        let v: serde_json::Value = req.json().expect("json body");
+        assert_eq!(v["k"], 3);
+    }
+
+    #[test]
+    fn handle_values_pass_through_untouched() {
+        #[derive(Debug, PartialEq)]
+        struct Tensor(Vec<u8>);
+        let req = Request::from_arg(Arg::value(Tensor(vec![1, 2])));
+        assert_eq!(req.origin(), Origin::Handle);
+        assert!(req.headers().is_empty());
+        assert_eq!(req.value::<Tensor>(), Some(&Tensor(vec![1, 2])));
+        assert!(req.body().is_err());
+        let req = req.take_value::<String>().expect_err("not a String");
+        assert_eq!(req.take_value::<Tensor>().ok(), Some(Tensor(vec![1, 2])));
+    }
+
+    #[test]
+    fn forwarded_requests_keep_their_origin() {
+        let forwarded = Request::from_arg(http_request("/a", "hi").into());
+        assert_eq!(forwarded.origin(), Origin::Http);
+        assert_eq!(forwarded.text().expect("text"), "hi");
+    }
+
+    #[test]
+    fn json_args_read_as_json_and_bytes() {
+        let req = Request::from_arg(5.into());
+        assert_eq!(req.json::<i64>().expect("number"), 5);
+        assert_eq!(req.text().expect("text"), "5");
+    }
+}

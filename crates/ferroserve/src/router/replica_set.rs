@@ -1,0 +1,132 @@
+//! The replicas of a backend and power-of-two-choices replica selection under a concurrency cap.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::replica::Replica;
+
+/// A held replica slot: the request runs on [`Slot::replica`]; dropping it frees the slot.
+pub(crate) struct Slot {
+    replica: Arc<Replica>,
+}
+
+impl Deref for Slot {
+    type Target = Replica;
+
+    fn deref(&self) -> &Replica {
+        &self.replica
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.replica.release();
+    }
+}
+
+/// The replicas of one backend as one snapshot publishes them.
+pub(crate) struct ReplicaSet {
+    replicas: Box<[Arc<Replica>]>,
+    max_concurrent: usize,
+}
+
+impl ReplicaSet {
+    /// These replicas, each running at most `max_concurrent` requests.
+    pub(crate) fn new(replicas: Vec<Arc<Replica>>, max_concurrent: usize) -> Self {
+        Self {
+            replicas: replicas.into(),
+            max_concurrent,
+        }
+    }
+
+    /// The replicas.
+    #[cfg(test)]
+    pub(crate) fn replicas(&self) -> &[Arc<Replica>] {
+        &self.replicas
+    }
+
+    /// Whether there is no replica.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
+    /// Takes a slot on the less busy of two random replicas; if both are full, on any
+    /// replica with room; `None` when every replica is full.
+    pub(crate) fn try_acquire(&self) -> Option<Slot> {
+        let n = self.replicas.len();
+        let slot = |r: &Arc<Replica>| {
+            r.try_reserve(self.max_concurrent)
+                .then(|| Slot { replica: r.clone() })
+        };
+        match n {
+            0 => return None,
+            1 => return slot(&self.replicas[0]),
+            _ => {}
+        }
+        let first = fastrand::usize(..n);
+        let mut second = fastrand::usize(..n - 1);
+        if second >= first {
+            second += 1;
+        }
+        let (a, b) = (&self.replicas[first], &self.replicas[second]);
+        let (less, more) = if b.in_flight() < a.in_flight() {
+            (b, a)
+        } else {
+            (a, b)
+        };
+        slot(less).or_else(|| slot(more)).or_else(|| {
+            let start = fastrand::usize(..n);
+            (0..n).find_map(|i| slot(&self.replicas[(start + i) % n]))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::tests::ok_replica;
+    use crate::router::WaitQueue;
+
+    async fn set(n: usize, max: usize) -> ReplicaSet {
+        let queue = Arc::new(WaitQueue::default());
+        let mut replicas = Vec::new();
+        for i in 0..n {
+            replicas.push(ok_replica(&format!("b#{i}"), queue.clone()).await);
+        }
+        ReplicaSet::new(replicas, max)
+    }
+
+    #[tokio::test]
+    async fn never_above_the_cap() {
+        let set = set(3, 2).await;
+        let held: Vec<Slot> = std::iter::from_fn(|| set.try_acquire()).take(100).collect();
+        assert_eq!(held.len(), 6, "3 replicas × 2 slots");
+        assert!(set.replicas().iter().all(|r| r.in_flight() == 2));
+        drop(held);
+        assert!(set.replicas().iter().all(|r| r.in_flight() == 0));
+    }
+
+    #[tokio::test]
+    async fn two_choices_keep_load_even() {
+        let set = set(4, 1000).await;
+        let held: Vec<Slot> = (0..400).filter_map(|_| set.try_acquire()).collect();
+        let loads: Vec<usize> = set.replicas().iter().map(|r| r.in_flight()).collect();
+        let (min, max) = (loads.iter().min().copied(), loads.iter().max().copied());
+        assert_eq!(held.len(), 400);
+        // Random choice spreads ±~20 here; the less loaded of two keeps it within a few.
+        assert!(
+            max.zip(min).is_some_and(|(max, min)| max - min <= 4),
+            "loads {loads:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_less_busy_replica_is_preferred() {
+        let set = set(2, 1000).await;
+        for _ in 0..10 {
+            assert!(set.replicas()[0].try_reserve(1000));
+        }
+        let slots: Vec<Slot> = (0..5).filter_map(|_| set.try_acquire()).collect();
+        assert!(slots.iter().all(|s| s.id() == "b#1"));
+    }
+}

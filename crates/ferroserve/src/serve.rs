@@ -1,0 +1,209 @@
+//! `Serve`: the running instance — the imperative API over the controller, the HTTP proxy and handles.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::backend::{BackendFactory, Registry};
+use crate::builtin::builtins;
+use crate::config::{
+    AppConfig, BackendConfig, BackendKind, ConfigError, EndpointConfig, HttpOptions, Traffic,
+};
+use crate::controller::{Controller, SnapshotCell};
+use crate::error::ServeError;
+use crate::handle::Handle;
+use crate::proxy::HttpServer;
+
+/// A running Ferroserve instance.
+///
+/// ```no_run
+/// use ferroserve::{BackendConfig, BackendFactory, EndpointConfig, HttpOptions, Response, Serve};
+///
+/// # async fn demo() -> Result<(), ferroserve::ServeError> {
+/// let serve = Serve::start(HttpOptions::new("127.0.0.1", 8000)).await?;
+/// serve
+///     .create_backend(
+///         "hello",
+///         BackendFactory::function(|_req| async { Ok(Response::from("hello")) }),
+///         BackendConfig::default().num_replicas(2),
+///     )
+///     .await?;
+/// serve.create_endpoint("hello", EndpointConfig::backend("hello").route("/hello")).await?;
+/// let answer = serve.get_handle("hello")?.remote(()).await?;
+/// assert_eq!(answer.body_text().unwrap(), "hello");
+/// serve.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Serve {
+    cell: Arc<SnapshotCell>,
+    controller: Controller,
+    http: Option<HttpServer>,
+}
+
+impl Serve {
+    /// Starts Ferroserve with its HTTP proxy on `http.host:http.port` (port 0 picks one).
+    pub async fn start(http: HttpOptions) -> Result<Self, ServeError> {
+        let mut serve = Self::without_http();
+        serve.http = Some(HttpServer::start(&http, serve.cell.clone()).await?);
+        Ok(serve)
+    }
+
+    /// Starts Ferroserve without HTTP: endpoints are reachable through handles only.
+    pub fn without_http() -> Self {
+        let cell = Arc::new(SnapshotCell::default());
+        Self {
+            controller: Controller::new(cell.clone()),
+            cell,
+            http: None,
+        }
+    }
+
+    /// The address the HTTP proxy listens on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// Adds a backend and starts its `num_replicas` replicas.
+    pub async fn create_backend(
+        &self,
+        name: &str,
+        factory: BackendFactory,
+        config: BackendConfig,
+    ) -> Result<(), ServeError> {
+        self.controller.create_backend(name, factory, config).await
+    }
+
+    /// Changes a backend's config while it serves (replicas, concurrency, `user_config`).
+    pub async fn update_backend_config(
+        &self,
+        name: &str,
+        config: BackendConfig,
+    ) -> Result<(), ServeError> {
+        self.controller.update_backend_config(name, config).await
+    }
+
+    /// Removes a backend; refused while an endpoint uses it.
+    pub async fn delete_backend(&self, name: &str) -> Result<(), ServeError> {
+        self.controller.delete_backend(name).await
+    }
+
+    /// Adds an endpoint.
+    pub async fn create_endpoint(
+        &self,
+        name: &str,
+        config: EndpointConfig,
+    ) -> Result<(), ServeError> {
+        self.controller.create_endpoint(name, config).await
+    }
+
+    /// Removes an endpoint.
+    pub async fn delete_endpoint(&self, name: &str) -> Result<(), ServeError> {
+        self.controller.delete_endpoint(name).await
+    }
+
+    /// Changes an endpoint's traffic weights while it serves.
+    pub async fn set_traffic(&self, endpoint: &str, traffic: Traffic) -> Result<(), ServeError> {
+        self.controller.set_traffic(endpoint, traffic).await
+    }
+
+    /// The backends served now, by name.
+    pub fn list_backends(&self) -> BTreeMap<String, BackendConfig> {
+        let snapshot = self.cell.load();
+        snapshot
+            .backends
+            .iter()
+            .map(|(name, b)| (name.clone(), b.config.clone()))
+            .collect()
+    }
+
+    /// The endpoints served now, by name.
+    pub fn list_endpoints(&self) -> BTreeMap<String, EndpointConfig> {
+        let snapshot = self.cell.load();
+        snapshot
+            .endpoints
+            .iter()
+            .map(|(name, e)| (name.clone(), e.config.clone()))
+            .collect()
+    }
+
+    /// A handle to `endpoint`; an error if no endpoint has that name.
+    pub fn get_handle(&self, endpoint: &str) -> Result<Handle, ServeError> {
+        if !self.cell.load().endpoints.contains_key(endpoint) {
+            return Err(ServeError::EndpointNotFound(endpoint.to_owned()));
+        }
+        Ok(Handle::new(self.cell.clone(), endpoint))
+    }
+
+    /// Creates every backend and endpoint of `app`; `rust:` backends come from `registry`.
+    ///
+    /// A failure names the file, the line and the key of what failed.
+    pub async fn deploy(&self, app: &AppConfig, registry: &Registry) -> Result<(), ConfigError> {
+        let stock = builtins();
+        let located = |line: usize, key: String, e: &ServeError| ConfigError {
+            file: app.file.clone(),
+            line,
+            key,
+            message: e.to_string(),
+        };
+        for spec in &app.backends {
+            let key = format!("backends.{}", spec.name);
+            let factory = match &spec.kind {
+                BackendKind::Builtin(name) => stock.get(name),
+                BackendKind::Rust(name) => registry.get(name),
+            }
+            .cloned()
+            .ok_or_else(|| {
+                located(
+                    spec.line,
+                    key.clone(),
+                    &ServeError::BackendNotFound(spec.name.clone()),
+                )
+            })?;
+            self.create_backend(&spec.name, factory, spec.config.clone())
+                .await
+                .map_err(|e| located(spec.line, key, &e))?;
+        }
+        for spec in &app.endpoints {
+            self.create_endpoint(&spec.name, spec.config.clone())
+                .await
+                .map_err(|e| located(spec.line, format!("endpoints.{}", spec.name), &e))?;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting connections, finishes the requests in flight, then stops every replica.
+    pub async fn shutdown(self) {
+        if let Some(http) = self.http {
+            http.shutdown().await;
+        }
+        self.controller.shutdown().await;
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            () = terminate => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
