@@ -97,10 +97,7 @@ async fn run(config: PathBuf, host: Option<String>, port: Option<u16>) -> anyhow
     }
     if let Some(addr) = serve.local_addr() {
         // Scripts and tests read the bound address from this line.
-        #[allow(clippy::print_stdout)]
-        {
-            println!("ferroserve listening on http://{addr}");
-        }
+        println!("ferroserve listening on http://{addr}");
         tracing::info!(
             "serving {} endpoints from {} on http://{addr} (GET /-/routes lists them)",
             app.endpoints.len(),

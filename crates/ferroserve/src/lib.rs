@@ -21,6 +21,8 @@
 //! }
 //! ```
 
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod backend;
 pub mod builtin;
 pub mod config;
@@ -45,3 +47,8 @@ pub use handle::{CallOptions, Handle, ResponseRef, wait};
 pub use request::{Arg, HttpParts, Origin, Request};
 pub use response::Response;
 pub use serve::{Serve, shutdown_signal};
+
+/// The README's Rust examples, compiled as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,210 @@
+//! The `ferroserve` binary: serving an app file, flag and env overrides, bad configs, SIGTERM.
+
+mod common;
+
+use std::process::Command;
+
+use common::{client, ferroserve_bin, spawn_cli, spawn_listening, write_config};
+
+const APP: &str = "\
+http:
+  port: 8000
+backends:
+  echo:
+    builtin: echo
+  hello:
+    builtin: static
+    init_args: {body: hi, status: 201, headers: {x-greeting: hello}}
+endpoints:
+  echo:
+    route: /echo
+    methods: [GET, POST]
+    backend: echo
+  hello:
+    route: /hello
+    backend: hello
+";
+
+#[tokio::test]
+async fn serves_the_readme_example_app() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.yaml");
+    let server = spawn_listening(&ferroserve_bin(), &["run", path, "--port", "0"], &[], None);
+    let http = client();
+    let hello = http
+        .get(server.url("/hello"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(hello.status(), 200);
+    let text = hello.text().await.expect("body");
+    assert!(text.starts_with("Hello from"), "{text}");
+    let routes: serde_json::Value = http
+        .get(server.url("/-/routes"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        routes,
+        serde_json::json!({"/echo": "echo", "/hello": "hello"})
+    );
+}
+
+#[tokio::test]
+async fn the_port_flag_overrides_the_file() {
+    // The file says 8000; `--port 0` wins, so this works even if 8000 is taken.
+    let server = spawn_cli(APP);
+    assert_ne!(server.addr.port(), 8000);
+    let r = client()
+        .get(server.url("/hello"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-greeting"], "hello");
+    assert_eq!(r.text().await.expect("body"), "hi");
+}
+
+#[tokio::test]
+async fn flags_can_come_from_the_environment() {
+    let (dir, path) = write_config(APP);
+    let server = spawn_listening(
+        &ferroserve_bin(),
+        &["run", path.to_str().expect("utf-8")],
+        &[("FERROSERVE_PORT", "0"), ("FERROSERVE_HOST", "127.0.0.1")],
+        Some(dir),
+    );
+    assert_ne!(server.addr.port(), 8000);
+    let r = client()
+        .get(server.url("/-/healthz"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero() {
+    let server = spawn_cli(APP);
+    let r = client()
+        .get(server.url("/echo"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let status = server.terminate();
+    assert_eq!(status.code(), Some(0), "ferroserve exits 0 on SIGTERM");
+}
+
+/// Runs `ferroserve run` on a bad config: it must exit non-zero, print the file, the line
+/// and the key, and never listen.
+fn refused(yaml: &str) -> String {
+    let (_dir, path) = write_config(yaml);
+    let output = Command::new(ferroserve_bin())
+        .args(["run", path.to_str().expect("utf-8"), "--port", "0"])
+        .output()
+        .expect("ferroserve runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "a bad config must fail; stderr:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("listening"),
+        "a bad config must serve nothing: {stdout}"
+    );
+    assert!(
+        stderr.contains("app.yaml"),
+        "the error names the file: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn bad_configs_name_file_line_and_key() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "unknown key",
+            "backends:\n  echo:\n    builtin: echo\n    replicas: 2\n",
+            &["line 4", "backends.echo.replicas", "unknown field"],
+        ),
+        (
+            "zero replicas",
+            "backends:\n  echo:\n    builtin: echo\n    num_replicas: 0\n",
+            &["line 4", "backends.echo.num_replicas", "at least 1"],
+        ),
+        (
+            "weights",
+            "backends:\n  a: {builtin: echo}\n  b: {builtin: echo}\nendpoints:\n  e:\n    route: /e\n    traffic: {a: 0.5, b: 0.4}\n",
+            &["line 7", "endpoints.e.traffic", "sum to 0.9"],
+        ),
+        (
+            "missing backend",
+            "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    route: /e\n    backend: b\n",
+            &["line 6", "endpoints.e.backend", "no backend `b`"],
+        ),
+        (
+            "duplicate route",
+            "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    route: /e\n    backend: a\n  f:\n    route: /e\n    backend: a\n",
+            &[
+                "line 8",
+                "endpoints.f.route",
+                "already served by endpoint `e`",
+            ],
+        ),
+        (
+            "relative route",
+            "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    route: e\n    backend: a\n",
+            &["line 5", "endpoints.e.route", "start with `/`"],
+        ),
+        ("not yaml", "backends:\n  a: {builtin: echo\n", &["line"]),
+        (
+            "bad init_args",
+            "backends:\n  s:\n    builtin: static\n    init_args: {status: 99999}\n",
+            &["line 2", "backends.s", "99999"],
+        ),
+    ];
+    for (name, yaml, expected) in cases {
+        let stderr = refused(yaml);
+        for part in *expected {
+            assert!(
+                stderr.contains(part),
+                "case `{name}`: expected `{part}` in:\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_validates_without_serving() {
+    let (_dir, path) = write_config(APP);
+    let ok = Command::new(ferroserve_bin())
+        .args(["check", path.to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert!(ok.status.success());
+    let (_dir, path) = write_config("endpoints:\n  e:\n    backend: nope\n");
+    let bad = Command::new(ferroserve_bin())
+        .args(["check", path.to_str().expect("utf-8")])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("endpoints.e.backend"));
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let output = Command::new(ferroserve_bin())
+        .args(["run", "/nonexistent/app.yaml"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/nonexistent/app.yaml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+}

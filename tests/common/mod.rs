@@ -1,0 +1,220 @@
+//! Test harness: the real server on 127.0.0.1:0, in process or as the `ferroserve` binary.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ferroserve::{Backend, BackendError, HttpOptions, Request, Response, Serve};
+
+/// The `ferroserve` binary built for these tests.
+pub fn ferroserve_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ferroserve"))
+}
+
+/// An example binary of this package. `cargo test` builds examples before running tests;
+/// when only one test target was built, build the example now.
+pub fn example_bin(name: &str) -> PathBuf {
+    let bin = ferroserve_bin();
+    let dir = bin.parent().expect("the binary has a directory");
+    let example = dir.join("examples").join(name);
+    if !example.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    example
+}
+
+/// Starts Ferroserve in process on 127.0.0.1 and a free port.
+pub async fn serve() -> Serve {
+    Serve::start(HttpOptions::new("127.0.0.1", 0))
+        .await
+        .expect("ferroserve starts on a free port")
+}
+
+/// `http://ADDR` of a running in-process server.
+pub fn base_url(serve: &Serve) -> String {
+    format!("http://{}", serve.local_addr().expect("serving HTTP"))
+}
+
+/// A client that does not follow redirects and times out instead of hanging.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client builds")
+}
+
+/// A `ferroserve` (or example) process serving on a free port; killed on drop.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: Arc<std::sync::Mutex<String>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Process {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferroserve did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `yaml` to a temporary `app.yaml`.
+pub fn write_config(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("app.yaml");
+    std::fs::write(&path, yaml).expect("config written");
+    (dir, path)
+}
+
+/// Runs `bin` with `args` and waits for its "listening on" line.
+pub fn spawn_listening(
+    bin: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    dir: Option<tempfile::TempDir>,
+) -> Process {
+    let mut child = Command::new(bin)
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("FERROSERVE_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let pipe = child.stderr.take().expect("stderr piped");
+        let stderr = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                stderr.lock().expect("lock").push_str(&(line + "\n"));
+            }
+        });
+    }
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("ferroserve listening on http://") {
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => addr.parse().expect("a socket address"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "{} did not start listening; stderr:\n{}",
+                bin.display(),
+                stderr.lock().expect("lock")
+            );
+        }
+    };
+    Process {
+        child,
+        addr,
+        stderr,
+        _dir: dir,
+    }
+}
+
+/// Runs `ferroserve run` on `yaml` with `--port 0`.
+pub fn spawn_cli(yaml: &str) -> Process {
+    let (dir, path) = write_config(yaml);
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    spawn_listening(
+        &ferroserve_bin(),
+        &["run", &path, "--port", "0"],
+        &[],
+        Some(dir),
+    )
+}
+
+/// Counts how many calls run at once, and the most ever.
+#[derive(Default)]
+pub struct Concurrency {
+    pub now: AtomicUsize,
+    pub peak: AtomicUsize,
+    pub total: AtomicUsize,
+}
+
+impl Concurrency {
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+}
+
+/// A backend that sleeps for `?ms=N` (HTTP) or the JSON number it is given (handle),
+/// counting concurrency, and answers its replica id.
+pub struct Sleeper {
+    pub replica: String,
+    pub counter: Arc<Concurrency>,
+}
+
+impl Backend for Sleeper {
+    async fn call(&self, req: Request) -> Result<Response, BackendError> {
+        let ms: u64 = match req.query_param("ms") {
+            Some(ms) => ms.parse()?,
+            None => req.json().unwrap_or(0),
+        };
+        let now = self.counter.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.counter.peak.fetch_max(now, Ordering::SeqCst);
+        self.counter.total.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.counter.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(Response::text(self.replica.clone()))
+    }
+}
+
+/// A factory of [`Sleeper`]s sharing `counter`.
+pub fn sleeper(counter: &Arc<Concurrency>) -> ferroserve::BackendFactory {
+    let counter = counter.clone();
+    ferroserve::BackendFactory::new(move |ctx| {
+        Ok(Sleeper {
+            replica: ctx.replica.clone(),
+            counter: counter.clone(),
+        })
+    })
+}
