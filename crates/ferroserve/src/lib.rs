@@ -48,6 +48,10 @@ pub use request::{Arg, HttpParts, Origin, Request};
 pub use response::Response;
 pub use serve::{Serve, shutdown_signal};
 
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
+
 /// The README's Rust examples, compiled as doctests.
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]

@@ -5,7 +5,10 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, StatusCode};
 use http_body_util::Full;
 
+use std::borrow::Cow;
+
 use crate::error::ServeError;
+use crate::request::{CALL_METHOD_HEADER, HttpParts, Request};
 use crate::response::{Response, ResponseBody};
 
 /// The body type of every response the proxy writes.
@@ -34,6 +37,38 @@ pub(crate) fn error(error: &ServeError) -> http::Response<ProxyBody> {
             .insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
     }
     response
+}
+
+/// The request a replica sees, from the HTTP request's parts and its collected body.
+pub(crate) fn into_request(
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Result<Request, ServeError> {
+    let method_name = match parts
+        .headers
+        .get(&CALL_METHOD_HEADER)
+        .map(HeaderValue::to_str)
+    {
+        None => None,
+        Some(Ok(name)) => Some(Cow::Owned(name.trim().to_owned())),
+        Some(Err(_)) => {
+            return Err(ServeError::BadRequest(
+                "the X-SERVE-CALL-METHOD header is not valid text".to_owned(),
+            ));
+        }
+    };
+    let mut request = Request::from_http(
+        HttpParts {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+        },
+        body,
+    );
+    if let Some(name) = method_name {
+        request.set_method_name(name);
+    }
+    Ok(request)
 }
 
 /// The wire form of a replica's answer or error.

@@ -1,11 +1,10 @@
 //! The HTTP ingress: accepts connections, matches routes and methods, hands requests to the router.
 
-mod convert;
+pub(crate) mod convert;
 mod routes;
 
 pub(crate) use routes::RouteTable;
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +25,6 @@ use tokio::task::JoinHandle;
 use crate::config::{HttpOptions, RESERVED_PREFIX};
 use crate::controller::SnapshotCell;
 use crate::error::ServeError;
-use crate::request::{CALL_METHOD_HEADER, HttpParts, Request};
 use crate::router;
 use convert::ProxyBody;
 
@@ -159,30 +157,10 @@ async fn handle(
             ))));
         }
     };
-    let method_name = match parts
-        .headers
-        .get(&CALL_METHOD_HEADER)
-        .map(HeaderValue::to_str)
-    {
-        None => None,
-        Some(Ok(name)) => Some(Cow::Owned(name.trim().to_owned())),
-        Some(Err(_)) => {
-            return Ok(convert::error(&ServeError::BadRequest(
-                "the X-SERVE-CALL-METHOD header is not valid text".to_owned(),
-            )));
-        }
+    let request = match convert::into_request(parts, body) {
+        Ok(request) => request,
+        Err(e) => return Ok(convert::error(&e)),
     };
-    let mut request = Request::from_http(
-        HttpParts {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-        },
-        body,
-    );
-    if let Some(name) = method_name {
-        request.set_method_name(name);
-    }
     Ok(convert::into_http(
         router::call(&cell, endpoint, request).await,
     ))

@@ -1,0 +1,30 @@
+"""The peer baseline: the same no-op handler as a Ray Serve deployment on one local node."""
+
+import argparse
+import signal
+import time
+
+import ray
+from ray import serve
+
+
+@serve.deployment
+class Noop:
+    async def __call__(self, request):
+        return "ok"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    ray.init(include_dashboard=False, logging_level="warning")
+    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    serve.run(Noop.bind(), route_prefix="/noop")
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    while not stopping:
+        time.sleep(0.2)
+    serve.shutdown()
+    ray.shutdown()

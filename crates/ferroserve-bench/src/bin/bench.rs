@@ -1,0 +1,494 @@
+//! The benchmark runner: starts each server, drives it with wrk at concurrency 1 and 64 for a
+//! fixed time, runs the in-process handle benchmark, and prints one table (also as JSON)
+//! with each row's throughput as a ratio of the raw-hyper row of the same run.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Serialize;
+
+/// Ferroserve's load benchmark against a raw-hyper baseline (and, with --peers, Ray Serve
+/// and uvicorn+Starlette), in one run.
+#[derive(Parser)]
+struct Args {
+    /// Seconds each row is measured.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of load before each measurement.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Concurrency levels (open connections, or concurrent handle callers).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    concurrency: Vec<usize>,
+    /// Also measure Ray Serve and uvicorn+Starlette (needs --python with them installed).
+    #[arg(long)]
+    peers: bool,
+    /// The Python that runs the peers and the Python rows.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Only rows whose name contains one of these words (the raw-hyper row always runs).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+}
+
+/// How a row's server is run.
+enum Target {
+    /// A server process on `--port PORT`, loaded with wrk on `path`.
+    Http {
+        command: Vec<String>,
+        path: &'static str,
+        startup: Duration,
+    },
+    /// The in-process handle benchmark binary.
+    Handles,
+}
+
+struct Row {
+    name: &'static str,
+    target: Target,
+}
+
+#[derive(Serialize, Clone)]
+struct Measurement {
+    name: String,
+    concurrency: usize,
+    requests_per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    ratio_vs_raw_hyper: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    date: String,
+    machine: Machine,
+    load_generator: String,
+    duration_s: u64,
+    rows: Vec<Measurement>,
+    latency_overhead_us: Option<f64>,
+    idle_rss_mb: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cpu: String,
+    cores: usize,
+    kernel: String,
+    rustc: String,
+}
+
+fn bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe
+        .parent()
+        .context("the runner has a directory")?
+        .to_path_buf())
+}
+
+fn rows(args: &Args, bins: &Path) -> Vec<Row> {
+    let bin = |name: &str| bins.join(name).display().to_string();
+    let http = |command: Vec<String>, path| Target::Http {
+        command,
+        path,
+        startup: Duration::from_secs(30),
+    };
+    let mut rows = vec![
+        Row {
+            name: "raw hyper (baseline)",
+            target: http(vec![bin("raw-hyper")], "/noop"),
+        },
+        Row {
+            name: "ferroserve rust no-op, 1 replica",
+            target: http(
+                vec![bin("bench-server"), "--replicas".into(), "1".into()],
+                "/noop",
+            ),
+        },
+        Row {
+            name: "ferroserve rust no-op, 2 replicas",
+            target: http(
+                vec![bin("bench-server"), "--replicas".into(), "2".into()],
+                "/noop",
+            ),
+        },
+        Row {
+            name: "ferroserve handle calls, in-process",
+            target: Target::Handles,
+        },
+    ];
+    if args.peers {
+        let peer = |script: &str| vec![args.python.clone(), format!("bench/peers/{script}")];
+        rows.push(Row {
+            name: "uvicorn+starlette no-op",
+            target: Target::Http {
+                command: peer("starlette_noop.py"),
+                path: "/noop",
+                startup: Duration::from_secs(60),
+            },
+        });
+        rows.push(Row {
+            name: "ray serve no-op",
+            target: Target::Http {
+                command: peer("ray_noop.py"),
+                path: "/noop",
+                startup: Duration::from_secs(180),
+            },
+        });
+    }
+    rows
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A server process in its own process group, stopped (with its children) on drop.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(command: &[String], port: u16, path: &str, startup: Duration) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt;
+        let (program, rest) = command.split_first().context("an empty command")?;
+        let child = Command::new(program)
+            .args(rest)
+            .args(["--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot run {program}"))?;
+        let mut server = Self { child };
+        let deadline = Instant::now() + startup;
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(stderr) = server.child.stderr.take() {
+                    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                        err.push_str(&line);
+                        err.push('\n');
+                    }
+                }
+                bail!("{program} exited with {status} before serving:\n{err}");
+            }
+            if http_ok(port, path) {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                bail!("{program} did not serve {path} within {startup:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether GET `path` answers 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// Parses wrk's latency values: `55.00us`, `1.20ms`, `2.00s`.
+fn parse_duration_us(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1000.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000_000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+/// Runs wrk and returns (requests/s, p50 µs, p99 µs).
+fn wrk(port: u16, path: &str, concurrency: usize, seconds: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let output = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{concurrency}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            &url,
+        ])
+        .output()
+        .context("cannot run wrk (bench/run.sh installs it)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses") || l.contains("Socket errors"))
+    {
+        bail!("wrk saw errors against {url}: {line}\n{text}");
+    }
+    let mut rps = None;
+    let (mut p50, mut p99) = (None, None);
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["Requests/sec:", n] => rps = n.parse().ok(),
+            ["50%", v] => p50 = parse_duration_us(v),
+            ["99%", v] => p99 = parse_duration_us(v),
+            _ => {}
+        }
+    }
+    match (rps, p50, p99) {
+        (Some(rps), Some(p50), Some(p99)) => Ok((rps, p50, p99)),
+        _ => bail!("cannot read wrk's output:\n{text}"),
+    }
+}
+
+fn handles(bins: &Path, concurrency: usize, args: &Args) -> anyhow::Result<(f64, f64, f64)> {
+    let output = Command::new(bins.join("handle-bench"))
+        .args([
+            "--concurrency",
+            &concurrency.to_string(),
+            "--duration",
+            &args.duration.to_string(),
+            "--warmup",
+            &args.warmup.to_string(),
+        ])
+        .output()
+        .context("cannot run handle-bench")?;
+    if !output.status.success() {
+        bail!(
+            "handle-bench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let get = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("handle-bench output lacks {k}"))
+    };
+    Ok((get("requests_per_sec")?, get("p50_us")?, get("p99_us")?))
+}
+
+fn rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Idle RSS of the stock binary serving the README's example app.
+fn idle_rss(bins: &Path) -> anyhow::Result<f64> {
+    let command = vec![
+        bins.join("ferroserve").display().to_string(),
+        "run".to_owned(),
+        "examples/hello.yaml".to_owned(),
+    ];
+    let port = free_port()?;
+    let server = Server::start(&command, port, "/-/healthz", Duration::from_secs(30))?;
+    std::thread::sleep(Duration::from_secs(1));
+    rss_mb(server.pid()).context("cannot read VmRSS")
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    Machine {
+        cpu: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_default(),
+        cores: std::thread::available_parallelism().map_or(0, usize::from),
+        kernel: command_line("uname", &["-sr"]),
+        rustc: command_line("rustc", &["--version"]),
+    }
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "\nFerroserve benchmark — {} — {} cores ({}) — {} — {} s per row",
+        report.date,
+        report.machine.cores,
+        report.machine.cpu,
+        report.load_generator,
+        report.duration_s
+    );
+    println!(
+        "{:<40} {:>5} {:>12} {:>10} {:>10} {:>9}",
+        "row", "conc", "req/s", "p50", "p99", "vs raw"
+    );
+    let us = |v: f64| {
+        if v < 100.0 {
+            format!("{v:.1} µs")
+        } else {
+            format!("{v:.0} µs")
+        }
+    };
+    for row in &report.rows {
+        println!(
+            "{:<40} {:>5} {:>12.0} {:>10} {:>10} {:>9.3}",
+            row.name,
+            row.concurrency,
+            row.requests_per_sec,
+            us(row.p50_us),
+            us(row.p99_us),
+            row.ratio_vs_raw_hyper
+        );
+    }
+    if let Some(overhead) = report.latency_overhead_us {
+        println!(
+            "latency overhead at concurrency 1 (p50 ferroserve 1 replica − p50 raw hyper): {overhead:+.0} µs"
+        );
+    }
+    if let Some(rss) = report.idle_rss_mb {
+        println!("idle RSS of `ferroserve run examples/hello.yaml`: {rss:.1} MB");
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bins = bin_dir()?;
+    let mut measured: Vec<Measurement> = Vec::new();
+    for row in rows(&args, &bins) {
+        let baseline = row.name.starts_with("raw hyper");
+        if !baseline
+            && !args.only.is_empty()
+            && !args.only.iter().any(|w| row.name.contains(w.as_str()))
+        {
+            continue;
+        }
+        eprintln!("== {}", row.name);
+        let results: Vec<(usize, (f64, f64, f64))> = match &row.target {
+            Target::Http {
+                command,
+                path,
+                startup,
+            } => {
+                let port = free_port()?;
+                let server = Server::start(command, port, path, *startup)
+                    .with_context(|| format!("starting `{}`", row.name))?;
+                let mut results = Vec::new();
+                for &c in &args.concurrency {
+                    wrk(port, path, c, args.warmup)?;
+                    let r = wrk(port, path, c, args.duration)?;
+                    eprintln!(
+                        "   c={c}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs",
+                        r.0, r.1, r.2
+                    );
+                    results.push((c, r));
+                }
+                drop(server);
+                results
+            }
+            Target::Handles => {
+                let mut results = Vec::new();
+                for &c in &args.concurrency {
+                    let r = handles(&bins, c, &args)?;
+                    eprintln!(
+                        "   c={c}: {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs",
+                        r.0, r.1, r.2
+                    );
+                    results.push((c, r));
+                }
+                results
+            }
+        };
+        for (concurrency, (rps, p50, p99)) in results {
+            let raw = measured
+                .iter()
+                .find(|m| m.name.starts_with("raw hyper") && m.concurrency == concurrency)
+                .map_or(rps, |m| m.requests_per_sec);
+            measured.push(Measurement {
+                name: row.name.to_owned(),
+                concurrency,
+                requests_per_sec: rps,
+                p50_us: p50,
+                p99_us: p99,
+                ratio_vs_raw_hyper: rps / raw,
+            });
+        }
+    }
+    let p50 = |name: &str| {
+        measured
+            .iter()
+            .find(|m| m.name.starts_with(name) && m.concurrency == 1)
+            .map(|m| m.p50_us)
+    };
+    let latency_overhead_us = p50("ferroserve rust no-op, 1 replica")
+        .zip(p50("raw hyper"))
+        .map(|(f, r)| f - r);
+    let report = Report {
+        date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        machine: machine(),
+        load_generator: format!(
+            "{} -t1",
+            command_line(
+                "sh",
+                &["-c", "wrk --version 2>&1 | head -1 | cut -d' ' -f1-2"]
+            )
+        ),
+        duration_s: args.duration,
+        rows: measured,
+        latency_overhead_us,
+        idle_rss_mb: idle_rss(&bins).ok(),
+    };
+    print_table(&report);
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("JSON: {}", args.out.display());
+    Ok(())
+}
