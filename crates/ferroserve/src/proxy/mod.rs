@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -92,8 +92,10 @@ async fn accept_loop(
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!("TCP_NODELAY: {e}");
                     }
-                    let cell = cell.clone();
-                    let service = service_fn(move |req| handle(cell.clone(), req));
+                    // A per-connection Arc: each request clones a count only this
+                    // connection touches, not one every core contends on.
+                    let connection_cell = Arc::new(cell.clone());
+                    let service = service_fn(move |req| handle(connection_cell.clone(), req));
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {
@@ -120,10 +122,14 @@ async fn accept_loop(
 }
 
 /// Serves one HTTP request.
-async fn handle(
-    cell: Arc<SnapshotCell>,
-    req: http::Request<Incoming>,
-) -> Result<http::Response<ProxyBody>, Infallible> {
+async fn handle<B>(
+    cell: Arc<Arc<SnapshotCell>>,
+    req: http::Request<B>,
+) -> Result<http::Response<ProxyBody>, Infallible>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: std::fmt::Display,
+{
     let path = req.uri().path();
     if path.starts_with(RESERVED_PREFIX) {
         return Ok(admin(&cell, req.method(), path));
@@ -149,12 +155,16 @@ async fn handle(
         return Ok(response);
     }
     let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            return Ok(convert::error(&ServeError::BadRequest(format!(
-                "could not read the request body: {e}"
-            ))));
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return Ok(convert::error(&ServeError::BadRequest(format!(
+                    "could not read the request body: {e}"
+                ))));
+            }
         }
     };
     let request = match convert::into_request(parts, body) {

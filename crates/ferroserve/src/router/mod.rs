@@ -21,17 +21,22 @@ pub(crate) async fn call(
     req: Request,
 ) -> Result<Response, ServeError> {
     let backend = endpoint.traffic.choose();
-    let slot = acquire(cell, backend).await?;
+    let slot = match backend.replicas.try_acquire() {
+        Some(slot) if !backend.queue.has_waiters() => slot,
+        // The queue path is boxed so that the common path's future stays small.
+        fast => {
+            drop(fast);
+            Box::pin(wait_for_slot(cell, backend)).await?
+        }
+    };
     slot.call(req).await
 }
 
-/// A slot on one of `backend`'s replicas, waiting in its queue if all are full.
-async fn acquire(cell: &SnapshotCell, backend: &BackendState) -> Result<Slot, ServeError> {
-    if !backend.queue.has_waiters()
-        && let Some(slot) = backend.replicas.try_acquire()
-    {
-        return Ok(slot);
-    }
+/// A slot on one of `backend`'s replicas, waiting in the backend's queue until one frees.
+async fn wait_for_slot(
+    cell: &SnapshotCell,
+    backend: &BackendState,
+) -> Result<Slot<'static>, ServeError> {
     if backend.replicas.is_empty() {
         return Err(ServeError::NoReplicas(backend.name.to_string()));
     }
@@ -45,7 +50,7 @@ async fn acquire(cell: &SnapshotCell, backend: &BackendState) -> Result<Slot, Se
                 .backends
                 .get(&**name)
                 .ok_or_else(|| ServeError::BackendNotFound(name.to_string()))?;
-            Ok(current.replicas.try_acquire())
+            Ok(current.replicas.try_acquire().map(Slot::into_owned))
         })
         .await
 }
