@@ -121,7 +121,7 @@ mod tests {
     #[tokio::test]
     async fn never_above_the_cap() {
         let set = set(3, 2).await;
-        let held: Vec<Slot> = std::iter::from_fn(|| set.try_acquire()).take(100).collect();
+        let held: Vec<Slot<'_>> = std::iter::from_fn(|| set.try_acquire()).take(100).collect();
         assert_eq!(held.len(), 6, "3 replicas × 2 slots");
         assert!(set.replicas().iter().all(|r| r.in_flight() == 2));
         drop(held);
@@ -131,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn two_choices_keep_load_even() {
         let set = set(4, 1000).await;
-        let held: Vec<Slot> = (0..400).filter_map(|_| set.try_acquire()).collect();
+        let held: Vec<Slot<'_>> = (0..400).filter_map(|_| set.try_acquire()).collect();
         let loads: Vec<usize> = set.replicas().iter().map(|r| r.in_flight()).collect();
         let (min, max) = (loads.iter().min().copied(), loads.iter().max().copied());
         assert_eq!(held.len(), 400);
@@ -148,7 +148,7 @@ mod tests {
         for _ in 0..10 {
             assert!(set.replicas()[0].try_reserve(1000));
         }
-        let slots: Vec<Slot> = (0..5).filter_map(|_| set.try_acquire()).collect();
+        let slots: Vec<Slot<'_>> = (0..5).filter_map(|_| set.try_acquire()).collect();
         assert!(slots.iter().all(|s| s.id() == "b#1"));
     }
 }
