@@ -94,8 +94,8 @@ async fn accept_loop(
                     }
                     // A per-connection Arc: each request clones a count only this
                     // connection touches, not one every core contends on.
-                    let connection_cell = Arc::new(cell.clone());
-                    let service = service_fn(move |req| handle(connection_cell.clone(), req));
+                    let connection = Arc::new(Connection { cell: cell.clone() });
+                    let service = service_fn(move |req| handle(connection.clone(), req));
                     let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
                         if let Err(e) = connection.await {
@@ -121,18 +121,24 @@ async fn accept_loop(
     }
 }
 
+/// What the requests of one connection share.
+struct Connection {
+    cell: Arc<SnapshotCell>,
+}
+
 /// Serves one HTTP request.
 async fn handle<B>(
-    cell: Arc<Arc<SnapshotCell>>,
+    connection: Arc<Connection>,
     req: http::Request<B>,
 ) -> Result<http::Response<ProxyBody>, Infallible>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: std::fmt::Display,
 {
+    let cell = &connection.cell;
     let path = req.uri().path();
     if path.starts_with(RESERVED_PREFIX) {
-        return Ok(admin(&cell, req.method(), path));
+        return Ok(admin(cell, req.method(), path));
     }
     let snapshot = cell.load_full();
     let Some(endpoint) = snapshot.routes.lookup(path) else {
@@ -172,7 +178,7 @@ where
         Err(e) => return Ok(convert::error(&e)),
     };
     Ok(convert::into_http(
-        router::call(&cell, endpoint, request).await,
+        router::call(cell, endpoint, request).await,
     ))
 }
 

@@ -29,7 +29,7 @@ impl Deref for Slot<'_> {
         // Only `into_owned` empties it, and it consumes the slot.
         self.replica
             .as_deref()
-            .map_or_else(|| unreachable!("a slot always holds its replica"), |r| r)
+            .unwrap_or_else(|| unreachable!("a slot always holds its replica"))
     }
 }
 
