@@ -16,9 +16,12 @@ use serde::Serialize;
 /// and uvicorn+Starlette), in one run.
 #[derive(Parser)]
 struct Args {
-    /// Seconds each row is measured.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds each row is measured (split into --rounds).
+    #[arg(long, default_value_t = 12)]
     duration: u64,
+    /// Rounds each row's time is split into, interleaved across rows; the median counts.
+    #[arg(long, default_value_t = 3)]
+    rounds: u64,
     /// Seconds of load before each measurement.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
@@ -54,6 +57,8 @@ enum Target {
 struct Row {
     name: &'static str,
     target: Target,
+    /// Another framework, measured on its own rather than interleaved with ours.
+    peer: bool,
 }
 
 #[derive(Serialize, Clone)]
@@ -96,53 +101,47 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
 
 fn rows(args: &Args, bins: &Path) -> Vec<Row> {
     let bin = |name: &str| bins.join(name).display().to_string();
-    let http = |command: Vec<String>, path| Target::Http {
-        command,
-        path,
-        startup: Duration::from_secs(30),
+    let ours = |name, command: Vec<String>| Row {
+        name,
+        target: Target::Http {
+            command,
+            path: "/noop",
+            startup: Duration::from_secs(30),
+        },
+        peer: false,
     };
+    let bench_server =
+        |replicas: &str| vec![bin("bench-server"), "--replicas".into(), replicas.into()];
     let mut rows = vec![
-        Row {
-            name: "raw hyper (baseline)",
-            target: http(vec![bin("raw-hyper")], "/noop"),
-        },
-        Row {
-            name: "ferroserve rust no-op, 1 replica",
-            target: http(
-                vec![bin("bench-server"), "--replicas".into(), "1".into()],
-                "/noop",
-            ),
-        },
-        Row {
-            name: "ferroserve rust no-op, 2 replicas",
-            target: http(
-                vec![bin("bench-server"), "--replicas".into(), "2".into()],
-                "/noop",
-            ),
-        },
+        ours("raw hyper (baseline)", vec![bin("raw-hyper")]),
+        ours("ferroserve rust no-op, 1 replica", bench_server("1")),
+        ours("ferroserve rust no-op, 2 replicas", bench_server("2")),
         Row {
             name: "ferroserve handle calls, in-process",
             target: Target::Handles,
+            peer: false,
         },
     ];
     if args.peers {
-        let peer = |script: &str| vec![args.python.clone(), format!("bench/peers/{script}")];
-        rows.push(Row {
-            name: "uvicorn+starlette no-op",
+        let peer = |name, script: &str, startup| Row {
+            name,
             target: Target::Http {
-                command: peer("starlette_noop.py"),
+                command: vec![args.python.clone(), format!("bench/peers/{script}")],
                 path: "/noop",
-                startup: Duration::from_secs(60),
+                startup,
             },
-        });
-        rows.push(Row {
-            name: "ray serve no-op",
-            target: Target::Http {
-                command: peer("ray_noop.py"),
-                path: "/noop",
-                startup: Duration::from_secs(180),
-            },
-        });
+            peer: true,
+        };
+        rows.push(peer(
+            "uvicorn+starlette no-op",
+            "starlette_noop.py",
+            Duration::from_secs(60),
+        ));
+        rows.push(peer(
+            "ray serve no-op",
+            "ray_noop.py",
+            Duration::from_secs(180),
+        ));
     }
     rows
 }
@@ -421,62 +420,119 @@ fn print_table(report: &Report) {
     }
 }
 
+/// The median of some numbers (by throughput), or `None` for none.
+fn median(mut rounds: Vec<Numbers>) -> Option<Numbers> {
+    rounds.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
+    let errors = rounds.iter().map(|r| r.errors).sum();
+    let mut middle = *rounds.get(rounds.len() / 2)?;
+    middle.errors = errors;
+    Some(middle)
+}
+
+/// Loads each server in turn, round after round, so that drift in the machine's speed
+/// hits every row alike; returns each (row, concurrency)'s rounds.
+fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<(String, usize, Vec<Numbers>)>> {
+    let mut servers = Vec::new();
+    for row in rows {
+        let Target::Http {
+            command,
+            path,
+            startup,
+        } = &row.target
+        else {
+            continue;
+        };
+        let port = free_port()?;
+        let server = Server::start(command, port, path, *startup)
+            .with_context(|| format!("starting `{}`", row.name))?;
+        servers.push((row.name, port, *path, server));
+    }
+    let seconds = (args.duration / args.rounds.max(1)).max(1);
+    let mut out = Vec::new();
+    for &c in &args.concurrency {
+        for (_, port, path, _) in &servers {
+            wrk(*port, path, c, args.warmup)?;
+        }
+        let mut rounds: Vec<Vec<Numbers>> = vec![Vec::new(); servers.len()];
+        for round in 0..args.rounds.max(1) {
+            for (i, (name, port, path, _)) in servers.iter().enumerate() {
+                let n = wrk(*port, path, c, seconds)?;
+                eprintln!(
+                    "   {name}, c={c}, round {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
+                    round + 1,
+                    n.requests_per_sec,
+                    n.p50_us,
+                    n.p99_us,
+                    n.errors
+                );
+                rounds[i].push(n);
+            }
+        }
+        for ((name, ..), rounds) in servers.iter().zip(rounds) {
+            out.push(((*name).to_owned(), c, rounds));
+        }
+    }
+    Ok(out)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let bins = bin_dir()?;
-    let mut measured: Vec<Measurement> = Vec::new();
-    for row in rows(&args, &bins) {
-        let baseline = row.name.starts_with("raw hyper");
-        if !baseline
-            && !args.only.is_empty()
-            && !args.only.iter().any(|w| row.name.contains(w.as_str()))
-        {
-            continue;
-        }
+    let all = rows(&args, &bins);
+    let selected: Vec<&Row> = all
+        .iter()
+        .filter(|row| {
+            row.name.starts_with("raw hyper")
+                || args.only.is_empty()
+                || args.only.iter().any(|w| row.name.contains(w.as_str()))
+        })
+        .collect();
+    let mut results: Vec<(String, usize, Vec<Numbers>)> = Vec::new();
+    // Ferroserve's rows and the baseline, interleaved; then each peer on its own (their
+    // runtimes use CPU even when idle); then the in-process handle benchmark.
+    let ours: Vec<&Row> = selected.iter().copied().filter(|r| !r.peer).collect();
+    eprintln!(
+        "== {} HTTP rows, interleaved, {} rounds",
+        ours.len(),
+        args.rounds
+    );
+    results.extend(measure_http(&ours, &args)?);
+    for peer in selected.iter().filter(|r| r.peer) {
+        eprintln!("== {}", peer.name);
+        results.extend(measure_http(&[peer], &args)?);
+    }
+    for row in selected
+        .iter()
+        .filter(|r| matches!(r.target, Target::Handles))
+    {
         eprintln!("== {}", row.name);
-        let results: Vec<(usize, Numbers)> = match &row.target {
-            Target::Http {
-                command,
-                path,
-                startup,
-            } => {
-                let port = free_port()?;
-                let server = Server::start(command, port, path, *startup)
-                    .with_context(|| format!("starting `{}`", row.name))?;
-                let mut results = Vec::new();
-                for &c in &args.concurrency {
-                    wrk(port, path, c, args.warmup)?;
-                    let r = wrk(port, path, c, args.duration)?;
-                    eprintln!(
-                        "   c={c}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
-                        r.requests_per_sec, r.p50_us, r.p99_us, r.errors
-                    );
-                    results.push((c, r));
-                }
-                drop(server);
-                results
-            }
-            Target::Handles => {
-                let mut results = Vec::new();
-                for &c in &args.concurrency {
-                    let r = handles(&bins, c, &args)?;
-                    eprintln!(
-                        "   c={c}: {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs",
-                        r.requests_per_sec, r.p50_us, r.p99_us
-                    );
-                    results.push((c, r));
-                }
-                results
-            }
-        };
-        for (concurrency, n) in results {
-            let raw = measured
+        for &c in &args.concurrency {
+            let n = handles(&bins, c, &args)?;
+            eprintln!(
+                "   c={c}: {:.0} calls/s, p50 {:.1} µs, p99 {:.1} µs",
+                n.requests_per_sec, n.p50_us, n.p99_us
+            );
+            results.push((row.name.to_owned(), c, vec![n]));
+        }
+    }
+    let mut measured: Vec<Measurement> = Vec::new();
+    for row in &selected {
+        for &c in &args.concurrency {
+            let Some((_, _, rounds)) = results.iter().find(|(n, rc, _)| n == row.name && *rc == c)
+            else {
+                continue;
+            };
+            let Some(n) = median(rounds.clone()) else {
+                continue;
+            };
+            let raw = results
                 .iter()
-                .find(|m| m.name.starts_with("raw hyper") && m.concurrency == concurrency)
-                .map_or(n.requests_per_sec, |m| m.requests_per_sec);
+                .find(|(name, rc, _)| name.starts_with("raw hyper") && *rc == c)
+                .and_then(|(_, _, rounds)| median(rounds.clone()))
+                .map_or(n.requests_per_sec, |r| r.requests_per_sec);
             measured.push(Measurement {
                 name: row.name.to_owned(),
-                concurrency,
+                concurrency: c,
                 requests_per_sec: n.requests_per_sec,
                 p50_us: n.p50_us,
                 p99_us: n.p99_us,

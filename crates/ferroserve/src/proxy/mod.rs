@@ -96,9 +96,9 @@ async fn accept_loop(
                     // connection touches, not one every core contends on.
                     let connection = Arc::new(Connection { cell: cell.clone() });
                     let service = service_fn(move |req| handle(connection.clone(), req));
-                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let serving = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                     tokio::spawn(async move {
-                        if let Err(e) = connection.await {
+                        if let Err(e) = serving.await {
                             tracing::debug!("connection closed: {e}");
                         }
                     });
