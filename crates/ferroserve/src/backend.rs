@@ -85,6 +85,28 @@ pub trait Backend: Send + Sync + 'static {
     fn methods(&self) -> Methods {
         Methods::only([DEFAULT_METHOD])
     }
+
+    /// The methods that take a batch: their requests go through the replica's batch queue
+    /// and reach [`Backend::call_batch`], never [`Backend::call`]. The default is none.
+    fn batch_methods(&self) -> Methods {
+        Methods::Only(Vec::new())
+    }
+
+    /// Runs a batch of requests of one batch method (they all have the same
+    /// [`Request::method_name`]) and answers each, in order: exactly one response per
+    /// request. An error fails every request of the batch.
+    fn call_batch(
+        &self,
+        requests: Vec<Request>,
+    ) -> impl Future<Output = Result<Vec<Response>, BackendError>> + Send {
+        let method = requests.first().map(|r| r.method_name().to_owned());
+        async move {
+            Err(BackendError::msg(format!(
+                "method `{}` is declared a batch method but the backend has no call_batch",
+                method.unwrap_or_default()
+            )))
+        }
+    }
 }
 
 /// [`Backend`] with its futures boxed, so replicas can hold any backend behind one type.
@@ -95,6 +117,11 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         user_config: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
     fn methods(&self) -> Methods;
+    fn batch_methods(&self) -> Methods;
+    fn call_batch(
+        &self,
+        requests: Vec<Request>,
+    ) -> BoxFuture<'_, Result<Vec<Response>, BackendError>>;
 }
 
 impl<B: Backend> DynBackend for B {
@@ -111,6 +138,17 @@ impl<B: Backend> DynBackend for B {
 
     fn methods(&self) -> Methods {
         Backend::methods(self)
+    }
+
+    fn batch_methods(&self) -> Methods {
+        Backend::batch_methods(self)
+    }
+
+    fn call_batch(
+        &self,
+        requests: Vec<Request>,
+    ) -> BoxFuture<'_, Result<Vec<Response>, BackendError>> {
+        Box::pin(Backend::call_batch(self, requests))
     }
 }
 

@@ -63,7 +63,13 @@ impl Replicas {
                 init_args: serde_json::Value::Null,
             };
             replicas.push(
-                Replica::start(ctx, &factory, &serde_json::Value::Null, queue.clone()).await?,
+                Replica::start(
+                    ctx,
+                    &factory,
+                    &crate::config::BackendConfig::default(),
+                    queue.clone(),
+                )
+                .await?,
             );
         }
         Ok(Self(ReplicaSet::new(replicas, max)))

@@ -11,9 +11,8 @@ use serde_saphyr::Spanned;
 
 use super::keypath::key_path_at;
 use super::{
-    BackendConfig, DEFAULT_HOST, DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_QUEUED_REQUESTS,
-    DEFAULT_NUM_REPLICAS, DEFAULT_PORT, EndpointConfig, HttpOptions, Traffic, normalize_route,
-    parse_method,
+    BackendConfig, DEFAULT_HOST, DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_NUM_REPLICAS, DEFAULT_PORT,
+    EndpointConfig, HttpOptions, Traffic, normalize_route, parse_method,
 };
 use crate::backend::Registry;
 use crate::builtin::builtins;
@@ -119,6 +118,8 @@ struct BackendFile {
     max_queued_requests: Option<usize>,
     user_config: Option<Value>,
     init_args: Option<Value>,
+    max_batch_size: Option<Spanned<usize>>,
+    batch_wait_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -285,12 +286,14 @@ fn backend_spec(
     };
     let mut config = BackendConfig {
         num_replicas: DEFAULT_NUM_REPLICAS,
-        max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
+        max_concurrent_queries: None,
         max_queued_requests: spec
             .max_queued_requests
             .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),
         user_config: spec.user_config.unwrap_or(Value::Null),
         init_args: spec.init_args.unwrap_or(Value::Null),
+        max_batch_size: None,
+        batch_wait_timeout_ms: spec.batch_wait_timeout_ms.unwrap_or(0),
     };
     let mut field_lines: HashMap<&str, u32> = HashMap::new();
     if let Some(n) = spec.num_replicas {
@@ -299,7 +302,11 @@ fn backend_spec(
     }
     if let Some(n) = spec.max_concurrent_queries {
         field_lines.insert("max_concurrent_queries", line_of(&n));
-        config.max_concurrent_queries = n.value;
+        config.max_concurrent_queries = Some(n.value);
+    }
+    if let Some(n) = spec.max_batch_size {
+        field_lines.insert("max_batch_size", line_of(&n));
+        config.max_batch_size = Some(n.value);
     }
     if let Err(ServeError::InvalidConfig {
         key: field,
@@ -457,7 +464,10 @@ mod tests {
         .expect("valid config");
         assert_eq!(app.http, HttpOptions::new("127.0.0.1", 9000));
         assert_eq!(app.backends[0].config.num_replicas, 1);
-        assert_eq!(app.backends[0].config.max_concurrent_queries, 100);
+        assert_eq!(
+            app.backends[0].config.effective_max_concurrent_queries(),
+            100
+        );
         assert_eq!(app.backends[0].config.user_config["a"][1], 2);
         assert_eq!(app.backends[1].config.num_replicas, 3);
         let api = &app.endpoints[0].config;

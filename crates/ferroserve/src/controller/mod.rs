@@ -68,13 +68,7 @@ impl Controller {
                 init_args: init_args.clone(),
             };
             started.push(
-                Replica::start(
-                    ctx,
-                    &entry.factory,
-                    &entry.config.user_config,
-                    entry.queue.clone(),
-                )
-                .await?,
+                Replica::start(ctx, &entry.factory, &entry.config, entry.queue.clone()).await?,
             );
         }
         Ok(started)
@@ -128,7 +122,10 @@ impl Controller {
             .ok_or_else(|| ServeError::BackendNotFound(name.to_owned()))?;
         let old = std::mem::replace(&mut entry.config, config);
         let mut removed = Vec::new();
-        let result = if old.init_args == entry.config.init_args {
+        let same_instances = old.init_args == entry.config.init_args
+            && old.max_batch_size == entry.config.max_batch_size
+            && old.batch_wait_timeout_ms == entry.config.batch_wait_timeout_ms;
+        let result = if same_instances {
             Self::rescale(name, entry, &old, &mut removed).await
         } else {
             let (count, init_args) = (entry.config.num_replicas, entry.config.init_args.clone());
@@ -296,7 +293,7 @@ impl Controller {
                     config: entry.config.clone(),
                     replicas: ReplicaSet::new(
                         entry.replicas.clone(),
-                        entry.config.max_concurrent_queries,
+                        entry.config.effective_max_concurrent_queries(),
                     ),
                     queue: entry.queue.clone(),
                 };

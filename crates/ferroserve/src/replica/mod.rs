@@ -1,12 +1,15 @@
 //! Replicas: one running instance of a backend, its in-flight count, and how one request runs on it.
 
+mod batch;
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 
-use crate::backend::{BackendFactory, DynBackend, Methods, ReplicaContext};
+use crate::backend::{BackendFactory, BoxFuture, DynBackend, Methods, ReplicaContext};
+use crate::config::BackendConfig;
 use crate::error::ServeError;
 use crate::request::Request;
 use crate::response::Response;
@@ -21,7 +24,15 @@ pub(crate) struct Replica {
     id: Arc<str>,
     backend: Arc<str>,
     methods: Methods,
+    batch_methods: Methods,
+    batches: Option<batch::BatchQueue>,
     instance: Arc<dyn DynBackend>,
+}
+
+/// A request started on a replica: alone, or queued for a batch.
+enum Started<'a> {
+    One(BoxFuture<'a, Result<Response, crate::error::BackendError>>),
+    Batch(BoxFuture<'a, Result<Response, ServeError>>),
 }
 
 /// The text of a panic payload.
@@ -38,9 +49,10 @@ impl Replica {
     pub(crate) async fn start(
         ctx: ReplicaContext,
         factory: &BackendFactory,
-        user_config: &serde_json::Value,
+        config: &BackendConfig,
         queue: Arc<WaitQueue>,
     ) -> Result<Arc<Self>, ServeError> {
+        let user_config = &config.user_config;
         let backend: Arc<str> = ctx.backend.as_str().into();
         let id: Arc<str> = ctx.replica.as_str().into();
         let start_failed = {
@@ -61,10 +73,20 @@ impl Replica {
                 Err(e) => start_failed(e.to_string()),
             })?
             .map_err(|e| start_failed(e.to_string()))?;
+        let batch_methods = instance.batch_methods();
+        let batches = (batch_methods != Methods::Only(Vec::new())).then(|| {
+            let policy = batch::BatchPolicy {
+                max_batch_size: config.max_batch_size.unwrap_or(1),
+                wait: std::time::Duration::from_millis(config.batch_wait_timeout_ms),
+            };
+            batch::BatchQueue::start(policy, instance.clone(), backend.clone(), id.clone())
+        });
         let replica = Arc::new(Self {
             in_flight: AtomicUsize::new(0),
             queue,
             methods: instance.methods(),
+            batch_methods,
+            batches,
             id,
             backend,
             instance,
@@ -112,17 +134,27 @@ impl Replica {
         // Start the user future before the first await, boxed, so the future returned here
         // holds a pointer rather than the request: the proxy's per-request future stays small
         // (see docs/BENCHMARKS.md).
-        let started = if self.methods.contains(req.method_name()) {
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.instance.call(req)))
-                .map_err(|payload| self.panicked(&*payload))
-        } else {
-            Err(ServeError::MethodNotFound {
+        let method = req.method_name();
+        let started = match &self.batches {
+            Some(batches) if self.batch_methods.contains(method) => {
+                Ok(Started::Batch(Box::pin(batches.call(req))))
+            }
+            _ if self.methods.contains(method) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.instance.call(req)))
+                    .map(Started::One)
+                    .map_err(|payload| self.panicked(&*payload))
+            }
+            _ => Err(ServeError::MethodNotFound {
                 backend: self.backend.to_string(),
-                method: req.method_name().to_owned(),
-            })
+                method: method.to_owned(),
+            }),
         };
         async move {
-            match AssertUnwindSafe(started?).catch_unwind().await {
+            let one = match started? {
+                Started::One(one) => one,
+                Started::Batch(batch) => return batch.await,
+            };
+            match AssertUnwindSafe(one).catch_unwind().await {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(error)) => Err(ServeError::Backend {
                     backend: self.backend.to_string(),
@@ -182,7 +214,7 @@ pub(crate) mod tests {
             replica: id.into(),
             init_args: serde_json::Value::Null,
         };
-        Replica::start(ctx, &factory, &serde_json::Value::Null, queue)
+        Replica::start(ctx, &factory, &BackendConfig::default(), queue)
             .await
             .expect("replica starts")
     }
@@ -203,7 +235,7 @@ pub(crate) mod tests {
         let replica = Replica::start(
             ctx,
             &factory,
-            &serde_json::Value::Null,
+            &BackendConfig::default(),
             Arc::new(WaitQueue::default()),
         )
         .await
@@ -238,7 +270,7 @@ pub(crate) mod tests {
         let err = Replica::start(
             ctx,
             &factory,
-            &serde_json::Value::Null,
+            &BackendConfig::default(),
             Arc::new(WaitQueue::default()),
         )
         .await

@@ -1,0 +1,277 @@
+//! Dynamic batching: a per-replica queue that gathers requests of one method and runs them as one batch call.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backend::DynBackend;
+use crate::error::ServeError;
+use crate::replica::panic_message;
+use crate::request::Request;
+use crate::response::Response;
+
+/// When to run a batch: a pure policy, tested without a runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchPolicy {
+    /// The most requests one batch call gets.
+    pub(crate) max_batch_size: usize,
+    /// How long the oldest queued request may wait for others (0: take what is queued now).
+    pub(crate) wait: Duration,
+}
+
+/// What the batch queue does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Nothing is queued: wait for a request.
+    Idle,
+    /// Run a batch of the first `n` queued requests of the oldest request's method.
+    Run(usize),
+    /// Wait for more requests until this instant, then run what is there.
+    WaitUntil(Instant),
+}
+
+impl BatchPolicy {
+    /// Decides, given how many queued requests share the oldest one's method and when the
+    /// oldest arrived.
+    pub(crate) fn decide(
+        &self,
+        same_method: usize,
+        oldest: Option<Instant>,
+        now: Instant,
+    ) -> Decision {
+        let Some(oldest) = oldest else {
+            return Decision::Idle;
+        };
+        if same_method >= self.max_batch_size {
+            return Decision::Run(self.max_batch_size);
+        }
+        let deadline = oldest + self.wait;
+        if now >= deadline {
+            Decision::Run(same_method)
+        } else {
+            Decision::WaitUntil(deadline)
+        }
+    }
+}
+
+/// One request waiting in a batch queue.
+struct Item {
+    request: Request,
+    arrived: Instant,
+    reply: oneshot::Sender<Result<Response, ServeError>>,
+}
+
+/// The sending side of a replica's batch queue.
+pub(crate) struct BatchQueue {
+    items: mpsc::UnboundedSender<Item>,
+}
+
+impl BatchQueue {
+    /// Starts the queue's task for one replica of `backend`.
+    pub(crate) fn start(
+        policy: BatchPolicy,
+        instance: Arc<dyn DynBackend>,
+        backend: Arc<str>,
+        replica: Arc<str>,
+    ) -> Self {
+        let (items, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(policy, instance, receiver, Names { backend, replica }));
+        Self { items }
+    }
+
+    /// Queues `request` and waits for its answer from a batch call.
+    pub(crate) async fn call(&self, request: Request) -> Result<Response, ServeError> {
+        let (reply, answer) = oneshot::channel();
+        let item = Item {
+            request,
+            arrived: Instant::now(),
+            reply,
+        };
+        if self.items.send(item).is_err() {
+            return Err(ServeError::Internal(
+                "the batch queue has stopped".to_owned(),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ServeError::Internal(
+                "the batch queue dropped a request".to_owned(),
+            ))
+        })
+    }
+}
+
+struct Names {
+    backend: Arc<str>,
+    replica: Arc<str>,
+}
+
+/// The queue's task: gathers, decides, runs one batch at a time, fans the answers back.
+async fn run(
+    policy: BatchPolicy,
+    instance: Arc<dyn DynBackend>,
+    mut receiver: mpsc::UnboundedReceiver<Item>,
+    names: Names,
+) {
+    let mut queue: VecDeque<Item> = VecDeque::new();
+    loop {
+        while let Ok(item) = receiver.try_recv() {
+            queue.push_back(item);
+        }
+        // Callers that gave up need no answer.
+        queue.retain(|item| !item.reply.is_closed());
+        let method = queue.front().map(|i| i.request.method_name().to_owned());
+        let same_method = method.as_deref().map_or(0, |m| {
+            queue
+                .iter()
+                .filter(|i| i.request.method_name() == m)
+                .count()
+        });
+        match policy.decide(
+            same_method,
+            queue.front().map(|i| i.arrived),
+            Instant::now(),
+        ) {
+            Decision::Idle => match receiver.recv().await {
+                Some(item) => queue.push_back(item),
+                None => return,
+            },
+            Decision::WaitUntil(deadline) => {
+                tokio::select! {
+                    item = receiver.recv() => match item {
+                        Some(item) => queue.push_back(item),
+                        None => return,
+                    },
+                    () = tokio::time::sleep_until(deadline.into()) => {}
+                }
+            }
+            Decision::Run(n) => {
+                let Some(method) = method else { continue };
+                let mut batch = Vec::with_capacity(n);
+                let mut rest = VecDeque::with_capacity(queue.len());
+                for item in queue.drain(..) {
+                    if batch.len() < n && item.request.method_name() == method {
+                        batch.push(item);
+                    } else {
+                        rest.push_back(item);
+                    }
+                }
+                queue = rest;
+                run_batch(&*instance, &method, batch, &names).await;
+            }
+        }
+    }
+}
+
+async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, names: &Names) {
+    let count = batch.len();
+    let (requests, replies): (Vec<Request>, Vec<_>) =
+        batch.into_iter().map(|i| (i.request, i.reply)).unzip();
+    let failure = |message: String| ServeError::Backend {
+        backend: names.backend.to_string(),
+        replica: names.replica.to_string(),
+        message,
+        status: None,
+    };
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| instance.call_batch(requests)))
+    {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(payload) => Err(payload),
+    };
+    let answers: Result<Vec<Response>, ServeError> = match outcome {
+        Ok(Ok(answers)) if answers.len() == count => Ok(answers),
+        Ok(Ok(answers)) => Err(failure(format!(
+            "batch method `{method}` answered {} results for a batch of {count} requests",
+            answers.len()
+        ))),
+        Ok(Err(error)) => Err(ServeError::Backend {
+            backend: names.backend.to_string(),
+            replica: names.replica.to_string(),
+            status: error.status(),
+            message: format!("batch method `{method}` failed for a batch of {count}: {error}"),
+        }),
+        Err(payload) => Err(ServeError::Panicked {
+            backend: names.backend.to_string(),
+            replica: names.replica.to_string(),
+            message: format!(
+                "batch method `{method}` panicked for a batch of {count}: {}",
+                panic_message(&*payload)
+            ),
+        }),
+    };
+    match answers {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for reply in replies {
+                let copy = match &error {
+                    ServeError::Panicked {
+                        backend, replica, ..
+                    } => ServeError::Panicked {
+                        backend: backend.clone(),
+                        replica: replica.clone(),
+                        message: message.clone(),
+                    },
+                    _ => failure(message.clone()),
+                };
+                let _ = reply.send(Err(copy));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max: usize, wait_ms: u64) -> BatchPolicy {
+        BatchPolicy {
+            max_batch_size: max,
+            wait: Duration::from_millis(wait_ms),
+        }
+    }
+
+    #[test]
+    fn an_empty_queue_waits_for_requests() {
+        assert_eq!(policy(8, 5).decide(0, None, Instant::now()), Decision::Idle);
+    }
+
+    #[test]
+    fn a_full_batch_runs_at_once() {
+        let now = Instant::now();
+        assert_eq!(policy(8, 1000).decide(8, Some(now), now), Decision::Run(8));
+        assert_eq!(policy(8, 1000).decide(20, Some(now), now), Decision::Run(8));
+    }
+
+    #[test]
+    fn a_partial_batch_waits_until_the_oldest_times_out() {
+        let oldest = Instant::now();
+        let p = policy(8, 10);
+        assert_eq!(
+            p.decide(3, Some(oldest), oldest + Duration::from_millis(4)),
+            Decision::WaitUntil(oldest + Duration::from_millis(10))
+        );
+        assert_eq!(
+            p.decide(3, Some(oldest), oldest + Duration::from_millis(10)),
+            Decision::Run(3)
+        );
+        assert_eq!(
+            p.decide(3, Some(oldest), oldest + Duration::from_millis(50)),
+            Decision::Run(3)
+        );
+    }
+
+    #[test]
+    fn zero_wait_takes_what_is_queued_now() {
+        let now = Instant::now();
+        assert_eq!(policy(8, 0).decide(1, Some(now), now), Decision::Run(1));
+        assert_eq!(policy(8, 0).decide(5, Some(now), now), Decision::Run(5));
+    }
+}
