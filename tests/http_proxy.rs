@@ -226,7 +226,7 @@ async fn every_kind_of_answer_goes_on_the_wire_as_given() {
             Some("bytes") => Response::bytes(vec![0u8, 1, 2]),
             Some("json") => Response::json(&json!({"ok": true}))?,
             Some("custom") => Response::text("Hello, world!")
-                .with_status(StatusCode::from_u16(299).map_err(BackendError::from)?)
+                .with_status(StatusCode::from_u16(123).map_err(BackendError::from)?)
                 .with_media_type(HeaderValue::from_static("text/plain"))
                 .try_with_header("x-model", "v7")?,
             Some("value") => Response::value(42u32),
@@ -264,7 +264,9 @@ async fn every_kind_of_answer_goes_on_the_wire_as_given() {
         .expect("write");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.expect("read");
-    assert!(raw.starts_with("HTTP/1.1 299 "), "{raw}");
+    // 123 is informational to HTTP clients; it arrives as given, then the connection closes.
+    assert!(raw.starts_with("HTTP/1.1 123 Informational\r\n"), "{raw}");
+    assert!(raw.contains("connection: close\r\n"), "{raw}");
     assert!(raw.contains("content-type: text/plain\r\n"), "{raw}");
     assert!(
         raw.contains("x-model: v7\r\n") && raw.ends_with("Hello, world!"),

@@ -1,6 +1,7 @@
 //! The HTTP ingress: accepts connections, matches routes and methods, hands requests to the router.
 
 pub(crate) mod convert;
+mod informational;
 mod routes;
 
 pub(crate) use routes::RouteTable;
@@ -18,6 +19,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use informational::{PendingStatus, StatusPatchIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -94,9 +96,19 @@ async fn accept_loop(
                     }
                     // A per-connection Arc: each request clones a count only this
                     // connection touches, not one every core contends on.
-                    let connection = Arc::new(Connection { cell: cell.clone() });
-                    let service = service_fn(move |req| handle(connection.clone(), req));
-                    let serving = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    let connection = Arc::new(Connection {
+                        cell: cell.clone(),
+                        pending_status: Arc::default(),
+                    });
+                    let io = StatusPatchIo::new(stream, connection.pending_status.clone());
+                    let service = service_fn(move |req| {
+                        let connection = connection.clone();
+                        async move {
+                            let response = handle(&connection, req).await;
+                            Ok::<_, Infallible>(connection.pending_status.prepare(response))
+                        }
+                    });
+                    let serving = graceful.watch(http.serve_connection(TokioIo::new(io), service));
                     tokio::spawn(async move {
                         if let Err(e) = serving.await {
                             tracing::debug!("connection closed: {e}");
@@ -124,13 +136,12 @@ async fn accept_loop(
 /// What the requests of one connection share.
 struct Connection {
     cell: Arc<SnapshotCell>,
+    /// A 1xx status this connection still has to put on the wire.
+    pending_status: Arc<PendingStatus>,
 }
 
 /// Serves one HTTP request.
-async fn handle<B>(
-    connection: Arc<Connection>,
-    req: http::Request<B>,
-) -> Result<http::Response<ProxyBody>, Infallible>
+async fn handle<B>(connection: &Connection, req: http::Request<B>) -> http::Response<ProxyBody>
 where
     B: http_body::Body<Data = bytes::Bytes>,
     B::Error: std::fmt::Display,
@@ -138,14 +149,14 @@ where
     let cell = &connection.cell;
     let path = req.uri().path();
     if path.starts_with(RESERVED_PREFIX) {
-        return Ok(admin(cell, req.method(), path));
+        return admin(cell, req.method(), path);
     }
     let snapshot = cell.load_full();
     let Some(endpoint) = snapshot.routes.lookup(path) else {
-        return Ok(convert::text(
+        return convert::text(
             StatusCode::NOT_FOUND,
             format!("no endpoint serves path `{path}`; GET /-/routes lists the routes served\n"),
-        ));
+        );
     };
     if !endpoint.allows(req.method()) {
         let mut response = convert::text(
@@ -158,7 +169,7 @@ where
             ),
         );
         response.headers_mut().insert(ALLOW, endpoint.allow.clone());
-        return Ok(response);
+        return response;
     }
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
@@ -167,19 +178,17 @@ where
         match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                return Ok(convert::error(&ServeError::BadRequest(format!(
+                return convert::error(&ServeError::BadRequest(format!(
                     "could not read the request body: {e}"
-                ))));
+                )));
             }
         }
     };
     let request = match convert::into_request(parts, body) {
         Ok(request) => request,
-        Err(e) => return Ok(convert::error(&e)),
+        Err(e) => return convert::error(&e),
     };
-    Ok(convert::into_http(
-        router::call(cell, endpoint, request).await,
-    ))
+    convert::into_http(router::call(cell, endpoint, request).await)
 }
 
 /// Ferroserve's own routes under `/-/`.
