@@ -33,6 +33,7 @@ use crate::router;
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     method_name: Option<Cow<'static, str>>,
+    shard_key: Option<Box<str>>,
     http_method: Option<Method>,
     headers: HeaderMap,
     query: Vec<(String, String)>,
@@ -48,6 +49,13 @@ impl CallOptions {
     #[must_use]
     pub fn method_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
         self.method_name = Some(name.into());
+        self
+    }
+
+    /// Makes the choice of backend sticky for `key`, like the `X-SERVE-SHARD-KEY` header.
+    #[must_use]
+    pub fn shard_key(mut self, key: impl Into<Box<str>>) -> Self {
+        self.shard_key = Some(key.into());
         self
     }
 
@@ -159,6 +167,7 @@ impl Handle {
         let cell = self.cell.clone();
         let endpoint = self.endpoint.clone();
         let options = http.then(|| self.options.clone());
+        let shard_key = self.options.shard_key.clone();
         let call = async move {
             let snapshot = cell.load_full();
             let endpoint = snapshot
@@ -167,6 +176,9 @@ impl Handle {
                 .ok_or_else(|| ServeError::EndpointNotFound(endpoint.to_string()))?;
             let mut req = Request::from_arg(arg);
             req.set_method_name(method);
+            if let Some(key) = shard_key {
+                req = req.with_shard_key(key);
+            }
             if let Some(options) = options
                 && req.http().is_none()
             {

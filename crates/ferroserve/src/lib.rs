@@ -28,6 +28,7 @@ pub mod builtin;
 pub mod config;
 mod controller;
 pub mod error;
+mod form;
 mod handle;
 mod proxy;
 mod replica;
@@ -43,6 +44,7 @@ pub use config::{
     HttpOptions, Traffic,
 };
 pub use error::{BackendError, ErrorKind, ServeError};
+pub use form::{Form, FormFile};
 pub use handle::{CallOptions, Handle, ResponseRef, wait};
 pub use request::{Arg, HttpParts, Origin, Request};
 pub use response::Response;

@@ -10,12 +10,16 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 use serde::de::DeserializeOwned;
 
 use crate::error::BackendError;
+use crate::form::Form;
 
 /// The method a request runs when nothing else is asked for.
 pub const DEFAULT_METHOD: &str = "__call__";
 
 /// The HTTP header that selects the replica method to run.
 pub static CALL_METHOD_HEADER: HeaderName = HeaderName::from_static("x-serve-call-method");
+
+/// The HTTP header whose value makes the choice of backend sticky.
+pub static SHARD_KEY_HEADER: HeaderName = HeaderName::from_static("x-serve-shard-key");
 
 static EMPTY_HEADERS: LazyLock<HeaderMap> = LazyLock::new(HeaderMap::new);
 
@@ -151,6 +155,7 @@ json_scalar_args!(bool, i32, i64, u32, u64, f64);
 pub struct Request {
     origin: Origin,
     method_name: Cow<'static, str>,
+    shard_key: Option<Box<str>>,
     http: Option<HttpParts>,
     payload: Payload,
 }
@@ -161,6 +166,7 @@ impl Request {
         Self {
             origin: Origin::Http,
             method_name: Cow::Borrowed(DEFAULT_METHOD),
+            shard_key: None,
             http: Some(parts),
             payload: Payload::Bytes(body),
         }
@@ -177,6 +183,7 @@ impl Request {
         Self {
             origin: Origin::Handle,
             method_name: Cow::Borrowed(DEFAULT_METHOD),
+            shard_key: None,
             http: None,
             payload,
         }
@@ -198,6 +205,36 @@ impl Request {
 
     pub(crate) fn set_method_name(&mut self, name: Cow<'static, str>) {
         self.method_name = name;
+    }
+
+    /// Makes the choice of backend sticky for `key`: the same key picks the same backend
+    /// for as long as the traffic weights stay the same.
+    #[must_use]
+    pub fn with_shard_key(mut self, key: impl Into<Box<str>>) -> Self {
+        self.shard_key = Some(key.into());
+        self
+    }
+
+    /// The shard key (`X-SERVE-SHARD-KEY` or a handle's option), if any.
+    pub fn shard_key(&self) -> Option<&str> {
+        self.shard_key.as_deref()
+    }
+
+    /// A copy for a shadow backend; `None` when the request carries a Rust value, which
+    /// cannot be copied.
+    pub(crate) fn try_clone(&self) -> Option<Self> {
+        let payload = match &self.payload {
+            Payload::Bytes(b) => Payload::Bytes(b.clone()),
+            Payload::Json(v) => Payload::Json(v.clone()),
+            Payload::Value(_) => return None,
+        };
+        Some(Self {
+            origin: self.origin,
+            method_name: self.method_name.clone(),
+            shard_key: self.shard_key.clone(),
+            http: self.http.clone(),
+            payload,
+        })
     }
 
     /// Where the request came from.
@@ -284,6 +321,34 @@ impl Request {
             Payload::Value(_) => Err(BackendError::msg(
                 "the request carries a Rust value, not JSON; use Request::value",
             )),
+        }
+    }
+
+    /// The body as a form: `application/x-www-form-urlencoded` or `multipart/form-data`
+    /// (by the `content-type` header; URL-encoded when there is none), or the JSON object a
+    /// handle passed.
+    pub async fn form(&self) -> Result<Form, BackendError> {
+        let content_type = self.header("content-type").unwrap_or_default();
+        match &self.payload {
+            Payload::Json(value) => Form::from_json(value),
+            Payload::Value(_) => Err(BackendError::msg(
+                "the request carries a Rust value, not a form; use Request::value",
+            )),
+            Payload::Bytes(body) => {
+                let media_type = content_type.split(';').next().unwrap_or_default().trim();
+                if media_type.eq_ignore_ascii_case("multipart/form-data") {
+                    Form::from_multipart(content_type, body.clone()).await
+                } else if media_type.is_empty()
+                    || media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                {
+                    Ok(Form::from_urlencoded(body))
+                } else {
+                    Err(
+                        BackendError::msg(format!("a `{media_type}` body is not a form"))
+                            .with_status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                    )
+                }
+            }
         }
     }
 

@@ -107,6 +107,19 @@ impl Serve {
         self.controller.set_traffic(endpoint, traffic).await
     }
 
+    /// Sends a copy of `proportion` (0 to 1) of `endpoint`'s requests to `backend` as well;
+    /// its answers are dropped, its failures and slowness never reach the caller. 0 stops.
+    pub async fn shadow_traffic(
+        &self,
+        endpoint: &str,
+        backend: &str,
+        proportion: f64,
+    ) -> Result<(), ServeError> {
+        self.controller
+            .shadow_traffic(endpoint, backend, proportion)
+            .await
+    }
+
     /// The backends served now, by name.
     pub fn list_backends(&self) -> BTreeMap<String, BackendConfig> {
         let snapshot = self.cell.load();

@@ -260,6 +260,9 @@ pub struct EndpointConfig {
     pub methods: Vec<Method>,
     /// Which backends serve it, by weight.
     pub traffic: Traffic,
+    /// Backends that also get a copy of a share (0 to 1) of the requests; their answers are
+    /// dropped, and their failures and slowness never reach the caller.
+    pub shadow: IndexMap<String, f64>,
 }
 
 impl EndpointConfig {
@@ -274,6 +277,7 @@ impl EndpointConfig {
             route: None,
             methods: vec![Method::GET],
             traffic,
+            shadow: IndexMap::new(),
         }
     }
 
@@ -299,8 +303,40 @@ impl EndpointConfig {
         if self.methods.is_empty() {
             return Err(ServeError::invalid("methods", "allows no HTTP method"));
         }
-        self.traffic.validate()
+        self.traffic.validate()?;
+        for (backend, proportion) in &self.shadow {
+            validate_shadow(&self.traffic, backend, *proportion)?;
+        }
+        Ok(())
     }
+
+    /// Adds a shadow backend getting a copy of `proportion` of the requests.
+    #[must_use]
+    pub fn shadow(mut self, backend: impl Into<String>, proportion: f64) -> Self {
+        self.shadow.insert(backend.into(), proportion);
+        self
+    }
+}
+
+/// Checks one shadow backend; the error's key is `shadow.NAME`.
+pub(crate) fn validate_shadow(
+    traffic: &Traffic,
+    backend: &str,
+    proportion: f64,
+) -> Result<(), ServeError> {
+    if !(0.0..=1.0).contains(&proportion) {
+        return Err(ServeError::invalid(
+            format!("shadow.{backend}"),
+            format!("proportion {proportion} must be between 0 and 1"),
+        ));
+    }
+    if traffic.uses(backend) {
+        return Err(ServeError::invalid(
+            format!("shadow.{backend}"),
+            "a backend that serves the endpoint's traffic cannot also shadow it",
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a route and strips a trailing `/` (except for `/` itself).

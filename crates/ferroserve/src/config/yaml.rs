@@ -129,6 +129,7 @@ struct EndpointFile {
     methods: Option<Spanned<Vec<String>>>,
     backend: Option<Spanned<String>>,
     traffic: Option<Spanned<IndexMap<Spanned<String>, Spanned<f64>>>>,
+    shadow: Option<IndexMap<Spanned<String>, Spanned<f64>>>,
 }
 
 /// Builds errors for one file.
@@ -402,6 +403,18 @@ fn endpoint_spec(
     };
 
     let mut config = EndpointConfig::traffic(traffic);
+    for (backend, share) in spec.shadow.unwrap_or_default() {
+        let skey = format!("{key}.shadow.{}", backend.value);
+        if !known(&backend.value) {
+            return errors.at(line_of(&backend), skey, missing(&backend.value));
+        }
+        if let Err(ServeError::InvalidConfig { message, .. }) =
+            super::validate_shadow(&config.traffic, &backend.value, share.value)
+        {
+            return errors.at(line_of(&share), skey, message);
+        }
+        config.shadow.insert(backend.value, share.value);
+    }
     if let Some(methods) = spec.methods {
         let mut parsed = Vec::with_capacity(methods.value.len());
         for m in &methods.value {
@@ -550,6 +563,36 @@ mod tests {
         assert_eq!((e.line, e.key.as_str()), (3, "backends.a.rust"));
         let e = error("backends:\n  a:\n    num_replicas: 2\n");
         assert_eq!(e.key, "backends.a");
+    }
+
+    #[test]
+    fn shadows_and_batching_are_read_and_checked() {
+        let app = load(
+            "backends:\n  a: {builtin: echo, max_batch_size: 8, batch_wait_timeout_ms: 5}\n  b: {builtin: echo}\nendpoints:\n  e:\n    backend: a\n    shadow: {b: 0.25}\n",
+        )
+        .expect("valid");
+        assert_eq!(app.backends[0].config.max_batch_size, Some(8));
+        assert_eq!(app.backends[0].config.batch_wait_timeout_ms, 5);
+        assert_eq!(
+            app.backends[0].config.effective_max_concurrent_queries(),
+            100
+        );
+        assert_eq!(app.endpoints[0].config.shadow.get("b"), Some(&0.25));
+        let e = error(
+            "backends:\n  a: {builtin: echo}\n  b: {builtin: echo}\nendpoints:\n  e:\n    backend: a\n    shadow:\n      b: 1.5\n",
+        );
+        assert_eq!((e.line, e.key.as_str()), (8, "endpoints.e.shadow.b"));
+        let e = error(
+            "backends:\n  a: {builtin: echo}\nendpoints:\n  e:\n    backend: a\n    shadow: {a: 0.5}\n",
+        );
+        assert!(e.message.contains("cannot also shadow"), "{e}");
+        let e = error(
+            "backends:\n  a:\n    builtin: echo\n    max_batch_size: 8\n    max_concurrent_queries: 4\n",
+        );
+        assert_eq!(
+            (e.line, e.key.as_str()),
+            (5, "backends.a.max_concurrent_queries")
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Controller {
         let users: Vec<&str> = state
             .endpoints
             .iter()
-            .filter(|(_, e)| e.traffic.uses(name))
+            .filter(|(_, e)| e.traffic.uses(name) || e.shadow.contains_key(name))
             .map(|(n, _)| n.as_str())
             .collect();
         if !users.is_empty() {
@@ -207,13 +207,24 @@ impl Controller {
         Ok(())
     }
 
-    fn check_backends(state: &State, traffic: &Traffic) -> Result<(), ServeError> {
-        for (backend, _) in traffic.weights() {
+    fn check_backends<'a>(
+        state: &State,
+        backends: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ServeError> {
+        for backend in backends {
             if !state.backends.contains_key(backend) {
                 return Err(ServeError::BackendNotFound(backend.to_owned()));
             }
         }
         Ok(())
+    }
+
+    fn endpoint_backends(config: &EndpointConfig) -> impl Iterator<Item = &str> {
+        config
+            .traffic
+            .weights()
+            .map(|(b, _)| b)
+            .chain(config.shadow.keys().map(String::as_str))
     }
 
     /// Adds an endpoint.
@@ -239,7 +250,7 @@ impl Controller {
                 "route `{route}` is already served by endpoint `{other}`"
             )));
         }
-        Self::check_backends(&state, &config.traffic)?;
+        Self::check_backends(&state, Self::endpoint_backends(&config))?;
         state.endpoints.insert(name.to_owned(), config);
         self.publish(&mut state);
         Ok(())
@@ -259,12 +270,43 @@ impl Controller {
     pub(crate) async fn set_traffic(&self, name: &str, traffic: Traffic) -> Result<(), ServeError> {
         traffic.validate()?;
         let mut state = self.state.lock().await;
-        Self::check_backends(&state, &traffic)?;
+        Self::check_backends(&state, traffic.weights().map(|(b, _)| b))?;
         let endpoint = state
             .endpoints
             .get_mut(name)
             .ok_or_else(|| ServeError::EndpointNotFound(name.to_owned()))?;
+        for backend in endpoint.shadow.keys() {
+            if traffic.uses(backend) {
+                return Err(ServeError::invalid(
+                    format!("traffic.{backend}"),
+                    "the backend shadows this endpoint; remove the shadow first",
+                ));
+            }
+        }
         endpoint.traffic = traffic;
+        self.publish(&mut state);
+        Ok(())
+    }
+
+    /// Sends a copy of `proportion` of an endpoint's requests to `backend` as well (0 stops).
+    pub(crate) async fn shadow_traffic(
+        &self,
+        name: &str,
+        backend: &str,
+        proportion: f64,
+    ) -> Result<(), ServeError> {
+        let mut state = self.state.lock().await;
+        Self::check_backends(&state, [backend])?;
+        let endpoint = state
+            .endpoints
+            .get_mut(name)
+            .ok_or_else(|| ServeError::EndpointNotFound(name.to_owned()))?;
+        crate::config::validate_shadow(&endpoint.traffic, backend, proportion)?;
+        if proportion == 0.0 {
+            endpoint.shadow.shift_remove(backend);
+        } else {
+            endpoint.shadow.insert(backend.to_owned(), proportion);
+        }
         self.publish(&mut state);
         Ok(())
     }
@@ -314,7 +356,13 @@ impl Controller {
                 .map(http::Method::as_str)
                 .collect::<Vec<_>>()
                 .join(", ");
+            let shadows = config
+                .shadow
+                .iter()
+                .filter_map(|(backend, share)| backends.get(backend).map(|b| (*share, b.clone())))
+                .collect();
             let endpoint = Arc::new(EndpointState {
+                shadows,
                 name: name.as_str().into(),
                 allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("GET")),
                 config: config.clone(),

@@ -28,6 +28,8 @@ pub(crate) struct EndpointState {
     /// The `Allow` header value for 405 answers.
     pub(crate) allow: HeaderValue,
     pub(crate) traffic: WeightedChoice<Arc<BackendState>>,
+    /// Shadow backends and the share of requests each gets a copy of.
+    pub(crate) shadows: Box<[(f64, Arc<BackendState>)]>,
 }
 
 impl EndpointState {

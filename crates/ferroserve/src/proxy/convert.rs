@@ -8,7 +8,7 @@ use http_body_util::Full;
 use std::borrow::Cow;
 
 use crate::error::ServeError;
-use crate::request::{CALL_METHOD_HEADER, HttpParts, Request};
+use crate::request::{CALL_METHOD_HEADER, HttpParts, Request, SHARD_KEY_HEADER};
 use crate::response::{Response, ResponseBody};
 
 /// The body type of every response the proxy writes.
@@ -57,6 +57,10 @@ pub(crate) fn into_request(
             ));
         }
     };
+    let shard_key = parts
+        .headers
+        .get(&SHARD_KEY_HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let mut request = Request::from_http(
         HttpParts {
             method: parts.method,
@@ -67,6 +71,9 @@ pub(crate) fn into_request(
     );
     if let Some(name) = method_name {
         request.set_method_name(name);
+    }
+    if let Some(key) = shard_key {
+        request = request.with_shard_key(key);
     }
     Ok(request)
 }

@@ -20,7 +20,13 @@ pub(crate) async fn call(
     endpoint: &EndpointState,
     req: Request,
 ) -> Result<Response, ServeError> {
-    let backend = endpoint.traffic.choose();
+    let backend = match req.shard_key() {
+        Some(key) => endpoint.traffic.choose_at(shard_point(key)),
+        None => endpoint.traffic.choose(),
+    };
+    if !endpoint.shadows.is_empty() {
+        send_shadow_copies(endpoint, &req);
+    }
     let slot = match backend.replicas.try_acquire() {
         Some(slot) if !backend.queue.has_waiters() => slot,
         // The queue path is boxed so that the common path's future stays small.
@@ -30,6 +36,48 @@ pub(crate) async fn call(
         }
     };
     slot.call(req).await
+}
+
+/// A point in [0, 1) fixed by `key` (64-bit FNV-1a): the same key, the same backend.
+fn shard_point(key: &str) -> f64 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    // The top 53 bits, as a fraction.
+    #[allow(clippy::cast_precision_loss)]
+    let point = (hash >> 11) as f64 / (1u64 << 53) as f64;
+    point
+}
+
+/// Sends each shadow backend its share of copies, fire and forget: a shadow backend never
+/// queues (a copy finding it full is dropped), and its answer, failure or slowness never
+/// reaches the caller.
+fn send_shadow_copies(endpoint: &EndpointState, req: &Request) {
+    for (share, backend) in endpoint.shadows.iter() {
+        if fastrand::f64() >= *share {
+            continue;
+        }
+        let Some(copy) = req.try_clone() else {
+            tracing::debug!(
+                endpoint = &*endpoint.name,
+                "a Rust value cannot be copied to a shadow backend"
+            );
+            continue;
+        };
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            let Some(slot) = backend.replicas.try_acquire() else {
+                tracing::debug!(
+                    backend = &*backend.name,
+                    "shadow backend full: copy dropped"
+                );
+                return;
+            };
+            if let Err(e) = slot.call(copy).await {
+                tracing::debug!(backend = &*backend.name, "shadow copy failed: {e}");
+            }
+        });
+    }
 }
 
 /// A slot on one of `backend`'s replicas, waiting in the backend's queue until one frees.
@@ -53,4 +101,20 @@ async fn wait_for_slot(
             Ok(current.replicas.try_acquire().map(Slot::into_owned))
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_points_are_fixed_and_spread() {
+        assert_eq!(shard_point("user-1"), shard_point("user-1"));
+        let points: Vec<f64> = (0..1000)
+            .map(|i| shard_point(&format!("user-{i}")))
+            .collect();
+        assert!(points.iter().all(|p| (0.0..1.0).contains(p)));
+        let low = points.iter().filter(|&&p| p < 0.5).count();
+        assert!((400..600).contains(&low), "{low} of 1000 keys below 0.5");
+    }
 }
