@@ -50,7 +50,7 @@ pub(crate) enum Payload {
     /// A JSON value given to a handle.
     Json(serde_json::Value),
     /// Any Rust value given to a handle, passed through untouched.
-    Value(Box<dyn Any + Send>),
+    Value(Box<dyn Any + Send + Sync>),
 }
 
 /// A handle's argument: bytes, text, JSON, any Rust value, or a request to forward as it is.
@@ -70,15 +70,15 @@ pub enum Arg {
     Bytes(Bytes),
     /// A JSON value.
     Json(serde_json::Value),
-    /// Any Rust value, handed to an in-process backend without serialisation.
-    Value(Box<dyn Any + Send>),
+    /// Any Rust value (`Send + Sync`), handed to an in-process backend without serialisation.
+    Value(Box<dyn Any + Send + Sync>),
     /// A request a backend received, forwarded unchanged (it keeps its origin and HTTP parts).
     Request(Box<Request>),
 }
 
 impl Arg {
     /// Any Rust value, passed through to an in-process backend untouched.
-    pub fn value<T: Any + Send>(value: T) -> Self {
+    pub fn value<T: Any + Send + Sync>(value: T) -> Self {
         Self::Value(Box::new(value))
     }
 

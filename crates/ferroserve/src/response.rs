@@ -19,7 +19,7 @@ pub(crate) enum ResponseBody {
     /// Bytes for the wire.
     Bytes(Bytes),
     /// A Rust value for an in-process handle caller.
-    Value(Box<dyn Any + Send>),
+    Value(Box<dyn Any + Send + Sync>),
 }
 
 /// A replica's answer: a status code, headers (the media type among them) and a body.
@@ -94,7 +94,7 @@ impl Response {
 
     /// Any Rust value, handed to an in-process handle caller untouched. An HTTP caller gets
     /// a 500 saying the value cannot be sent.
-    pub fn value<T: Any + Send>(value: T) -> Self {
+    pub fn value<T: Any + Send + Sync>(value: T) -> Self {
         Self::with_body(ResponseBody::Value(Box::new(value)), None)
     }
 
