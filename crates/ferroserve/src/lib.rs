@@ -40,12 +40,15 @@ mod serve;
 pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
 pub use builtin::builtins;
 pub use config::{
-    AppConfig, BackendConfig, BackendKind, BackendSpec, ConfigError, EndpointConfig, EndpointSpec,
-    HttpOptions, Traffic,
+    AppConfig, BackendConfig, BackendKind, BackendSpec, ConfigError, CorsOptions, CustomLayer,
+    EndpointConfig, EndpointSpec, HttpOptions, Middleware, Traffic,
 };
 pub use error::{BackendError, ErrorKind, ServeError};
 pub use form::{Form, FormFile};
 pub use handle::{CallOptions, Handle, ResponseRef, wait};
+pub use proxy::middleware::{
+    BoxError, BoxRequestBody, IntoProxyResponse, ProxyBody, ProxyLayer, ProxyService,
+};
 pub use request::{Arg, HttpParts, Origin, Request};
 pub use response::Response;
 pub use serve::{Serve, shutdown_signal};

@@ -1,7 +1,10 @@
 //! The served app's configuration: HTTP options, backend and endpoint configs, their defaults and their validation.
 
 mod keypath;
+mod middleware;
 mod yaml;
+
+use std::sync::Arc;
 
 use http::Method;
 use indexmap::IndexMap;
@@ -9,6 +12,8 @@ use serde_json::Value;
 
 use crate::error::ServeError;
 
+pub(crate) use middleware::MiddlewareFile;
+pub use middleware::{CorsOptions, CustomLayer, Middleware};
 pub use yaml::{AppConfig, BackendKind, BackendSpec, ConfigError, EndpointSpec};
 
 /// Default `http.host`.
@@ -24,13 +29,15 @@ pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 1000;
 /// Routes under this prefix belong to Ferroserve itself (`/-/routes`, `/-/healthz`).
 pub const RESERVED_PREFIX: &str = "/-/";
 
-/// Where the HTTP proxy listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the HTTP proxy listens, and what it wraps around every request.
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpOptions {
     /// The host or IP address to bind (default `127.0.0.1`).
     pub host: String,
     /// The TCP port to bind (default `8000`; `0` picks a free one).
     pub port: u16,
+    /// Middlewares, outermost first.
+    pub middlewares: Vec<Middleware>,
 }
 
 impl Default for HttpOptions {
@@ -38,6 +45,7 @@ impl Default for HttpOptions {
         Self {
             host: DEFAULT_HOST.to_owned(),
             port: DEFAULT_PORT,
+            middlewares: Vec::new(),
         }
     }
 }
@@ -48,7 +56,40 @@ impl HttpOptions {
         Self {
             host: host.into(),
             port,
+            middlewares: Vec::new(),
         }
+    }
+
+    /// Adds a middleware inside those already added.
+    #[must_use]
+    pub fn middleware(mut self, middleware: Middleware) -> Self {
+        self.middlewares.push(middleware);
+        self
+    }
+
+    /// Adds any tower layer inside the middlewares already added. The layer sees
+    /// `http::Request<ProxyBody>` and answers `http::Response` with any body; errors it
+    /// returns become `500` responses.
+    ///
+    /// ```
+    /// use ferroserve::HttpOptions;
+    /// use std::time::Duration;
+    /// let options = HttpOptions::new("127.0.0.1", 0)
+    ///     .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+    ///         http::StatusCode::GATEWAY_TIMEOUT,
+    ///         Duration::from_secs(5),
+    ///     ));
+    /// # let _ = options;
+    /// ```
+    #[must_use]
+    pub fn layer<L>(self, layer: L) -> Self
+    where
+        L: crate::proxy::middleware::ProxyLayer,
+    {
+        let layer = Arc::new(layer);
+        self.middleware(Middleware::Custom(CustomLayer(Arc::new(move |inner| {
+            crate::proxy::middleware::wrap(inner, &*layer)
+        }))))
     }
 }
 

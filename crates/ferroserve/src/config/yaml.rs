@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use super::MiddlewareFile;
 use super::keypath::key_path_at;
 use super::{
     BackendConfig, DEFAULT_HOST, DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_NUM_REPLICAS, DEFAULT_PORT,
@@ -106,6 +107,8 @@ struct AppFile {
 struct HttpFile {
     host: Option<String>,
     port: Option<u16>,
+    #[serde(default)]
+    middlewares: Vec<Spanned<MiddlewareFile>>,
 }
 
 #[derive(Deserialize)]
@@ -178,12 +181,20 @@ impl AppConfig {
         let errors = Errors { file };
         let parsed: AppFile =
             serde_saphyr::from_str(source).map_err(|e| parse_error(source, file, &e))?;
-        let http = parsed
-            .http
-            .map_or_else(HttpOptions::default, |h| HttpOptions {
-                host: h.host.unwrap_or_else(|| DEFAULT_HOST.to_owned()),
-                port: h.port.unwrap_or(DEFAULT_PORT),
-            });
+        let mut http = HttpOptions::default();
+        if let Some(h) = parsed.http {
+            http.host = h.host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
+            http.port = h.port.unwrap_or(DEFAULT_PORT);
+            for (i, item) in h.middlewares.into_iter().enumerate() {
+                let line = line_of(&item);
+                match item.value.into_middleware() {
+                    Ok(middleware) => http.middlewares.push(middleware),
+                    Err(message) => {
+                        return errors.at(line, format!("http.middlewares[{i}]"), message);
+                    }
+                }
+            }
+        }
 
         let stock = builtins();
         let mut backends = Vec::with_capacity(parsed.backends.len());

@@ -12,12 +12,12 @@ use crate::request::{CALL_METHOD_HEADER, HttpParts, Request, SHARD_KEY_HEADER};
 use crate::response::{Response, ResponseBody};
 
 /// The body type of every response the proxy writes.
-pub(crate) type ProxyBody = Full<Bytes>;
+pub(crate) type PlainBody = Full<Bytes>;
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 /// A plain-text response.
-pub(crate) fn text(status: StatusCode, message: String) -> http::Response<ProxyBody> {
+pub(crate) fn text(status: StatusCode, message: String) -> http::Response<PlainBody> {
     let mut response = http::Response::new(Full::new(Bytes::from(message)));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
@@ -25,7 +25,7 @@ pub(crate) fn text(status: StatusCode, message: String) -> http::Response<ProxyB
 }
 
 /// The response for an error: its status, its message, and `Retry-After` when overloaded.
-pub(crate) fn error(error: &ServeError) -> http::Response<ProxyBody> {
+pub(crate) fn error(error: &ServeError) -> http::Response<PlainBody> {
     let status = error.status();
     if status.is_server_error() {
         tracing::warn!(%status, "{error}");
@@ -79,7 +79,7 @@ pub(crate) fn into_request(
 }
 
 /// The wire form of a replica's answer or error.
-pub(crate) fn into_http(result: Result<Response, ServeError>) -> http::Response<ProxyBody> {
+pub(crate) fn into_http(result: Result<Response, ServeError>) -> http::Response<PlainBody> {
     match result {
         Ok(response) => {
             let (status, headers, body) = response.into_parts();

@@ -2,6 +2,7 @@
 
 pub(crate) mod convert;
 mod informational;
+pub(crate) mod middleware;
 mod routes;
 
 pub(crate) use routes::RouteTable;
@@ -12,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -23,12 +26,14 @@ use informational::{PendingStatus, StatusPatchIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
 use crate::config::{HttpOptions, RESERVED_PREFIX};
 use crate::controller::SnapshotCell;
 use crate::error::ServeError;
 use crate::router;
-use convert::ProxyBody;
+use convert::PlainBody;
+use middleware::ProxyService;
 
 /// How long a graceful shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -41,11 +46,12 @@ pub(crate) struct HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `options.host:options.port` and serves from `cell`.
+    /// Binds `options.host:options.port` and serves from `cell` through `options.middlewares`.
     pub(crate) async fn start(
         options: &HttpOptions,
         cell: Arc<SnapshotCell>,
     ) -> Result<Self, ServeError> {
+        let stack = middleware::build(&options.middlewares, &cell)?;
         let listener = TcpListener::bind((options.host.as_str(), options.port))
             .await
             .map_err(|e| {
@@ -58,7 +64,7 @@ impl HttpServer {
             .local_addr()
             .map_err(|e| ServeError::Internal(format!("no local address: {e}")))?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, cell, stopped));
+        let task = tokio::spawn(accept_loop(listener, cell, stack, stopped));
         Ok(Self {
             local_addr,
             stop,
@@ -83,6 +89,7 @@ impl HttpServer {
 async fn accept_loop(
     listener: TcpListener,
     cell: Arc<SnapshotCell>,
+    stack: Option<ProxyService>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -94,26 +101,28 @@ async fn accept_loop(
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!("TCP_NODELAY: {e}");
                     }
-                    // A per-connection Arc: each request clones a count only this
-                    // connection touches, not one every core contends on.
-                    let connection = Arc::new(Connection {
-                        cell: cell.clone(),
-                        pending_status: Arc::default(),
-                    });
-                    let io = StatusPatchIo::new(stream, connection.pending_status.clone());
-                    let service = service_fn(move |req| {
-                        let connection = connection.clone();
-                        async move {
-                            let response = handle(&connection, req).await;
-                            Ok::<_, Infallible>(connection.pending_status.prepare(response))
+                    let pending = Arc::new(PendingStatus::default());
+                    let io = TokioIo::new(StatusPatchIo::new(stream, pending.clone()));
+                    match &stack {
+                        // No middleware: the handler's future, unboxed.
+                        None => {
+                            // A per-connection Arc: each request clones a count only this
+                            // connection touches, not one every core contends on.
+                            let connection = Arc::new(Connection { cell: cell.clone(), pending });
+                            let service = service_fn(move |req| {
+                                let connection = connection.clone();
+                                async move {
+                                    let response = handle(&connection.cell, req).await;
+                                    Ok::<_, Infallible>(connection.pending.prepare(response))
+                                }
+                            });
+                            spawn_connection(graceful.watch(http.serve_connection(io, service)));
                         }
-                    });
-                    let serving = graceful.watch(http.serve_connection(TokioIo::new(io), service));
-                    tokio::spawn(async move {
-                        if let Err(e) = serving.await {
-                            tracing::debug!("connection closed: {e}");
+                        Some(stack) => {
+                            let service = Stacked { stack: stack.clone(), pending };
+                            spawn_connection(graceful.watch(http.serve_connection(io, service)));
                         }
-                    });
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -133,20 +142,52 @@ async fn accept_loop(
     }
 }
 
+fn spawn_connection(serving: impl Future<Output = Result<(), hyper::Error>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = serving.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+}
+
+/// A connection's service when middlewares are configured: the boxed stack.
+struct Stacked {
+    stack: ProxyService,
+    pending: Arc<PendingStatus>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for Stacked {
+    type Response = http::Response<middleware::ProxyBody>;
+    type Error = Infallible;
+    type Future = crate::backend::BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        let pending = self.pending.clone();
+        let req = req.map(|body| body.map_err(middleware::box_error).boxed_unsync());
+        // `map`, not an async block: see `middleware::Answering::call`.
+        Box::pin(self.stack.clone().oneshot(req).map(move |result| {
+            let Ok(response) = result;
+            Ok(pending.prepare(response))
+        }))
+    }
+}
+
 /// What the requests of one connection share.
 struct Connection {
     cell: Arc<SnapshotCell>,
     /// A 1xx status this connection still has to put on the wire.
-    pending_status: Arc<PendingStatus>,
+    pending: Arc<PendingStatus>,
 }
 
 /// Serves one HTTP request.
-async fn handle<B>(connection: &Connection, req: http::Request<B>) -> http::Response<ProxyBody>
+pub(crate) async fn handle<B>(
+    cell: &SnapshotCell,
+    req: http::Request<B>,
+) -> http::Response<PlainBody>
 where
     B: http_body::Body<Data = bytes::Bytes>,
-    B::Error: std::fmt::Display,
+    B::Error: Into<middleware::BoxError>,
 {
-    let cell = &connection.cell;
     let path = req.uri().path();
     if path.starts_with(RESERVED_PREFIX) {
         return admin(cell, req.method(), path);
@@ -178,6 +219,15 @@ where
         match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
+                let e = middleware::box_error(e);
+                if e.is::<http_body_util::LengthLimitError>() {
+                    return convert::text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the request body is larger than the body_limit middleware allows: {e}\n"
+                        ),
+                    );
+                }
                 return convert::error(&ServeError::BadRequest(format!(
                     "could not read the request body: {e}"
                 )));
@@ -192,7 +242,7 @@ where
 }
 
 /// Ferroserve's own routes under `/-/`.
-fn admin(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<ProxyBody> {
+fn admin(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<PlainBody> {
     match (method, path) {
         (&Method::GET, "/-/routes") => {
             let mut response = http::Response::new(Full::new(cell.load().routes_json.clone()));

@@ -1,0 +1,112 @@
+//! HTTP middlewares: what `http.middlewares` in YAML (or `HttpOptions::middleware`) asks the proxy to wrap around every request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::proxy::middleware::ProxyService;
+
+/// CORS options, as Starlette's `CORSMiddleware` takes them. `"*"` allows any value; with
+/// `allow_credentials` it answers with the request's own origin, method or headers instead,
+/// since browsers refuse `*` together with credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsOptions {
+    /// Origins allowed to call (`["*"]` for any).
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    /// Methods allowed (`["*"]` for any); default `GET`.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed (`["*"]` for any).
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Whether credentials (cookies, authorization) are allowed.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long, in seconds, a browser may cache a preflight answer.
+    #[serde(default)]
+    pub max_age: Option<u64>,
+    /// Response headers the browser may expose to scripts.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+}
+
+/// Wraps the proxy's service in a custom layer; see [`HttpOptions::layer`](crate::HttpOptions::layer).
+#[derive(Clone)]
+pub struct CustomLayer(pub(crate) Arc<dyn Fn(ProxyService) -> ProxyService + Send + Sync>);
+
+impl fmt::Debug for CustomLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CustomLayer")
+    }
+}
+
+/// One middleware around every HTTP request; the first in a list is the outermost.
+#[derive(Debug, Clone)]
+pub enum Middleware {
+    /// Cross-origin resource sharing: answers preflight requests and adds the CORS headers.
+    Cors(CorsOptions),
+    /// Compresses response bodies with gzip, brotli or deflate, as the client accepts.
+    Compression,
+    /// Sets `x-request-id` (a UUID) unless the caller sent one, and passes it to the
+    /// backend and back on the response.
+    RequestId,
+    /// Answers `504` when a request takes longer than this.
+    Timeout(Duration),
+    /// Answers `413` when a request body is larger than this many bytes.
+    BodyLimit(usize),
+    /// Any tower layer, added by an embedding Rust program.
+    Custom(CustomLayer),
+}
+
+impl PartialEq for Middleware {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Cors(a), Self::Cors(b)) => a == b,
+            (Self::Compression, Self::Compression) | (Self::RequestId, Self::RequestId) => true,
+            (Self::Timeout(a), Self::Timeout(b)) => a == b,
+            (Self::BodyLimit(a), Self::BodyLimit(b)) => a == b,
+            (Self::Custom(a), Self::Custom(b)) => Arc::ptr_eq(&a.0, &b.0),
+            _ => false,
+        }
+    }
+}
+
+/// An empty options map: `compression: {}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoOptions {}
+
+/// One item of `http.middlewares` as YAML spells it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum MiddlewareFile {
+    Cors(CorsOptions),
+    Compression(NoOptions),
+    RequestId(NoOptions),
+    Timeout(f64),
+    BodyLimit(usize),
+}
+
+impl MiddlewareFile {
+    /// The middleware, or what is wrong with its value.
+    pub(crate) fn into_middleware(self) -> Result<Middleware, String> {
+        Ok(match self {
+            Self::Cors(options) => Middleware::Cors(options),
+            Self::Compression(NoOptions {}) => Middleware::Compression,
+            Self::RequestId(NoOptions {}) => Middleware::RequestId,
+            Self::Timeout(seconds) => {
+                if !(seconds.is_finite() && seconds > 0.0) {
+                    return Err(format!(
+                        "timeout must be a positive number of seconds, not {seconds}"
+                    ));
+                }
+                Middleware::Timeout(Duration::from_secs_f64(seconds))
+            }
+            Self::BodyLimit(bytes) => Middleware::BodyLimit(bytes),
+        })
+    }
+}
