@@ -1,8 +1,175 @@
-//! The programs and app files in `examples/`, run as a user runs them.
+//! The programs and app files in `examples/`, run as a user runs them: every FAQ answer has
+//! one, and each must run to the end and show what it promises.
 
 mod common;
 
-use common::{client, example_bin, spawn_listening};
+use std::process::Command;
+
+use http::Method;
+
+use common::{client, example_bin, ferroserve_bin, spawn_listening};
+
+/// Runs an example with `--port 0` to the end; returns its output.
+fn run_example(name: &str) -> String {
+    let output = Command::new(example_bin(name))
+        .args(["--port", "0"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "example {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn assert_lines(name: &str, output: &str, expected: &[&str]) {
+    for line in expected {
+        assert!(
+            output.contains(line),
+            "example {name}: expected `{line}` in:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn stateful_processor_calls_other_method_by_header_and_handle() {
+    let out = run_example("stateful_processor");
+    assert_lines(
+        "stateful_processor",
+        &out,
+        &[
+            "X-SERVE-CALL-METHOD: other_method, 5 -> true",
+            "remote(10) -> true",
+            "counter#1: {\"current\":",
+            "counter#2: {\"current\":",
+        ],
+    );
+    // Two replicas, two counts, each starting at 1: the increments 5 and 10 landed on
+    // whichever replica the router picked, so together they hold 1 + 1 + 5 + 10.
+    let total: i64 = out
+        .lines()
+        .filter_map(|l| l.split_once(r#"{"current":"#))
+        .filter_map(|(_, rest)| rest.trim_end_matches('}').parse::<i64>().ok())
+        .sum();
+    assert_eq!(total, 17, "{out}");
+}
+
+#[test]
+fn custom_status_goes_on_the_wire_as_given() {
+    let out = run_example("custom_status");
+    assert_lines(
+        "custom_status",
+        &out,
+        &[
+            "HTTP/1.1 123 Informational | content-type: text/plain | Hello, world!",
+            "handle: 123 Some(\"text/plain\") Hello, world!",
+        ],
+    );
+}
+
+#[test]
+fn request_mirroring_reads_the_same_from_web_and_code() {
+    let out = run_example("request_mirroring");
+    for row in [
+        "\"ada\"",
+        "{\"a\":1}",
+        "[[\"a\",\"b\"]]",
+        "\"b\"",
+        "\"long string\"",
+    ] {
+        let same = format!(
+            "web {{\"origin\":\"web\",\"read\":{row}}} | code {{\"origin\":\"code\",\"read\":{row}}}"
+        );
+        assert!(out.contains(&same), "expected `{same}` in:\n{out}");
+    }
+    assert_lines(
+        "request_mirroring",
+        &out,
+        &[
+            "code {\"origin\":\"code\",\"read\":6.5}",
+            "forwarded web request: {\"origin\":\"web\",\"read\":\"grace\"}",
+        ],
+    );
+}
+
+#[test]
+fn async_concurrency_serves_fifty_at_once() {
+    let out = run_example("async_concurrency");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("50 requests"))
+        .expect("the 50-request line");
+    let ms: u64 = line
+        .rsplit(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("milliseconds");
+    assert!(line.contains("50 ok") && ms < 1000, "{line}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("5 requests"))
+        .expect("the actor line");
+    let ms: u64 = line
+        .rsplit(' ')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("milliseconds");
+    assert!(line.contains("5 ok") && ms >= 500, "one at a time: {line}");
+}
+
+#[test]
+fn batching_gathers_requests() {
+    let out = run_example("batching");
+    assert_lines(
+        "batching",
+        &out,
+        &[
+            "16 handle calls -> [\"0.0\", \"1.0\", \"2.0\"",
+            "8 HTTP calls -> [\"0.0\", \"10.0\", \"20.0\"",
+            "a method that is not a batch method: scorer v1",
+        ],
+    );
+    let sizes = out
+        .lines()
+        .find(|l| l.starts_with("batch sizes"))
+        .expect("sizes line");
+    assert!(sizes.contains('8'), "full batches of 8: {sizes}");
+}
+
+#[test]
+fn handles_dispatch_wait_and_compose() {
+    let out = run_example("handles");
+    assert_lines(
+        "handles",
+        &out,
+        &[
+            "classify(\"a good day\") -> positive",
+            "-> 2 ready, 1 pending",
+            "POST /pipeline -> a|good|model -> positive",
+            "get_handle(\"nope\") -> error: endpoint `nope` does not exist",
+        ],
+    );
+}
+
+#[test]
+fn traffic_splits_shadows_and_sticks() {
+    let out = run_example("traffic");
+    assert_lines(
+        "traffic",
+        &out,
+        &[
+            "every caller got an answer",
+            "after set_traffic v2 = 1.0, 100 requests: {\"v2\": 100}",
+        ],
+    );
+    let shard = out
+        .lines()
+        .find(|l| l.starts_with("shard key"))
+        .expect("shard line");
+    assert!(shard.contains(": 20}"), "one backend for the key: {shard}");
+}
 
 #[tokio::test]
 async fn the_embedded_example_serves_its_registered_backends() {
@@ -42,4 +209,28 @@ async fn the_embedded_example_serves_its_registered_backends() {
         .expect("request");
     assert_eq!(r.text().await.expect("body"), "Hello, Ada!\n");
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_cors_app_file_answers_a_real_preflight() {
+    let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cors.yaml");
+    let server = spawn_listening(&ferroserve_bin(), &["run", yaml, "--port", "0"], &[], None);
+    let http = client();
+    let preflight = http
+        .request(Method::OPTIONS, server.url("/echo"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let actual = http
+        .post(server.url("/echo"))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(actual.headers()["access-control-allow-origin"], "*");
+    assert!(actual.headers().contains_key("x-request-id"));
 }

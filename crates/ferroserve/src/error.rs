@@ -241,7 +241,55 @@ impl BackendError {
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for BackendError {
     fn from(error: E) -> Self {
-        Self::msg(error)
+        // A request body the backend could not read is the caller's fault: keep its 4xx.
+        let status = (&error as &dyn std::any::Any)
+            .downcast_ref::<BodyError>()
+            .and_then(|e| e.status);
+        Self {
+            message: error.to_string(),
+            status,
+        }
+    }
+}
+
+/// A body that is not what it was read as: not UTF-8, not JSON, not a form, or a Rust
+/// value. When a backend passes it on with `?`, the HTTP caller gets its status (400 for a
+/// malformed request body, 415 for a body that is not a form).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BodyError {
+    message: String,
+    status: Option<StatusCode>,
+}
+
+impl BodyError {
+    /// A malformed request body (400).
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            status: Some(StatusCode::BAD_REQUEST),
+        }
+    }
+
+    /// A body of the wrong kind, with this status.
+    pub(crate) fn with_status(message: impl Into<String>, status: StatusCode) -> Self {
+        Self {
+            message: message.into(),
+            status: Some(status),
+        }
+    }
+
+    /// A body that is not what the code expected (a response, or a Rust value): 500.
+    pub(crate) fn unexpected(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    /// The status an HTTP caller gets when a backend returns this error.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
     }
 }
 
@@ -288,6 +336,17 @@ mod tests {
             status: Some(StatusCode::IM_A_TEAPOT),
         };
         assert_eq!(chosen.status(), StatusCode::IM_A_TEAPOT);
+    }
+
+    #[test]
+    fn unreadable_request_bodies_keep_their_4xx() {
+        fn read() -> Result<(), BackendError> {
+            Err(BodyError::bad_request("not JSON"))?
+        }
+        assert_eq!(
+            read().expect_err("fails").status(),
+            Some(StatusCode::BAD_REQUEST)
+        );
     }
 
     #[test]

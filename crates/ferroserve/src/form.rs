@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::error::BackendError;
+use crate::error::BodyError;
 
 /// One uploaded file of a multipart form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,10 +59,10 @@ impl Form {
     }
 
     /// A JSON object given to a handle: its values become text fields.
-    pub(crate) fn from_json(value: &Value) -> Result<Self, BackendError> {
+    pub(crate) fn from_json(value: &Value) -> Result<Self, BodyError> {
         let object = value
             .as_object()
-            .ok_or_else(|| BackendError::msg("a form needs a JSON object, not this value"))?;
+            .ok_or_else(|| BodyError::bad_request("a form needs a JSON object, not this value"))?;
         let fields = object
             .iter()
             .map(|(k, v)| {
@@ -80,17 +80,15 @@ impl Form {
     }
 
     /// A `multipart/form-data` body with this `content-type`.
-    pub(crate) async fn from_multipart(
-        content_type: &str,
-        body: Bytes,
-    ) -> Result<Self, BackendError> {
+    pub(crate) async fn from_multipart(content_type: &str, body: Bytes) -> Result<Self, BodyError> {
         let boundary = multer::parse_boundary(content_type)
-            .map_err(|e| BackendError::msg(format!("bad multipart content-type: {e}")))?;
+            .map_err(|e| BodyError::bad_request(format!("bad multipart content-type: {e}")))?;
         let stream =
             futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
         let mut multipart = multer::Multipart::new(stream, boundary);
         let mut form = Self::default();
-        let bad = |e: multer::Error| BackendError::msg(format!("malformed multipart body: {e}"));
+        let bad =
+            |e: multer::Error| BodyError::bad_request(format!("malformed multipart body: {e}"));
         while let Some(field) = multipart.next_field().await.map_err(bad)? {
             let name = field.name().unwrap_or_default().to_owned();
             let file_name = field.file_name().map(str::to_owned);
@@ -105,7 +103,7 @@ impl Form {
                 });
             } else {
                 let text = String::from_utf8(data.to_vec()).map_err(|_| {
-                    BackendError::msg(format!("form field `{name}` is not valid UTF-8"))
+                    BodyError::bad_request(format!("form field `{name}` is not valid UTF-8"))
                 })?;
                 form.fields.push((name, text));
             }
@@ -146,6 +144,6 @@ mod tests {
         let err = Form::from_multipart("multipart/form-data; boundary=XyZ", Bytes::from("garbage"))
             .await
             .expect_err("malformed");
-        assert!(err.message().contains("multipart"), "{err}");
+        assert!(err.to_string().contains("multipart"), "{err}");
     }
 }

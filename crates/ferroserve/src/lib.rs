@@ -43,7 +43,7 @@ pub use config::{
     AppConfig, BackendConfig, BackendKind, BackendSpec, ConfigError, CorsOptions, CustomLayer,
     EndpointConfig, EndpointSpec, HttpOptions, Middleware, Traffic,
 };
-pub use error::{BackendError, ErrorKind, ServeError};
+pub use error::{BackendError, BodyError, ErrorKind, ServeError};
 pub use form::{Form, FormFile};
 pub use handle::{CallOptions, Handle, ResponseRef, wait};
 pub use proxy::middleware::{

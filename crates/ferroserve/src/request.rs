@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Uri};
 use serde::de::DeserializeOwned;
 
-use crate::error::BackendError;
+use crate::error::BodyError;
 use crate::form::Form;
 
 /// The method a request runs when nothing else is asked for.
@@ -295,30 +295,35 @@ impl Request {
     }
 
     /// The body as bytes: the HTTP body, or the bytes, text or JSON given to a handle.
-    pub fn body(&self) -> Result<Bytes, BackendError> {
+    pub fn body(&self) -> Result<Bytes, BodyError> {
         match &self.payload {
             Payload::Bytes(b) => Ok(b.clone()),
-            Payload::Json(v) => Ok(Bytes::from(serde_json::to_vec(v)?)),
-            Payload::Value(_) => Err(BackendError::msg(
+            Payload::Json(v) => serde_json::to_vec(v)
+                .map(Bytes::from)
+                .map_err(|e| BodyError::unexpected(e.to_string())),
+            Payload::Value(_) => Err(BodyError::unexpected(
                 "the request carries a Rust value, not bytes; use Request::value",
             )),
         }
     }
 
     /// The body as UTF-8 text.
-    pub fn text(&self) -> Result<String, BackendError> {
+    pub fn text(&self) -> Result<String, BodyError> {
         let body = self.body()?;
         String::from_utf8(body.to_vec())
-            .map_err(|_| BackendError::msg("the request body is not valid UTF-8"))
+            .map_err(|_| BodyError::bad_request("the request body is not valid UTF-8"))
     }
 
     /// The body parsed as JSON into `T`.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, BackendError> {
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, BodyError> {
         match &self.payload {
-            Payload::Json(v) => Ok(T::deserialize(v)?),
-            Payload::Bytes(b) => serde_json::from_slice(b)
-                .map_err(|e| BackendError::msg(format!("the request body is not valid JSON: {e}"))),
-            Payload::Value(_) => Err(BackendError::msg(
+            Payload::Json(v) => T::deserialize(v).map_err(|e| {
+                BodyError::bad_request(format!("the JSON argument does not fit: {e}"))
+            }),
+            Payload::Bytes(b) => serde_json::from_slice(b).map_err(|e| {
+                BodyError::bad_request(format!("the request body is not valid JSON: {e}"))
+            }),
+            Payload::Value(_) => Err(BodyError::unexpected(
                 "the request carries a Rust value, not JSON; use Request::value",
             )),
         }
@@ -327,11 +332,11 @@ impl Request {
     /// The body as a form: `application/x-www-form-urlencoded` or `multipart/form-data`
     /// (by the `content-type` header; URL-encoded when there is none), or the JSON object a
     /// handle passed.
-    pub async fn form(&self) -> Result<Form, BackendError> {
+    pub async fn form(&self) -> Result<Form, BodyError> {
         let content_type = self.header("content-type").unwrap_or_default();
         match &self.payload {
             Payload::Json(value) => Form::from_json(value),
-            Payload::Value(_) => Err(BackendError::msg(
+            Payload::Value(_) => Err(BodyError::unexpected(
                 "the request carries a Rust value, not a form; use Request::value",
             )),
             Payload::Bytes(body) => {
@@ -343,10 +348,10 @@ impl Request {
                 {
                     Ok(Form::from_urlencoded(body))
                 } else {
-                    Err(
-                        BackendError::msg(format!("a `{media_type}` body is not a form"))
-                            .with_status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE),
-                    )
+                    Err(BodyError::with_status(
+                        format!("a `{media_type}` body is not a form"),
+                        http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    ))
                 }
             }
         }

@@ -8,7 +8,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::error::BackendError;
+use crate::error::{BackendError, BodyError};
 
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -157,21 +157,21 @@ impl Response {
     }
 
     /// The body as UTF-8 text.
-    pub fn body_text(&self) -> Result<String, BackendError> {
+    pub fn body_text(&self) -> Result<String, BodyError> {
         let body = self
             .body()
-            .ok_or_else(|| BackendError::msg("the response is a Rust value, not text"))?;
+            .ok_or_else(|| BodyError::unexpected("the response is a Rust value, not text"))?;
         String::from_utf8(body.to_vec())
-            .map_err(|_| BackendError::msg("the response body is not valid UTF-8"))
+            .map_err(|_| BodyError::unexpected("the response body is not valid UTF-8"))
     }
 
     /// The body parsed as JSON into `T`.
-    pub fn body_json<T: DeserializeOwned>(&self) -> Result<T, BackendError> {
+    pub fn body_json<T: DeserializeOwned>(&self) -> Result<T, BodyError> {
         let body = self
             .body()
-            .ok_or_else(|| BackendError::msg("the response is a Rust value, not JSON"))?;
+            .ok_or_else(|| BodyError::unexpected("the response is a Rust value, not JSON"))?;
         serde_json::from_slice(body)
-            .map_err(|e| BackendError::msg(format!("the response body is not valid JSON: {e}")))
+            .map_err(|e| BodyError::unexpected(format!("the response body is not valid JSON: {e}")))
     }
 
     /// The Rust value made with [`Response::value`], if it is a `T`.
