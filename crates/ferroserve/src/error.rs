@@ -252,6 +252,21 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for BackendError {
     }
 }
 
+/// For `?` in functions returning `Box<dyn Error + Send + Sync>`. (`BackendError` itself is
+/// not a `std::error::Error`, so that every error converts into it.)
+impl From<BackendError> for Box<dyn std::error::Error + Send + Sync + 'static> {
+    fn from(error: BackendError) -> Self {
+        error.message.into()
+    }
+}
+
+/// For `?` in functions returning `Box<dyn Error>`.
+impl From<BackendError> for Box<dyn std::error::Error + 'static> {
+    fn from(error: BackendError) -> Self {
+        error.message.into()
+    }
+}
+
 /// A body that is not what it was read as: not UTF-8, not JSON, not a form, or a Rust
 /// value. When a backend passes it on with `?`, the HTTP caller gets its status (400 for a
 /// malformed request body, 415 for a body that is not a form).

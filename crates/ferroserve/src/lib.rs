@@ -57,7 +57,21 @@ pub use serve::{Serve, shutdown_signal};
 #[doc(hidden)]
 pub mod internals;
 
-/// The README's Rust examples, compiled as doctests.
-#[doc = include_str!("../../../README.md")]
+/// The Rust examples of the README and of `docs/`, compiled (and run) as doctests.
 #[cfg(doctest)]
-pub struct ReadmeDoctests;
+pub mod doc_examples {
+    #[doc = include_str!("../../../README.md")]
+    pub struct Readme;
+    #[doc = include_str!("../../../docs/endpoints-and-traffic.md")]
+    pub struct EndpointsAndTraffic;
+    #[doc = include_str!("../../../docs/methods.md")]
+    pub struct Methods;
+    #[doc = include_str!("../../../docs/requests-and-responses.md")]
+    pub struct RequestsAndResponses;
+    #[doc = include_str!("../../../docs/async-and-batching.md")]
+    pub struct AsyncAndBatching;
+    #[doc = include_str!("../../../docs/middlewares.md")]
+    pub struct Middlewares;
+    #[doc = include_str!("../../../docs/handles.md")]
+    pub struct Handles;
+}
