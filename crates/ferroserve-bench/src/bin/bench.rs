@@ -116,6 +116,22 @@ fn rows(args: &Args, bins: &Path) -> Vec<Row> {
         ours("raw hyper (baseline)", vec![bin("raw-hyper")]),
         ours("ferroserve rust no-op, 1 replica", bench_server("1")),
         ours("ferroserve rust no-op, 2 replicas", bench_server("2")),
+        ours(
+            "ferroserve rust batch-friendly, unbatched",
+            [bench_server("1"), vec!["--batch-friendly".into()]].concat(),
+        ),
+        ours(
+            "ferroserve rust batch-friendly, batch 32",
+            [
+                bench_server("1"),
+                vec![
+                    "--batch-friendly".into(),
+                    "--max-batch-size".into(),
+                    "32".into(),
+                ],
+            ]
+            .concat(),
+        ),
         Row {
             name: "ferroserve handle calls, in-process",
             target: Target::Handles,
@@ -388,7 +404,7 @@ fn print_table(report: &Report) {
         report.duration_s
     );
     println!(
-        "{:<40} {:>5} {:>12} {:>10} {:>10} {:>9} {:>7}",
+        "{:<44} {:>5} {:>12} {:>10} {:>10} {:>9} {:>7}",
         "row", "conc", "req/s", "p50", "p99", "vs raw", "errors"
     );
     let us = |v: f64| {
@@ -400,7 +416,7 @@ fn print_table(report: &Report) {
     };
     for row in &report.rows {
         println!(
-            "{:<40} {:>5} {:>12.0} {:>10} {:>10} {:>9.3} {:>7}",
+            "{:<44} {:>5} {:>12.0} {:>10} {:>10} {:>9.3} {:>7}",
             row.name,
             row.concurrency,
             row.requests_per_sec,
