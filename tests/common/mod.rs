@@ -218,3 +218,14 @@ pub fn sleeper(counter: &Arc<Concurrency>) -> ferroserve::BackendFactory {
         })
     })
 }
+
+/// GET `path` on a raw socket with `Connection: close`; the whole response as text.
+pub async fn raw_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read");
+    raw
+}

@@ -165,10 +165,17 @@ pub struct ReplicaContext {
 
 type MakeFn = dyn Fn(&ReplicaContext) -> Result<Arc<dyn DynBackend>, BackendError> + Send + Sync;
 
-/// Makes one backend instance per replica.
+/// Makes one backend instance per replica: a Rust instance in process, or a Python worker
+/// process.
 #[derive(Clone)]
 pub struct BackendFactory {
-    make: Arc<MakeFn>,
+    kind: FactoryKind,
+}
+
+#[derive(Clone)]
+pub(crate) enum FactoryKind {
+    Rust(Arc<MakeFn>),
+    Python(Arc<crate::config::PythonBackend>),
 }
 
 impl BackendFactory {
@@ -181,7 +188,22 @@ impl BackendFactory {
         F: Fn(&ReplicaContext) -> Result<B, BackendError> + Send + Sync + 'static,
     {
         Self {
-            make: Arc::new(move |ctx| Ok(Arc::new(make(ctx)?) as Arc<dyn DynBackend>)),
+            kind: FactoryKind::Rust(Arc::new(move |ctx| {
+                Ok(Arc::new(make(ctx)?) as Arc<dyn DynBackend>)
+            })),
+        }
+    }
+
+    /// A Python class or function, run in one worker process per replica.
+    ///
+    /// ```
+    /// use ferroserve::{BackendFactory, PythonBackend};
+    /// let factory = BackendFactory::python(PythonBackend::new("models:Classifier").working_dir("models/"));
+    /// # let _ = factory;
+    /// ```
+    pub fn python(backend: crate::config::PythonBackend) -> Self {
+        Self {
+            kind: FactoryKind::Python(Arc::new(backend)),
         }
     }
 
@@ -201,8 +223,8 @@ impl BackendFactory {
         Self::new(move |_ctx| Ok(FnBackend { f: f.clone() }))
     }
 
-    pub(crate) fn make(&self, ctx: &ReplicaContext) -> Result<Arc<dyn DynBackend>, BackendError> {
-        (self.make)(ctx)
+    pub(crate) fn kind(&self) -> &FactoryKind {
+        &self.kind
     }
 }
 

@@ -60,7 +60,8 @@ impl Backend for Echo {
             .map(|(k, v)| (k, Value::from(v)))
             .collect();
         let body = match req.payload() {
-            Payload::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            Payload::Bytes(b) | Payload::Text(b) => String::from_utf8_lossy(b).into_owned(),
+            Payload::Pickled(_) => "<pickled Python object>".to_owned(),
             Payload::Json(v) => v.to_string(),
             Payload::Value(_) => "<rust value>".to_owned(),
         };

@@ -210,6 +210,8 @@ impl ServeError {
 pub struct BackendError {
     message: String,
     status: Option<StatusCode>,
+    /// The replica's worker process went away (a Python replica).
+    pub(crate) died: bool,
 }
 
 impl BackendError {
@@ -218,6 +220,15 @@ impl BackendError {
         Self {
             message: message.to_string(),
             status: None,
+            died: false,
+        }
+    }
+
+    /// The replica's worker died while running the request.
+    pub(crate) fn replica_died(message: impl fmt::Display) -> Self {
+        Self {
+            died: true,
+            ..Self::msg(message)
         }
     }
 
@@ -248,6 +259,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for BackendError {
         Self {
             message: error.to_string(),
             status,
+            died: false,
         }
     }
 }

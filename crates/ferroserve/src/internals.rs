@@ -68,6 +68,7 @@ impl Replicas {
                     &factory,
                     &crate::config::BackendConfig::default(),
                     queue.clone(),
+                    &crate::replica::ReplicaEnv::detached(),
                 )
                 .await?,
             );

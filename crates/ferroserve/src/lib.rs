@@ -41,7 +41,7 @@ pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
 pub use builtin::builtins;
 pub use config::{
     AppConfig, BackendConfig, BackendKind, BackendSpec, ConfigError, CorsOptions, CustomLayer,
-    EndpointConfig, EndpointSpec, HttpOptions, Middleware, Traffic,
+    EndpointConfig, EndpointSpec, HttpOptions, Middleware, PythonBackend, Traffic,
 };
 pub use error::{BackendError, BodyError, ErrorKind, ServeError};
 pub use form::{Form, FormFile};

@@ -23,6 +23,9 @@ pub static SHARD_KEY_HEADER: HeaderName = HeaderName::from_static("x-serve-shard
 
 static EMPTY_HEADERS: LazyLock<HeaderMap> = LazyLock::new(HeaderMap::new);
 
+const PICKLED: &str = "the request carries a pickled Python object, which only a Python backend can read; \
+                       pass str, bytes, numbers or JSON-able values to Rust backends";
+
 /// Where a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -45,8 +48,12 @@ pub struct HttpParts {
 
 /// What a request carries.
 pub(crate) enum Payload {
-    /// Raw bytes: an HTTP body, or bytes or text given to a handle.
+    /// Raw bytes: an HTTP body, or bytes given to a handle.
     Bytes(Bytes),
+    /// UTF-8 text given to a handle (a Python backend gets a `str`).
+    Text(Bytes),
+    /// A Python object pickled by a Python caller, for a Python backend.
+    Pickled(Bytes),
     /// A JSON value given to a handle.
     Json(serde_json::Value),
     /// Any Rust value given to a handle, passed through untouched.
@@ -66,8 +73,10 @@ pub(crate) enum Payload {
 /// # let _ = (text, json, number, value);
 /// ```
 pub enum Arg {
-    /// Bytes (and text, as UTF-8).
+    /// Bytes.
     Bytes(Bytes),
+    /// UTF-8 text.
+    Text(Bytes),
     /// A JSON value.
     Json(serde_json::Value),
     /// Any Rust value (`Send + Sync`), handed to an in-process backend without serialisation.
@@ -92,6 +101,7 @@ impl fmt::Debug for Arg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Bytes(b) => f.debug_tuple("Bytes").field(b).finish(),
+            Self::Text(b) => f.debug_tuple("Text").field(b).finish(),
             Self::Json(v) => f.debug_tuple("Json").field(v).finish(),
             Self::Value(_) => f.write_str("Value(..)"),
             Self::Request(r) => f.debug_tuple("Request").field(r).finish(),
@@ -106,12 +116,12 @@ impl From<()> for Arg {
 }
 impl From<&'static str> for Arg {
     fn from(text: &'static str) -> Self {
-        Self::Bytes(Bytes::from_static(text.as_bytes()))
+        Self::Text(Bytes::from_static(text.as_bytes()))
     }
 }
 impl From<String> for Arg {
     fn from(text: String) -> Self {
-        Self::Bytes(Bytes::from(text))
+        Self::Text(Bytes::from(text))
     }
 }
 impl From<Bytes> for Arg {
@@ -156,6 +166,8 @@ pub struct Request {
     origin: Origin,
     method_name: Cow<'static, str>,
     shard_key: Option<Box<str>>,
+    /// The caller is Python code: a Python backend answers it with a pickled object.
+    pub(crate) python_caller: bool,
     http: Option<HttpParts>,
     payload: Payload,
 }
@@ -167,6 +179,7 @@ impl Request {
             origin: Origin::Http,
             method_name: Cow::Borrowed(DEFAULT_METHOD),
             shard_key: None,
+            python_caller: false,
             http: Some(parts),
             payload: Payload::Bytes(body),
         }
@@ -176,14 +189,21 @@ impl Request {
     pub fn from_arg(arg: Arg) -> Self {
         let payload = match arg {
             Arg::Bytes(b) => Payload::Bytes(b),
+            Arg::Text(b) => Payload::Text(b),
             Arg::Json(v) => Payload::Json(v),
             Arg::Value(v) => Payload::Value(v),
             Arg::Request(request) => return *request,
         };
+        Self::from_payload(payload)
+    }
+
+    /// A handle call carrying `payload`.
+    pub(crate) fn from_payload(payload: Payload) -> Self {
         Self {
             origin: Origin::Handle,
             method_name: Cow::Borrowed(DEFAULT_METHOD),
             shard_key: None,
+            python_caller: false,
             http: None,
             payload,
         }
@@ -225,6 +245,8 @@ impl Request {
     pub(crate) fn try_clone(&self) -> Option<Self> {
         let payload = match &self.payload {
             Payload::Bytes(b) => Payload::Bytes(b.clone()),
+            Payload::Text(b) => Payload::Text(b.clone()),
+            Payload::Pickled(b) => Payload::Pickled(b.clone()),
             Payload::Json(v) => Payload::Json(v.clone()),
             Payload::Value(_) => return None,
         };
@@ -232,6 +254,7 @@ impl Request {
             origin: self.origin,
             method_name: self.method_name.clone(),
             shard_key: self.shard_key.clone(),
+            python_caller: self.python_caller,
             http: self.http.clone(),
             payload,
         })
@@ -297,7 +320,8 @@ impl Request {
     /// The body as bytes: the HTTP body, or the bytes, text or JSON given to a handle.
     pub fn body(&self) -> Result<Bytes, BodyError> {
         match &self.payload {
-            Payload::Bytes(b) => Ok(b.clone()),
+            Payload::Bytes(b) | Payload::Text(b) => Ok(b.clone()),
+            Payload::Pickled(_) => Err(BodyError::bad_request(PICKLED)),
             Payload::Json(v) => serde_json::to_vec(v)
                 .map(Bytes::from)
                 .map_err(|e| BodyError::unexpected(e.to_string())),
@@ -320,7 +344,8 @@ impl Request {
             Payload::Json(v) => T::deserialize(v).map_err(|e| {
                 BodyError::bad_request(format!("the JSON argument does not fit: {e}"))
             }),
-            Payload::Bytes(b) => serde_json::from_slice(b).map_err(|e| {
+            Payload::Pickled(_) => Err(BodyError::bad_request(PICKLED)),
+            Payload::Bytes(b) | Payload::Text(b) => serde_json::from_slice(b).map_err(|e| {
                 BodyError::bad_request(format!("the request body is not valid JSON: {e}"))
             }),
             Payload::Value(_) => Err(BodyError::unexpected(
@@ -339,7 +364,8 @@ impl Request {
             Payload::Value(_) => Err(BodyError::unexpected(
                 "the request carries a Rust value, not a form; use Request::value",
             )),
-            Payload::Bytes(body) => {
+            Payload::Pickled(_) => Err(BodyError::bad_request(PICKLED)),
+            Payload::Bytes(body) | Payload::Text(body) => {
                 let media_type = content_type.split(';').next().unwrap_or_default().trim();
                 if media_type.eq_ignore_ascii_case("multipart/form-data") {
                     Form::from_multipart(content_type, body.clone()).await

@@ -37,7 +37,7 @@ use crate::proxy::HttpServer;
 /// ```
 pub struct Serve {
     cell: Arc<SnapshotCell>,
-    controller: Controller,
+    controller: Arc<Controller>,
     http: Option<HttpServer>,
 }
 
@@ -162,10 +162,10 @@ impl Serve {
         for spec in &app.backends {
             let key = format!("backends.{}", spec.name);
             let factory = match &spec.kind {
-                BackendKind::Builtin(name) => stock.get(name),
-                BackendKind::Rust(name) => registry.get(name),
+                BackendKind::Builtin(name) => stock.get(name).cloned(),
+                BackendKind::Rust(name) => registry.get(name).cloned(),
+                BackendKind::Python(python) => Some(BackendFactory::python(python.clone())),
             }
-            .cloned()
             .ok_or_else(|| {
                 located(
                     spec.line,

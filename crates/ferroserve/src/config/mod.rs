@@ -16,6 +16,24 @@ pub(crate) use middleware::MiddlewareFile;
 pub use middleware::{CorsOptions, CustomLayer, Middleware};
 pub use yaml::{AppConfig, BackendKind, BackendSpec, ConfigError, EndpointSpec};
 
+#[cfg(test)]
+mod python_tests {
+    use super::PythonBackend;
+
+    #[test]
+    fn targets_must_name_module_and_attribute() {
+        assert!(PythonBackend::new("models:Classifier").validate().is_ok());
+        assert!(
+            PythonBackend::new("pkg.models:make_model")
+                .validate()
+                .is_ok()
+        );
+        assert!(PythonBackend::new("models").validate().is_err());
+        assert!(PythonBackend::new("models:").validate().is_err());
+        assert!(PythonBackend::new("mod els:X").validate().is_err());
+    }
+}
+
 /// Default `http.host`.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default `http.port`.
@@ -90,6 +108,83 @@ impl HttpOptions {
         self.middleware(Middleware::Custom(CustomLayer(Arc::new(move |inner| {
             crate::proxy::middleware::wrap(inner, &*layer)
         }))))
+    }
+}
+
+/// A Python backend: a class or function (`module:attr`) that runs in one worker process
+/// per replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PythonBackend {
+    /// `module:attr`: a class (instantiated once per replica with `init_args`) or a function.
+    pub target: String,
+    /// Added to the import path, and the worker's working directory.
+    pub working_dir: Option<std::path::PathBuf>,
+    /// The interpreter; default `$FERROSERVE_PYTHON`, else `python3` on `PATH`.
+    pub python_executable: Option<String>,
+    /// Extra environment variables for the worker.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// How long a worker may take to import and start before it is killed and reported.
+    pub start_timeout: std::time::Duration,
+}
+
+/// Default time a Python worker may take to start.
+pub const DEFAULT_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl PythonBackend {
+    /// The class or function `module:attr`, with the defaults.
+    pub fn new(target: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            working_dir: None,
+            python_executable: None,
+            env: std::collections::BTreeMap::new(),
+            start_timeout: DEFAULT_START_TIMEOUT,
+        }
+    }
+
+    /// Sets the directory the code lives in.
+    #[must_use]
+    pub fn working_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the interpreter.
+    #[must_use]
+    pub fn python_executable(mut self, python: impl Into<String>) -> Self {
+        self.python_executable = Some(python.into());
+        self
+    }
+
+    /// Adds an environment variable for the worker.
+    #[must_use]
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the start timeout.
+    #[must_use]
+    pub fn start_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Checks the target's form (`module:attr`).
+    pub fn validate(&self) -> Result<(), String> {
+        let (module, attr) = self.target.split_once(':').unwrap_or(("", ""));
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.split('.')
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        };
+        if !ident(module) || !ident(attr) {
+            return Err(format!(
+                "`{}` is not of the form module:attr (e.g. models:Classifier)",
+                self.target
+            ));
+        }
+        Ok(())
     }
 }
 

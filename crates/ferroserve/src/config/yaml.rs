@@ -47,11 +47,14 @@ impl fmt::Display for ConfigError {
 
 /// How a backend's replicas are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum BackendKind {
     /// A stock backend of Ferroserve (`builtin: echo`).
     Builtin(String),
     /// A backend registered by the embedding program (`rust: NAME`).
     Rust(String),
+    /// A Python class or function, one worker process per replica (`python: module:attr`).
+    Python(super::PythonBackend),
 }
 
 /// One backend of an app file.
@@ -116,6 +119,11 @@ struct HttpFile {
 struct BackendFile {
     builtin: Option<Spanned<String>>,
     rust: Option<Spanned<String>>,
+    python: Option<Spanned<String>>,
+    working_dir: Option<Spanned<String>>,
+    python_executable: Option<String>,
+    env: Option<std::collections::BTreeMap<String, String>>,
+    start_timeout_s: Option<Spanned<f64>>,
     num_replicas: Option<Spanned<usize>>,
     max_concurrent_queries: Option<Spanned<usize>>,
     max_queued_requests: Option<usize>,
@@ -135,9 +143,10 @@ struct EndpointFile {
     shadow: Option<IndexMap<Spanned<String>, Spanned<f64>>>,
 }
 
-/// Builds errors for one file.
+/// Builds errors for one file, and resolves paths relative to it.
 struct Errors<'a> {
     file: &'a str,
+    base: std::path::PathBuf,
 }
 
 impl Errors<'_> {
@@ -178,7 +187,11 @@ impl AppConfig {
 
     /// Parses and validates YAML `source`; `file` names it in errors.
     pub fn from_yaml(source: &str, file: &str, registry: &Registry) -> Result<Self, ConfigError> {
-        let errors = Errors { file };
+        let base = Path::new(file)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let errors = Errors { file, base };
         let parsed: AppFile =
             serde_saphyr::from_str(source).map_err(|e| parse_error(source, file, &e))?;
         let mut http = HttpOptions::default();
@@ -250,51 +263,101 @@ fn backend_spec(
     let line = line_of(name);
     let spec_line = line_of(&spec);
     let spec = spec.value;
-    let kind = match (spec.builtin, spec.rust) {
-        (Some(b), None) => {
-            if stock.get(&b.value).is_none() {
-                let known: Vec<&str> = stock.names().collect();
-                return errors.at(
-                    line_of(&b),
-                    format!("{key}.builtin"),
-                    format!(
-                        "no built-in backend `{}`; the built-in backends are: {}",
-                        b.value,
-                        known.join(", ")
-                    ),
-                );
-            }
-            BackendKind::Builtin(b.value)
-        }
-        (None, Some(r)) => {
-            if registry.get(&r.value).is_none() {
-                let known: Vec<&str> = registry.names().collect();
-                let known = if known.is_empty() {
-                    "none (the stock binary registers none; use `builtin:`)".to_owned()
-                } else {
-                    known.join(", ")
-                };
-                return errors.at(
-                    line_of(&r),
-                    format!("{key}.rust"),
-                    format!(
-                        "no Rust backend `{}` is registered by this program; registered: {known}",
-                        r.value
-                    ),
-                );
-            }
-            BackendKind::Rust(r.value)
-        }
-        (Some(_), Some(_)) => {
-            return errors.at(spec_line, key, "give one of `builtin` and `rust`, not both");
-        }
-        (None, None) => {
+    let given = [
+        spec.builtin.is_some(),
+        spec.rust.is_some(),
+        spec.python.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return errors.at(
+            spec_line,
+            key,
+            "give one of `builtin`, `rust` and `python`, not several",
+        );
+    }
+    let python_only = [
+        ("working_dir", spec.working_dir.is_some()),
+        ("python_executable", spec.python_executable.is_some()),
+        ("env", spec.env.is_some()),
+        ("start_timeout_s", spec.start_timeout_s.is_some()),
+    ];
+    if spec.python.is_none()
+        && let Some((field, _)) = python_only.iter().find(|(_, set)| *set)
+    {
+        return errors.at(
+            spec_line,
+            format!("{key}.{field}"),
+            "applies to `python:` backends only",
+        );
+    }
+    let kind = if let Some(b) = spec.builtin {
+        if stock.get(&b.value).is_none() {
+            let known: Vec<&str> = stock.names().collect();
             return errors.at(
-                line,
-                key,
-                "says nothing to serve: give `builtin: NAME` or `rust: NAME`",
+                line_of(&b),
+                format!("{key}.builtin"),
+                format!(
+                    "no built-in backend `{}`; the built-in backends are: {}",
+                    b.value,
+                    known.join(", ")
+                ),
             );
         }
+        BackendKind::Builtin(b.value)
+    } else if let Some(r) = spec.rust {
+        if registry.get(&r.value).is_none() {
+            let known: Vec<&str> = registry.names().collect();
+            let known = if known.is_empty() {
+                "none (the stock binary registers none; use `builtin:` or `python:`)".to_owned()
+            } else {
+                known.join(", ")
+            };
+            return errors.at(
+                line_of(&r),
+                format!("{key}.rust"),
+                format!(
+                    "no Rust backend `{}` is registered by this program; registered: {known}",
+                    r.value
+                ),
+            );
+        }
+        BackendKind::Rust(r.value)
+    } else if let Some(p) = spec.python {
+        let mut python = super::PythonBackend::new(p.value.clone());
+        if let Err(message) = python.validate() {
+            return errors.at(line_of(&p), format!("{key}.python"), message);
+        }
+        if let Some(dir) = spec.working_dir {
+            // Relative to the app file, so `ferroserve run path/app.yaml` works from anywhere.
+            let resolved = errors.base.join(&dir.value);
+            if !resolved.is_dir() {
+                return errors.at(
+                    line_of(&dir),
+                    format!("{key}.working_dir"),
+                    format!("`{}` is not a directory", resolved.display()),
+                );
+            }
+            python.working_dir = Some(resolved);
+        }
+        python.python_executable = spec.python_executable;
+        python.env = spec.env.unwrap_or_default();
+        if let Some(timeout) = spec.start_timeout_s {
+            if !(timeout.value.is_finite() && timeout.value > 0.0) {
+                return errors.at(
+                    line_of(&timeout),
+                    format!("{key}.start_timeout_s"),
+                    "must be a positive number of seconds",
+                );
+            }
+            python.start_timeout = std::time::Duration::from_secs_f64(timeout.value);
+        }
+        BackendKind::Python(python)
+    } else {
+        return errors.at(
+            line,
+            key,
+            "says nothing to serve: give `builtin: NAME`, `rust: NAME` or `python: module:attr`",
+        );
     };
     let mut config = BackendConfig {
         num_replicas: DEFAULT_NUM_REPLICAS,
@@ -570,6 +633,14 @@ mod tests {
         let e = error("backends:\n  a:\n    builtin: nope\n");
         assert_eq!((e.line, e.key.as_str()), (3, "backends.a.builtin"));
         assert!(e.message.contains("echo, static"), "{e}");
+        let e = error("backends:\n  a:\n    builtin: echo\n    python: m:C\n");
+        assert!(e.message.contains("not several"), "{e}");
+        let e = error("backends:\n  a:\n    python: models\n");
+        assert_eq!((e.line, e.key.as_str()), (3, "backends.a.python"));
+        let e = error("backends:\n  a:\n    python: m:C\n    working_dir: /nonexistent/dir\n");
+        assert_eq!((e.line, e.key.as_str()), (4, "backends.a.working_dir"));
+        let e = error("backends:\n  a:\n    builtin: echo\n    env: {A: b}\n");
+        assert_eq!(e.key, "backends.a.env");
         let e = error("backends:\n  a:\n    rust: model\n");
         assert_eq!((e.line, e.key.as_str()), (3, "backends.a.rust"));
         let e = error("backends:\n  a:\n    num_replicas: 2\n");

@@ -6,7 +6,7 @@ pub(crate) use snapshot::{BackendState, EndpointState, Snapshot, SnapshotCell};
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -17,7 +17,7 @@ use crate::backend::{BackendFactory, ReplicaContext};
 use crate::config::{BackendConfig, EndpointConfig, Traffic};
 use crate::error::ServeError;
 use crate::proxy::RouteTable;
-use crate::replica::Replica;
+use crate::replica::{Death, Replica, ReplicaEnv};
 use crate::router::{ReplicaSet, WaitQueue, WeightedChoice};
 
 /// How long removed replicas may take to finish the requests they run.
@@ -29,6 +29,16 @@ struct BackendEntry {
     replicas: Vec<Arc<Replica>>,
     queue: Arc<WaitQueue>,
     next_replica: u64,
+    /// When its replicas died lately, for the restart backoff.
+    deaths: Vec<Instant>,
+}
+
+/// How long after a death a restart waits: doubling with each death in the last minute.
+fn restart_delay(deaths_last_minute: usize) -> Duration {
+    let doublings = u32::try_from(deaths_last_minute.saturating_sub(1))
+        .unwrap_or(u32::MAX)
+        .min(7);
+    (Duration::from_millis(100) * 2u32.pow(doublings)).min(Duration::from_secs(10))
 }
 
 #[derive(Default)]
@@ -39,17 +49,89 @@ struct State {
 }
 
 /// Owns the desired state; every change goes through it, one at a time, and ends in a
-/// published snapshot.
+/// published snapshot. A supervisor task restarts replicas whose worker died.
 pub(crate) struct Controller {
     state: Mutex<State>,
     cell: Arc<SnapshotCell>,
+    env: ReplicaEnv,
 }
 
 impl Controller {
-    pub(crate) fn new(cell: Arc<SnapshotCell>) -> Self {
-        Self {
+    pub(crate) fn new(cell: Arc<SnapshotCell>) -> Arc<Self> {
+        let (deaths, mut died) = tokio::sync::mpsc::unbounded_channel();
+        let controller = Arc::new(Self {
             state: Mutex::new(State::default()),
+            env: ReplicaEnv {
+                cell: Arc::downgrade(&cell),
+                deaths,
+            },
             cell,
+        });
+        let supervised = Arc::downgrade(&controller);
+        tokio::spawn(async move {
+            while let Some(death) = died.recv().await {
+                let Some(controller) = supervised.upgrade() else {
+                    return;
+                };
+                tokio::spawn(async move { controller.replace_dead(death).await });
+            }
+        });
+        controller
+    }
+
+    /// Takes a dead replica out of service at once, then starts a new one with backoff.
+    async fn replace_dead(&self, death: Death) {
+        let delay = {
+            let mut state = self.state.lock().await;
+            let Some(entry) = state.backends.get_mut(&*death.backend) else {
+                return;
+            };
+            let Some(at) = entry
+                .replicas
+                .iter()
+                .position(|r| r.id() == &*death.replica)
+            else {
+                return;
+            };
+            entry.replicas.remove(at);
+            let now = Instant::now();
+            entry
+                .deaths
+                .retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+            entry.deaths.push(now);
+            let delay = restart_delay(entry.deaths.len());
+            self.publish(&mut state);
+            delay
+        };
+        let mut delay = delay;
+        loop {
+            tokio::time::sleep(delay).await;
+            let mut state = self.state.lock().await;
+            let Some(entry) = state.backends.get_mut(&*death.backend) else {
+                return;
+            };
+            if entry.replicas.len() >= entry.config.num_replicas {
+                return;
+            }
+            let init_args = entry.config.init_args.clone();
+            match Self::start_replicas(&death.backend, entry, 1, &init_args, &self.env).await {
+                Ok(fresh) => {
+                    tracing::info!(
+                        backend = &*death.backend,
+                        replica = fresh[0].id(),
+                        "replica restarted"
+                    );
+                    entry.replicas.extend(fresh);
+                    let queue = entry.queue.clone();
+                    self.publish(&mut state);
+                    queue.wake_all();
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(backend = &*death.backend, "restart failed: {e}");
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
         }
     }
 
@@ -58,6 +140,7 @@ impl Controller {
         entry: &mut BackendEntry,
         count: usize,
         init_args: &serde_json::Value,
+        env: &ReplicaEnv,
     ) -> Result<Vec<Arc<Replica>>, ServeError> {
         let mut started = Vec::with_capacity(count);
         for _ in 0..count {
@@ -68,7 +151,8 @@ impl Controller {
                 init_args: init_args.clone(),
             };
             started.push(
-                Replica::start(ctx, &entry.factory, &entry.config, entry.queue.clone()).await?,
+                Replica::start(ctx, &entry.factory, &entry.config, entry.queue.clone(), env)
+                    .await?,
             );
         }
         Ok(started)
@@ -93,10 +177,12 @@ impl Controller {
             replicas: Vec::new(),
             queue: Arc::new(WaitQueue::default()),
             next_replica: 0,
+            deaths: Vec::new(),
             config,
         };
         let (count, init_args) = (entry.config.num_replicas, entry.config.init_args.clone());
-        entry.replicas = Self::start_replicas(name, &mut entry, count, &init_args).await?;
+        entry.replicas =
+            Self::start_replicas(name, &mut entry, count, &init_args, &self.env).await?;
         tracing::info!(
             backend = name,
             replicas = entry.replicas.len(),
@@ -126,10 +212,10 @@ impl Controller {
             && old.max_batch_size == entry.config.max_batch_size
             && old.batch_wait_timeout_ms == entry.config.batch_wait_timeout_ms;
         let result = if same_instances {
-            Self::rescale(name, entry, &old, &mut removed).await
+            Self::rescale(name, entry, &old, &mut removed, &self.env).await
         } else {
             let (count, init_args) = (entry.config.num_replicas, entry.config.init_args.clone());
-            match Self::start_replicas(name, entry, count, &init_args).await {
+            match Self::start_replicas(name, entry, count, &init_args, &self.env).await {
                 Ok(fresh) => {
                     removed = std::mem::replace(&mut entry.replicas, fresh);
                     Ok(())
@@ -159,6 +245,7 @@ impl Controller {
         entry: &mut BackendEntry,
         old: &BackendConfig,
         removed: &mut Vec<Arc<Replica>>,
+        env: &ReplicaEnv,
     ) -> Result<(), ServeError> {
         let wanted = entry.config.num_replicas;
         if wanted < entry.replicas.len() {
@@ -174,7 +261,7 @@ impl Controller {
                 wanted - entry.replicas.len(),
                 entry.config.init_args.clone(),
             );
-            let fresh = Self::start_replicas(name, entry, count, &init_args).await?;
+            let fresh = Self::start_replicas(name, entry, count, &init_args, env).await?;
             entry.replicas.extend(fresh);
         }
         Ok(())
@@ -401,4 +488,17 @@ fn drain(replicas: Vec<Arc<Replica>>) {
             tracing::debug!(replica = replica.id(), "replica stopped");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_with_repeated_deaths() {
+        assert_eq!(restart_delay(1), Duration::from_millis(100));
+        assert_eq!(restart_delay(2), Duration::from_millis(200));
+        assert_eq!(restart_delay(4), Duration::from_millis(800));
+        assert_eq!(restart_delay(100), Duration::from_secs(10));
+    }
 }

@@ -187,6 +187,11 @@ async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, na
             "batch method `{method}` answered {} results for a batch of {count} requests",
             answers.len()
         ))),
+        Ok(Err(error)) if error.died => Err(ServeError::ReplicaDied {
+            backend: names.backend.to_string(),
+            replica: names.replica.to_string(),
+            message: error.message().to_owned(),
+        }),
         Ok(Err(error)) => Err(ServeError::Backend {
             backend: names.backend.to_string(),
             replica: names.replica.to_string(),

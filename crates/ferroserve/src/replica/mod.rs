@@ -1,6 +1,10 @@
 //! Replicas: one running instance of a backend, its in-flight count, and how one request runs on it.
 
 mod batch;
+mod python_runtime;
+mod worker;
+
+pub(crate) use worker::{Death, ReplicaEnv};
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -8,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 
-use crate::backend::{BackendFactory, BoxFuture, DynBackend, Methods, ReplicaContext};
+use crate::backend::{BackendFactory, BoxFuture, DynBackend, FactoryKind, Methods, ReplicaContext};
 use crate::config::BackendConfig;
 use crate::error::ServeError;
 use crate::request::Request;
@@ -51,6 +55,7 @@ impl Replica {
         factory: &BackendFactory,
         config: &BackendConfig,
         queue: Arc<WaitQueue>,
+        env: &ReplicaEnv,
     ) -> Result<Arc<Self>, ServeError> {
         let user_config = &config.user_config;
         let backend: Arc<str> = ctx.backend.as_str().into();
@@ -62,17 +67,29 @@ impl Replica {
                 message: format!("replica `{id}`: {message}"),
             }
         };
-        let factory = factory.clone();
-        let instance = tokio::task::spawn_blocking(move || factory.make(&ctx))
-            .await
-            .map_err(|e| match e.try_into_panic() {
-                Ok(payload) => start_failed(format!(
-                    "the factory panicked: {}",
-                    panic_message(&*payload)
-                )),
-                Err(e) => start_failed(e.to_string()),
-            })?
-            .map_err(|e| start_failed(e.to_string()))?;
+        let (instance, configured) = match factory.kind() {
+            FactoryKind::Rust(make) => {
+                let make = make.clone();
+                let instance = tokio::task::spawn_blocking(move || make(&ctx))
+                    .await
+                    .map_err(|e| match e.try_into_panic() {
+                        Ok(payload) => start_failed(format!(
+                            "the factory panicked: {}",
+                            panic_message(&*payload)
+                        )),
+                        Err(e) => start_failed(e.to_string()),
+                    })?
+                    .map_err(|e| start_failed(e.to_string()))?;
+                (instance, false)
+            }
+            // A worker gets its user_config with its INIT.
+            FactoryKind::Python(spec) => (
+                worker::WorkerBackend::start(spec, &ctx, config, env)
+                    .await
+                    .map_err(&start_failed)?,
+                true,
+            ),
+        };
         let batch_methods = instance.batch_methods();
         let batches = (batch_methods != Methods::Only(Vec::new())).then(|| {
             let policy = batch::BatchPolicy {
@@ -91,7 +108,7 @@ impl Replica {
             backend,
             instance,
         });
-        if !user_config.is_null() {
+        if !user_config.is_null() && !configured {
             replica
                 .reconfigure(user_config)
                 .await
@@ -156,6 +173,11 @@ impl Replica {
             };
             match AssertUnwindSafe(one).catch_unwind().await {
                 Ok(Ok(response)) => Ok(response),
+                Ok(Err(error)) if error.died => Err(ServeError::ReplicaDied {
+                    backend: self.backend.to_string(),
+                    replica: self.id.to_string(),
+                    message: error.message().to_owned(),
+                }),
                 Ok(Err(error)) => Err(ServeError::Backend {
                     backend: self.backend.to_string(),
                     replica: self.id.to_string(),
@@ -214,9 +236,15 @@ pub(crate) mod tests {
             replica: id.into(),
             init_args: serde_json::Value::Null,
         };
-        Replica::start(ctx, &factory, &BackendConfig::default(), queue)
-            .await
-            .expect("replica starts")
+        Replica::start(
+            ctx,
+            &factory,
+            &BackendConfig::default(),
+            queue,
+            &ReplicaEnv::detached(),
+        )
+        .await
+        .expect("replica starts")
     }
 
     #[tokio::test]
@@ -237,6 +265,7 @@ pub(crate) mod tests {
             &factory,
             &BackendConfig::default(),
             Arc::new(WaitQueue::default()),
+            &ReplicaEnv::detached(),
         )
         .await
         .expect("starts");
@@ -272,6 +301,7 @@ pub(crate) mod tests {
             &factory,
             &BackendConfig::default(),
             Arc::new(WaitQueue::default()),
+            &ReplicaEnv::detached(),
         )
         .await
         .err()

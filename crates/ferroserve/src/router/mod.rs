@@ -98,6 +98,10 @@ async fn wait_for_slot(
                 .backends
                 .get(&**name)
                 .ok_or_else(|| ServeError::BackendNotFound(name.to_string()))?;
+            // Every replica died: fail now rather than wait for a restart that may not come.
+            if current.replicas.is_empty() {
+                return Err(ServeError::NoReplicas(name.to_string()));
+            }
             Ok(current.replicas.try_acquire().map(Slot::into_owned))
         })
         .await

@@ -1,0 +1,171 @@
+"""Responses, batch methods and handles: the API backend code uses."""
+
+import asyncio
+import concurrent.futures
+import json
+
+
+class ServeError(Exception):
+    """A handle call failed: the target endpoint, method or replica answered an error."""
+
+    def __init__(self, message, status=500):
+        super().__init__(message)
+        self.status = status
+
+
+class Response:
+    """A full response: body (``str`` or ``bytes``), status code, media type and headers.
+
+    ``Response('Hello, world!', status_code=123, media_type='text/plain')`` goes on the wire
+    as given. A Starlette ``Response`` works the same way.
+    """
+
+    def __init__(self, content=b"", status_code=200, media_type=None, headers=None):
+        if isinstance(content, str):
+            self.body = content.encode("utf-8")
+            default_type = "text/plain; charset=utf-8"
+        elif isinstance(content, (bytes, bytearray, memoryview)):
+            self.body = bytes(content)
+            default_type = "application/octet-stream"
+        else:
+            raise TypeError(f"Response content must be str or bytes, not {type(content).__name__}")
+        self.status_code = int(status_code)
+        self.media_type = media_type or default_type
+        self.headers = dict(headers or {})
+
+    def __repr__(self):
+        return f"Response(status_code={self.status_code}, media_type={self.media_type!r})"
+
+
+def accept_batch(method):
+    """Marks a method that takes a batch: it gets a list of requests and returns a list of
+    answers, one per request, in order."""
+    method._ferroserve_batch = True
+    return method
+
+
+class ResponseRef:
+    """The answer of ``handle.remote(...)``, sent at once: ``await`` it in ``async def``
+    code, or call ``.result()`` in plain methods (which run outside the event loop)."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, future, loop):
+        self._future = future
+        self._loop = loop
+
+    def __await__(self):
+        if isinstance(self._future, concurrent.futures.Future):
+            return asyncio.wrap_future(self._future).__await__()
+        return self._future.__await__()
+
+    def result(self, timeout=None):
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError(
+                "ResponseRef.result() would block the event loop; use `await ref` in async def methods"
+            )
+        if isinstance(self._future, concurrent.futures.Future):
+            return self._future.result(timeout)
+        return asyncio.run_coroutine_threadsafe(_await(self._future), self._loop).result(timeout)
+
+
+async def _await(future):
+    return await future
+
+
+class Handle:
+    """A client for an endpoint, from inside a backend: the same router as HTTP."""
+
+    __slots__ = ("endpoint", "_options")
+
+    def __init__(self, endpoint, options=None):
+        self.endpoint = endpoint
+        self._options = options or {}
+
+    def options(self, method_name=None, http_method=None, http_headers=None, query_params=None, shard_key=None):
+        """A handle with these options; HTTP options make calls HTTP-shaped."""
+        options = dict(self._options)
+        if method_name is not None:
+            options["method"] = method_name
+        if shard_key is not None:
+            options["shard_key"] = str(shard_key)
+        http = dict(options.get("http") or {})
+        if http_method is not None:
+            http["method"] = http_method.upper()
+        if http_headers is not None:
+            http["headers"] = [[str(k), str(v)] for k, v in dict(http_headers).items()]
+        if query_params is not None:
+            from urllib.parse import urlencode
+
+            http["query"] = urlencode(query_params, doseq=True)
+        if http:
+            options["http"] = http
+        return Handle(self.endpoint, options)
+
+    def remote(self, *args):
+        """Sends one argument (any Python object, pickled) to the endpoint now."""
+        if len(args) > 1:
+            raise TypeError("remote() takes one argument")
+        from . import _worker
+
+        return _worker.runtime().handle_call(self.endpoint, self._options, args[0] if args else None)
+
+    def __repr__(self):
+        return f"Handle({self.endpoint!r})"
+
+
+def get_handle(endpoint):
+    """A handle to ``endpoint``, for composing backends; works inside Ferroserve workers."""
+    from . import _worker
+
+    _worker.runtime()
+    return Handle(endpoint)
+
+
+def encode_value(value, reply):
+    """(meta, body) of a method's return value: pickled for Python callers, else HTTP-shaped."""
+    if reply == "pickle":
+        import pickle
+
+        return {"status": 200, "kind": "pickle"}, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if isinstance(value, Response):
+        return {"status": value.status_code, "media_type": value.media_type, "headers": value.headers}, value.body
+    if isinstance(value, str):
+        return {"media_type": "text/plain; charset=utf-8"}, value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"media_type": "application/octet-stream"}, bytes(value)
+    if hasattr(value, "status_code") and hasattr(value, "body") and hasattr(value, "raw_headers"):
+        # A Starlette Response, without importing Starlette.
+        headers = [
+            [k.decode("latin-1"), v.decode("latin-1")]
+            for k, v in value.raw_headers
+            if k.lower() not in (b"content-length", b"content-type")
+        ]
+        meta = {"status": value.status_code, "headers": headers}
+        media_type = getattr(value, "media_type", None)
+        if media_type:
+            charset = getattr(value, "charset", None)
+            if media_type.startswith("text/") and charset and "charset" not in media_type:
+                media_type = f"{media_type}; charset={charset}"
+            meta["media_type"] = media_type
+        return meta, bytes(value.body)
+    return {"media_type": "application/json"}, json.dumps(value).encode("utf-8")
+
+
+def decode_reply(meta, body):
+    """The Python value of an answer to a handle call."""
+    kind = meta.get("kind")
+    if kind == "pickle":
+        import pickle
+
+        return pickle.loads(body)
+    media_type = (meta.get("media_type") or "").split(";")[0].strip()
+    if media_type == "application/json":
+        return json.loads(body)
+    if media_type.startswith("text/"):
+        return body.decode("utf-8")
+    return body

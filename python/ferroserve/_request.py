@@ -1,0 +1,207 @@
+"""The request a Python backend gets for an HTTP call (or a handle call made with HTTP
+options): the parts of Starlette's ``Request`` that backends use."""
+
+import json as _json
+from urllib.parse import parse_qsl
+
+
+class Headers:
+    """Request headers: a case-insensitive multi-mapping of text."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items=()):
+        self._items = [(k.lower(), v) for k, v in items]
+
+    def __getitem__(self, key):
+        key = key.lower()
+        for k, v in reversed(self._items):
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def getlist(self, key):
+        key = key.lower()
+        return [v for k, v in self._items if k == key]
+
+    def __contains__(self, key):
+        key = key.lower()
+        return any(k == key for k, _ in self._items)
+
+    def keys(self):
+        return [k for k, _ in self._items]
+
+    def values(self):
+        return [v for _, v in self._items]
+
+    def items(self):
+        return list(self._items)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self._items)
+
+    def __repr__(self):
+        return f"Headers({self._items!r})"
+
+
+class QueryParams:
+    """Query parameters: a multi-dict; ``params[key]`` is the last value for the key."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, query=""):
+        self._items = parse_qsl(query, keep_blank_values=True) if query else []
+
+    def __getitem__(self, key):
+        for k, v in reversed(self._items):
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def getlist(self, key):
+        return [v for k, v in self._items if k == key]
+
+    def __contains__(self, key):
+        return any(k == key for k, _ in self._items)
+
+    def keys(self):
+        return [k for k, _ in self._items]
+
+    def items(self):
+        return list(self._items)
+
+    def __iter__(self):
+        return iter(dict.fromkeys(self.keys()))
+
+    def __len__(self):
+        return len(self._items)
+
+    def __repr__(self):
+        return f"QueryParams({self._items!r})"
+
+
+class UploadFile:
+    """A file of a multipart form."""
+
+    def __init__(self, filename, content_type, data):
+        self.filename = filename
+        self.content_type = content_type
+        self._data = data
+
+    async def read(self):
+        return self._data
+
+    @property
+    def size(self):
+        return len(self._data)
+
+    def __repr__(self):
+        return f"UploadFile(filename={self.filename!r}, size={self.size})"
+
+
+class FormData(QueryParams):
+    """A parsed form: text fields and ``UploadFile``s, as a multi-dict."""
+
+    __slots__ = ()
+
+    def __init__(self, items=()):
+        self._items = list(items)
+
+
+def _parse_multipart(content_type, body):
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise ValueError("malformed multipart body")
+    items = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_param("filename", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if filename is not None:
+            items.append((name, UploadFile(filename, part.get_content_type(), data)))
+        else:
+            charset = part.get_content_charset() or "utf-8"
+            items.append((name, data.decode(charset)))
+    return items
+
+
+class Request:
+    """An HTTP-shaped request.
+
+    ``origin`` is ``"http"`` for a request that came over HTTP and ``"handle"`` for a handle
+    call made with HTTP options; a handle call without them hands the method its argument
+    itself, not a ``Request``.
+    """
+
+    __slots__ = ("origin", "method", "path", "query_string", "headers", "_body", "_query", "_json")
+
+    def __init__(self, origin, method, path, query_string, headers, body):
+        self.origin = origin
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.headers = headers
+        self._body = body
+        self._query = None
+        self._json = None
+
+    @classmethod
+    def from_meta(cls, origin, http, body):
+        return cls(
+            origin,
+            http.get("method", "GET"),
+            http.get("path", "/"),
+            http.get("query", ""),
+            Headers(http.get("headers", ())),
+            body,
+        )
+
+    @property
+    def url(self):
+        host = self.headers.get("host", "localhost")
+        query = f"?{self.query_string}" if self.query_string else ""
+        return f"http://{host}{self.path}{query}"
+
+    @property
+    def query_params(self):
+        if self._query is None:
+            self._query = QueryParams(self.query_string)
+        return self._query
+
+    async def body(self):
+        return self._body
+
+    async def json(self):
+        if self._json is None:
+            self._json = _json.loads(self._body)
+        return self._json
+
+    async def form(self):
+        content_type = self.headers.get("content-type", "")
+        media_type = content_type.split(";")[0].strip().lower()
+        if media_type == "multipart/form-data":
+            return FormData(_parse_multipart(content_type, self._body))
+        return FormData(parse_qsl(self._body.decode("latin-1"), keep_blank_values=True))
+
+    def __repr__(self):
+        return f"Request(origin={self.origin!r}, method={self.method!r}, path={self.path!r})"

@@ -1,0 +1,368 @@
+"""The worker process: one replica of a Python backend, talking to the ferroserve server
+over a Unix socket (``python -m ferroserve._worker SOCKET``).
+
+Frames are parsed as they arrive (an ``asyncio.Protocol``); ``async def`` methods run as
+tasks, so up to ``max_concurrent_queries`` of them overlap; plain methods run one at a time
+on a thread, so they never block the I/O loop.
+"""
+
+import asyncio
+import concurrent.futures
+import importlib
+import inspect
+import json
+import pickle
+import sys
+import traceback
+
+from . import _protocol as P
+from ._api import ResponseRef, ServeError, decode_reply, encode_value
+from ._request import Request
+
+_RUNTIME = None
+
+
+def runtime():
+    """The worker this process runs; an error outside a Ferroserve worker."""
+    if _RUNTIME is None:
+        raise RuntimeError("get_handle() and handle calls work inside a Ferroserve worker only")
+    return _RUNTIME
+
+
+def _dumps(meta):
+    return json.dumps(meta, separators=(",", ":")).encode("utf-8")
+
+
+def _encode_arg(arg):
+    if isinstance(arg, str):
+        return "text", arg.encode("utf-8")
+    if isinstance(arg, (bytes, bytearray, memoryview)):
+        return "bytes", bytes(arg)
+    if arg is None or isinstance(arg, (bool, int, float)):
+        return "json", json.dumps(arg).encode("utf-8")
+    return "pickle", pickle.dumps(arg, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class InitError(Exception):
+    """The backend could not be made; the message says why."""
+
+
+class Worker(asyncio.Protocol):
+    def __init__(self, loop):
+        self.loop = loop
+        self.transport = None
+        self.buffer = bytearray()
+        self.instance = None
+        self.methods = {}
+        self.is_async = {}
+        self.batch_methods = set()
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferroserve-sync")
+        self.handle_calls = {}
+        self.next_handle_id = 1
+        self.closed = loop.create_future()
+        self.name = "?"
+
+    # --- the connection -------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def connection_lost(self, exc):
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data):
+        buffer = self.buffer
+        buffer += data
+        header = P.HEADER
+        while len(buffer) >= header.size:
+            meta_len, body_len, request_id, kind = header.unpack_from(buffer)
+            end = header.size + meta_len + body_len
+            if len(buffer) < end:
+                break
+            meta = json.loads(buffer[header.size : header.size + meta_len]) if meta_len else {}
+            body = bytes(buffer[header.size + meta_len : end])
+            del buffer[:end]
+            try:
+                self.dispatch(request_id, kind, meta, body)
+            except Exception as error:  # a bug here must not kill the connection
+                self.fail(request_id, error)
+
+    def send(self, request_id, kind, meta=None, body=b""):
+        self.transport.write(P.frame(request_id, kind, _dumps(meta) if meta is not None else b"", body))
+
+    def send_threadsafe(self, request_id, kind, meta=None, body=b""):
+        self.loop.call_soon_threadsafe(self.send, request_id, kind, meta, body)
+
+    # --- frames from the server -------------------------------------------------------
+
+    def dispatch(self, request_id, kind, meta, body):
+        if kind == P.CALL:
+            self.call(request_id, meta, body)
+        elif kind == P.BATCH:
+            self.batch_call(request_id, meta, body)
+        elif kind == P.HANDLE_REPLY:
+            self.handle_reply(request_id, meta, body)
+        elif kind == P.INIT:
+            self.loop.create_task(self.init(request_id, meta))
+        elif kind == P.RECONFIGURE:
+            self.loop.create_task(self.reconfigure(request_id, meta.get("user_config")))
+        elif kind == P.SHUTDOWN:
+            self.transport.close()
+
+    def decode_arg(self, meta, body):
+        http = meta.get("http")
+        if http is not None:
+            return Request.from_meta(meta.get("origin", "http"), http, body)
+        kind = meta.get("arg")
+        if kind == "text":
+            return body.decode("utf-8")
+        if kind == "json":
+            return json.loads(body)
+        if kind == "pickle":
+            return pickle.loads(body)
+        return body
+
+    def call(self, request_id, meta, body):
+        name = meta.get("method", "__call__")
+        method = self.methods.get(name)
+        if method is None:
+            raise AttributeError(f"{self.name} has no method `{name}`")
+        arg = self.decode_arg(meta, body)
+        reply = meta.get("reply", "http")
+        if self.is_async[name]:
+            self.loop.create_task(self.run_async(request_id, method, arg, reply))
+        else:
+            future = self.loop.run_in_executor(self.executor, method, arg)
+            future.add_done_callback(lambda done: self.finish(request_id, done, reply))
+
+    async def run_async(self, request_id, method, arg, reply):
+        try:
+            value = await method(arg)
+        except Exception as error:
+            self.fail(request_id, error)
+        else:
+            self.answer(request_id, value, reply)
+
+    def finish(self, request_id, done, reply):
+        error = done.exception()
+        if error is not None:
+            self.fail(request_id, error)
+        else:
+            self.answer(request_id, done.result(), reply)
+
+    def answer(self, request_id, value, reply):
+        try:
+            meta, body = encode_value(value, reply)
+        except Exception as error:
+            self.fail(request_id, TypeError(f"cannot send the return value: {error}"))
+            return
+        self.send(request_id, P.REPLY, meta, body)
+
+    def fail(self, request_id, error):
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+        self.send(request_id, P.ERROR, {"error_type": type(error).__name__, "message": str(error)})
+
+    # --- batches --------------------------------------------------------------------------
+
+    def batch_call(self, request_id, meta, body):
+        name = meta.get("method", "__call__")
+        method = self.methods[name]
+        args = []
+        offset = 0
+        for item in meta["items"]:
+            size = item.get("body_len", 0)
+            args.append(self.decode_arg(item, body[offset : offset + size]))
+            offset += size
+        replies = [item.get("reply", "http") for item in meta["items"]]
+        if self.is_async[name]:
+            self.loop.create_task(self.run_batch_async(request_id, method, args, replies))
+        else:
+            future = self.loop.run_in_executor(self.executor, method, args)
+            future.add_done_callback(lambda done: self.finish_batch(request_id, done, replies))
+
+    async def run_batch_async(self, request_id, method, args, replies):
+        try:
+            values = await method(args)
+        except Exception as error:
+            self.fail(request_id, error)
+        else:
+            self.answer_batch(request_id, values, replies)
+
+    def finish_batch(self, request_id, done, replies):
+        error = done.exception()
+        if error is not None:
+            self.fail(request_id, error)
+        else:
+            self.answer_batch(request_id, done.result(), replies)
+
+    def answer_batch(self, request_id, values, replies):
+        if not isinstance(values, (list, tuple)):
+            self.fail(request_id, TypeError(f"a batch method must return a list, not {type(values).__name__}"))
+            return
+        items, bodies = [], []
+        try:
+            for value, reply in zip(values, replies):
+                meta, body = encode_value(value, reply)
+                meta["body_len"] = len(body)
+                items.append(meta)
+                bodies.append(body)
+        except Exception as error:
+            self.fail(request_id, TypeError(f"cannot send a return value of the batch: {error}"))
+            return
+        # A list of the wrong length is reported as such by the server.
+        for _ in range(len(values) - len(replies)):
+            items.append({"body_len": 0})
+        self.send(request_id, P.BATCH_REPLY, {"items": items}, b"".join(bodies))
+
+    # --- handle calls to other endpoints ------------------------------------------------
+
+    def handle_call(self, endpoint, options, arg):
+        kind, body = _encode_arg(arg)
+        meta = {"endpoint": endpoint, "method": options.get("method", "__call__"), "arg": kind}
+        if "http" in options:
+            meta["http"] = options["http"]
+        if "shard_key" in options:
+            meta["shard_key"] = options["shard_key"]
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            future = self.loop.create_future()
+            self.send_handle_call(future, meta, body)
+        else:
+            future = concurrent.futures.Future()
+            self.loop.call_soon_threadsafe(self.send_handle_call, future, meta, body)
+        return ResponseRef(future, self.loop)
+
+    def send_handle_call(self, future, meta, body):
+        handle_id = self.next_handle_id
+        self.next_handle_id += 1
+        self.handle_calls[handle_id] = future
+        self.send(handle_id, P.HANDLE_CALL, meta, body)
+
+    def handle_reply(self, handle_id, meta, body):
+        future = self.handle_calls.pop(handle_id, None)
+        if future is None or future.done():
+            return
+        if "error" in meta:
+            future.set_exception(ServeError(meta["error"], meta.get("status", 500)))
+            return
+        try:
+            future.set_result(decode_reply(meta, body))
+        except Exception as error:
+            future.set_exception(error)
+
+    # --- start and reconfigure -----------------------------------------------------------
+
+    async def init(self, request_id, meta):
+        try:
+            self.make(meta)
+            user_config = meta.get("user_config")
+            if user_config is not None and hasattr(self.instance, "reconfigure"):
+                result = self.instance.reconfigure(user_config)
+                if inspect.isawaitable(result):
+                    await result
+        except InitError as error:
+            self.send(request_id, P.INIT_ERROR, {"message": str(error)})
+            return
+        except Exception as error:
+            traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+            self.send(request_id, P.INIT_ERROR, {"message": f"{self.name}: {type(error).__name__}: {error}"})
+            return
+        self.send(
+            request_id,
+            P.READY,
+            {"methods": sorted(self.methods), "batch_methods": sorted(self.batch_methods)},
+        )
+
+    def make(self, meta):
+        target = meta["target"]
+        module_name, _, attr = target.partition(":")
+        self.name = target
+        if not module_name or not attr:
+            raise InitError(f"`{target}` is not of the form module:attribute")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:
+            traceback.print_exc(file=sys.stderr)
+            raise InitError(f"cannot import module `{module_name}`: {type(error).__name__}: {error}") from error
+        try:
+            obj = getattr(module, attr)
+        except AttributeError:
+            raise InitError(f"module `{module_name}` has no attribute `{attr}`") from None
+        if inspect.isclass(obj):
+            init_args = meta.get("init_args")
+            try:
+                if init_args is None:
+                    self.instance = obj()
+                elif isinstance(init_args, dict):
+                    self.instance = obj(**init_args)
+                elif isinstance(init_args, list):
+                    self.instance = obj(*init_args)
+                else:
+                    self.instance = obj(init_args)
+            except Exception as error:
+                traceback.print_exc(file=sys.stderr)
+                raise InitError(f"`{target}` failed to start: {type(error).__name__}: {error}") from error
+            for name in dir(self.instance):
+                if name.startswith("_") or name == "reconfigure":
+                    continue
+                member = getattr(self.instance, name)
+                if callable(member) and not inspect.isclass(member):
+                    self.methods[name] = member
+            if callable(self.instance):
+                self.methods["__call__"] = self.instance.__call__
+        elif callable(obj):
+            self.methods["__call__"] = obj
+        else:
+            raise InitError(f"`{target}` is neither a class nor a function")
+        for name, method in self.methods.items():
+            self.is_async[name] = inspect.iscoroutinefunction(method)
+            if getattr(method, "_ferroserve_batch", False):
+                self.batch_methods.add(name)
+
+    async def reconfigure(self, request_id, user_config):
+        try:
+            if hasattr(self.instance, "reconfigure"):
+                result = self.instance.reconfigure(user_config)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as error:
+            self.fail(request_id, error)
+            return
+        self.send(request_id, P.REPLY, {"status": 200}, b"")
+
+
+def _new_loop():
+    try:
+        import uvloop  # a faster event loop, where installed
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+def main(argv):
+    global _RUNTIME
+    if len(argv) != 2:
+        print("usage: python -m ferroserve._worker SOCKET", file=sys.stderr)
+        return 2
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    worker = Worker(loop)
+    _RUNTIME = worker
+    loop.run_until_complete(loop.create_unix_connection(lambda: worker, argv[1]))
+    loop.run_until_complete(worker.closed)
+    worker.executor.shutdown(wait=False)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run in the importable module, not in `__main__`, so that `ferroserve.get_handle`
+    # finds this worker.
+    from ferroserve import _worker
+
+    sys.exit(_worker.main(sys.argv))

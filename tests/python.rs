@@ -1,0 +1,731 @@
+//! Python backends with real `python3` workers: the FAQ's examples, request mirroring,
+//! async and batching, composition through handles, and failures — exceptions, crashed
+//! workers, import errors, start timeouts.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ferroserve::{
+    BackendConfig, BackendFactory, CallOptions, EndpointConfig, ErrorKind, PythonBackend, Serve,
+    ServeError,
+};
+use futures_util::future::join_all;
+use http::Method;
+use serde_json::{Value, json};
+
+use common::{base_url, client, ferroserve_bin, serve, spawn_listening, write_config};
+
+fn examples_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"))
+}
+
+fn python(target: &str) -> PythonBackend {
+    PythonBackend::new(target).working_dir(examples_dir())
+}
+
+async fn with_python(
+    name: &str,
+    backend: PythonBackend,
+    config: BackendConfig,
+    methods: &[Method],
+) -> Serve {
+    let serve = serve().await;
+    add(&serve, name, backend, config, methods).await;
+    serve
+}
+
+async fn add(
+    serve: &Serve,
+    name: &str,
+    backend: PythonBackend,
+    config: BackendConfig,
+    methods: &[Method],
+) {
+    serve
+        .create_backend(name, BackendFactory::python(backend), config)
+        .await
+        .unwrap_or_else(|e| panic!("python backend {name} starts: {e}"));
+    serve
+        .create_endpoint(
+            name,
+            EndpointConfig::backend(name)
+                .route(format!("/{name}"))
+                .methods(methods.iter().cloned()),
+        )
+        .await
+        .expect("endpoint");
+}
+
+#[tokio::test]
+async fn the_faq_stateful_processor_over_http_and_handles() {
+    let serve = with_python(
+        "counter",
+        python("stateful:StatefulProcessor"),
+        BackendConfig::default(),
+        &[Method::GET, Method::POST],
+    )
+    .await;
+    let url = format!("{}/counter", base_url(&serve));
+    let http = client();
+    let v: Value = http
+        .get(&url)
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["current"], 1);
+    // Through the header.
+    let r = http
+        .post(&url)
+        .header("X-SERVE-CALL-METHOD", "other_method")
+        .body("5")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.text().await.expect("body"), "true");
+    // Through a Rust handle: the method gets the number itself.
+    let handle = serve.get_handle("counter").expect("handle");
+    let answer = handle
+        .method("other_method")
+        .remote(10)
+        .await
+        .expect("answer");
+    assert_eq!(answer.body_text().expect("text"), "true");
+    // Through a Python handle, from another Python backend.
+    add(
+        &serve,
+        "bumper",
+        python("stateful:Bumper"),
+        BackendConfig::default(),
+        &[Method::GET],
+    )
+    .await;
+    let r = http
+        .get(format!("{}/bumper", base_url(&serve)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.text().await.expect("body"), "true");
+    let v: Value = http
+        .get(&url)
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["current"], 21, "1 + 5 + 10 + 5");
+    // Unknown methods are a clear 404.
+    let r = http
+        .get(&url)
+        .header("X-SERVE-CALL-METHOD", "nope")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_replicas_are_two_processes_with_two_counts() {
+    let config = BackendConfig::default().num_replicas(2);
+    let serve = with_python(
+        "counter",
+        python("stateful:StatefulProcessor"),
+        config,
+        &[Method::GET],
+    )
+    .await;
+    let handle = serve.get_handle("counter").expect("handle");
+    for _ in 0..20 {
+        handle
+            .method("other_method")
+            .remote(1)
+            .await
+            .expect("answer");
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        let v: Value = handle
+            .remote(())
+            .await
+            .expect("answer")
+            .body_json()
+            .expect("json");
+        counts.insert(
+            v["pid"].as_i64().expect("pid"),
+            v["current"].as_i64().expect("count"),
+        );
+    }
+    assert_eq!(counts.len(), 2, "two worker processes: {counts:?}");
+    assert_eq!(
+        counts.values().sum::<i64>(),
+        22,
+        "two counts from 1, plus 20: {counts:?}"
+    );
+    serve.shutdown().await;
+}
+
+/// A directory with Starlette importable, installed once with pip if the machine lacks it.
+fn starlette_path() -> &'static str {
+    static DIR: OnceLock<String> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let has = Command::new("python3")
+            .args(["-c", "import starlette"])
+            .status();
+        if has.is_ok_and(|s| s.success()) {
+            return String::new();
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("starlette");
+        if !dir.join("starlette").is_dir() {
+            let status = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--target"])
+                .arg(&dir)
+                .arg("starlette==1.10.0")
+                .status()
+                .expect("pip runs");
+            assert!(
+                status.success(),
+                "pip install starlette failed (the test needs PyPI)"
+            );
+        }
+        dir.display().to_string()
+    })
+}
+
+#[tokio::test]
+async fn custom_statuses_with_starlette_and_ferroserve_responses() {
+    let with_starlette = python("custom_status:f").env("PYTHONPATH", starlette_path());
+    let serve = with_python(
+        "hello",
+        with_starlette,
+        BackendConfig::default(),
+        &[Method::GET],
+    )
+    .await;
+    add(
+        &serve,
+        "created",
+        python("custom_status:g"),
+        BackendConfig::default(),
+        &[Method::GET],
+    )
+    .await;
+    // The FAQ's Starlette Response, as written: 123 text/plain.
+    let raw = common::raw_get(serve.local_addr().expect("addr"), "/hello").await;
+    assert!(raw.starts_with("HTTP/1.1 123 "), "{raw}");
+    assert!(raw.contains("content-type: text/plain"), "{raw}");
+    assert!(raw.ends_with("Hello, world!"), "{raw}");
+    let r = client()
+        .get(format!("{}/created", base_url(&serve)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-model"], "v7");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().await.expect("body"), "Created!");
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_mirror_http_for_http_and_handle_calls() {
+    let serve = with_python(
+        "mirror",
+        python("mirroring:Mirror"),
+        BackendConfig::default(),
+        &[Method::POST],
+    )
+    .await;
+    let over_http: Value = client()
+        .post(format!("{}/mirror?q=search", base_url(&serve)))
+        .header("x-user", "ada")
+        .body("payload")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let handle = serve.get_handle("mirror").expect("handle");
+    let shaped = handle.options(
+        CallOptions::new()
+            .http_method(Method::POST)
+            .header("X-User", "ada")
+            .query_param("q", "search"),
+    );
+    let through_handle: Value = shaped
+        .remote("payload")
+        .await
+        .expect("answer")
+        .body_json()
+        .expect("json");
+    assert_eq!(over_http["origin"], "http");
+    assert_eq!(through_handle["origin"], "handle");
+    for key in ["method", "path", "user", "q", "body"] {
+        assert_eq!(over_http[key], through_handle[key], "{key}");
+    }
+    // A plain handle call hands the method the value itself.
+    let plain: Value = handle
+        .remote("long string")
+        .await
+        .expect("a")
+        .body_json()
+        .expect("json");
+    assert_eq!(
+        plain,
+        json!({"origin": "python", "type": "str", "value": "'long string'"})
+    );
+    let plain: Value = handle
+        .remote(json!({"a": [1, 2]}))
+        .await
+        .expect("a")
+        .body_json()
+        .expect("json");
+    assert_eq!(plain["type"], "dict");
+    // JSON and forms, over HTTP.
+    let http = client();
+    let v: Value = http
+        .post(format!("{}/mirror", base_url(&serve)))
+        .header("X-SERVE-CALL-METHOD", "json")
+        .json(&json!({"k": [1, 2]}))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["json"], json!({"k": [1, 2]}));
+    let boundary = "XyZ";
+    let multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nada\r\n--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"weights\"; filename=\"w.bin\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n0123456789\r\n--{boundary}--\r\n"
+    );
+    let v: Value = http
+        .post(format!("{}/mirror", base_url(&serve)))
+        .header("X-SERVE-CALL-METHOD", "form")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(multipart)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v,
+        json!({"fields": {"user": "ada"}, "files": {"weights": ["w.bin", 10]}})
+    );
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn async_methods_run_concurrently_and_plain_ones_one_at_a_time() {
+    let serve = with_python(
+        "sleeper",
+        python("sleepy:Sleeper"),
+        BackendConfig::default(),
+        &[Method::GET],
+    )
+    .await;
+    let http = client();
+    let url = format!("{}/sleeper", base_url(&serve));
+    let started = Instant::now();
+    let answers = join_all((0..50).map(|_| http.get(&url).send())).await;
+    for answer in answers {
+        assert_eq!(
+            answer.expect("request").text().await.expect("body"),
+            "slept"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "50 × 100 ms async: {:?}",
+        started.elapsed()
+    );
+    let handle = serve
+        .get_handle("sleeper")
+        .expect("handle")
+        .method("blocking");
+    let started = Instant::now();
+    let answers = join_all((0..5).map(|_| handle.remote(()))).await;
+    assert!(answers.iter().all(Result::is_ok));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "plain methods one at a time: {:?}",
+        started.elapsed()
+    );
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn batch_methods_get_lists() {
+    let config = BackendConfig::default()
+        .max_batch_size(8)
+        .batch_wait_timeout_ms(100);
+    let serve = with_python(
+        "doubler",
+        python("batched:Doubler"),
+        config,
+        &[Method::POST],
+    )
+    .await;
+    let handle = serve.get_handle("doubler").expect("handle");
+    let answers = join_all((0..16).map(|i| handle.remote(i))).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        assert_eq!(
+            answer.expect("answer").body_text().expect("text"),
+            (i * 2).to_string()
+        );
+    }
+    let http = client();
+    let r = http
+        .post(format!("{}/doubler", base_url(&serve)))
+        .body("21")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.text().await.expect("body"), "42");
+    let sizes: Vec<usize> = handle
+        .method("sizes")
+        .remote(())
+        .await
+        .expect("a")
+        .body_json()
+        .expect("json");
+    assert!(
+        sizes.starts_with(&[8, 8]),
+        "two full batches first: {sizes:?}"
+    );
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_composes_endpoints_through_python_handles() {
+    let serve = serve().await;
+    for (name, target, init_args) in [
+        ("tokenizer", "pipeline:tokenize", Value::Null),
+        (
+            "classifier",
+            "pipeline:Classifier",
+            json!({"positive_words": ["good", "great"]}),
+        ),
+    ] {
+        serve
+            .create_backend(
+                name,
+                BackendFactory::python(python(target)),
+                BackendConfig::default().init_args(init_args),
+            )
+            .await
+            .expect("backend");
+        serve
+            .create_endpoint(name, EndpointConfig::backend(name))
+            .await
+            .expect("endpoint");
+    }
+    add(
+        &serve,
+        "pipeline",
+        python("pipeline:Pipeline"),
+        BackendConfig::default(),
+        &[Method::POST],
+    )
+    .await;
+    let v: Value = client()
+        .post(format!("{}/pipeline", base_url(&serve)))
+        .body("a great day")
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v, json!({"label": "positive", "score": 1}));
+    // From a plain method, with .result().
+    let handle = serve.get_handle("pipeline").expect("handle");
+    let v: Value = handle
+        .method("sync_path")
+        .remote(())
+        .await
+        .expect("a")
+        .body_json()
+        .expect("json");
+    assert_eq!(v["label"], "positive");
+    // A handle to a missing endpoint fails the call with a clear error.
+    let err = serve
+        .get_handle("tokenizer")
+        .expect("h")
+        .remote(5)
+        .await
+        .expect_err("tokenize wants a str");
+    assert!(
+        err.to_string().contains("TypeError: tokenize wants a str"),
+        "{err}"
+    );
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn exceptions_become_500s_with_type_and_message() {
+    let serve = with_python(
+        "crashy",
+        python("crashy:Crashy"),
+        BackendConfig::default(),
+        &[Method::GET],
+    )
+    .await;
+    let r = client()
+        .get(format!("{}/crashy", base_url(&serve)))
+        .header("X-SERVE-CALL-METHOD", "fail")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.expect("body");
+    assert!(
+        body.contains("ValueError: bad input: expected a number"),
+        "{body}"
+    );
+    let err = serve
+        .get_handle("crashy")
+        .expect("h")
+        .method("fail")
+        .remote(())
+        .await
+        .expect_err("fails");
+    assert!(matches!(err, ServeError::Backend { .. }), "{err:?}");
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dying_worker_fails_its_requests_at_once_and_is_restarted() {
+    let config = BackendConfig::default().num_replicas(2);
+    let serve = with_python("crashy", python("crashy:Crashy"), config, &[Method::GET]).await;
+    let handle = serve.get_handle("crashy").expect("handle");
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let v: Value = handle
+            .remote(())
+            .await
+            .expect("answer")
+            .body_json()
+            .expect("json");
+        pids.insert(v["pid"].as_i64().expect("pid"));
+    }
+    assert_eq!(pids.len(), 2);
+    // Requests in flight on the replica that dies get a clear error at once, not a hang.
+    let slow: Vec<_> = (0..4).map(|_| handle.method("slow").remote(())).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let exit = handle
+        .method("exit")
+        .remote(())
+        .await
+        .expect_err("the worker exits");
+    assert!(matches!(exit, ServeError::ReplicaDied { .. }), "{exit:?}");
+    assert!(exit.to_string().contains("died"), "{exit}");
+    let (died, _) = ferroserve::wait(slow, 4, Some(Duration::from_secs(2))).await;
+    let mut failed = 0;
+    for r in died {
+        if let Err(e) = r.await {
+            assert_eq!(e.kind(), ErrorKind::ReplicaFailure, "{e}");
+            failed += 1;
+        }
+    }
+    assert!(
+        failed >= 1,
+        "the in-flight requests on the dead worker failed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    // The other replica serves meanwhile, over HTTP too.
+    let r = client()
+        .get(format!("{}/crashy", base_url(&serve)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    // The dead one is restarted: two processes again, one of them new.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut now = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            if let Ok(r) = handle.remote(()).await {
+                now.insert(
+                    r.body_json::<Value>().expect("json")["pid"]
+                        .as_i64()
+                        .expect("pid"),
+                );
+            }
+        }
+        if now.len() == 2 && now != pids {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica was not restarted: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_segfault_is_a_clear_error_too() {
+    let serve = with_python(
+        "crashy",
+        python("crashy:Crashy"),
+        BackendConfig::default(),
+        &[Method::GET],
+    )
+    .await;
+    let r = client()
+        .get(format!("{}/crashy", base_url(&serve)))
+        .header("X-SERVE-CALL-METHOD", "segfault")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("died") && body.contains("SIGSEGV"), "{body}");
+    // While the only replica restarts, callers get a 503 or the restarted replica, never a hang.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = client()
+            .get(format!("{}/crashy", base_url(&serve)))
+            .send()
+            .await
+            .expect("request");
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 503, "{:?}", r.text().await);
+        assert!(Instant::now() < deadline, "not restarted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serve.shutdown().await;
+}
+
+/// Runs `ferroserve run` on a Python app that cannot start; returns its stderr.
+fn refused(yaml: &str) -> String {
+    let dir = examples_dir();
+    let yaml = yaml.replace("WORKDIR", &dir.display().to_string());
+    let (_tmp, path) = write_config(&yaml);
+    let output = Command::new(ferroserve_bin())
+        .args(["run", path.to_str().expect("utf-8"), "--port", "0"])
+        .output()
+        .expect("ferroserve runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "must fail: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("listening"),
+        "serves nothing"
+    );
+    stderr
+}
+
+#[test]
+fn start_failures_stop_ferroserve_run_with_the_reason() {
+    let stderr =
+        refused("backends:\n  m:\n    python: no_such_module:Model\n    working_dir: WORKDIR\n");
+    assert!(
+        stderr.contains("cannot import module `no_such_module`")
+            && stderr.contains("ModuleNotFoundError"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 2") && stderr.contains("backends.m"),
+        "{stderr}"
+    );
+    let stderr =
+        refused("backends:\n  m:\n    python: stateful:NoSuchClass\n    working_dir: WORKDIR\n");
+    assert!(
+        stderr.contains("module `stateful` has no attribute `NoSuchClass`"),
+        "{stderr}"
+    );
+    let stderr =
+        refused("backends:\n  m:\n    python: broken:FailingInit\n    working_dir: WORKDIR\n");
+    assert!(
+        stderr.contains("RuntimeError: the model file is missing"),
+        "{stderr}"
+    );
+    let stderr = refused(
+        "backends:\n  m:\n    python: slow_import:handler\n    working_dir: WORKDIR\n    start_timeout_s: 1\n",
+    );
+    assert!(
+        stderr.contains("did not start within") && stderr.contains("killed"),
+        "{stderr}"
+    );
+    let stderr = refused(
+        "backends:\n  m:\n    python: stateful:StatefulProcessor\n    python_executable: /no/such/python\n",
+    );
+    assert!(
+        stderr.contains("cannot run the Python interpreter `/no/such/python`"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn env_and_working_dir_reach_the_worker() {
+    let backend = python("env_probe:probe").env("MODEL_PATH", "/models/v3");
+    let serve = with_python("probe", backend, BackendConfig::default(), &[Method::GET]).await;
+    let v: Value = client()
+        .get(format!("{}/probe", base_url(&serve)))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v, json!({"model_path": "/models/v3", "cwd_has_me": true}));
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_python_example_app_serves_with_the_stock_binary() {
+    let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/app.yaml");
+    let server = spawn_listening(&ferroserve_bin(), &["run", yaml, "--port", "0"], &[], None);
+    let http = client();
+    let v: Value = http
+        .get(server.url("/counter"))
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["current"], 1);
+    let r = http
+        .post(server.url("/pipeline"))
+        .body("a good day")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.json::<Value>().await.expect("json")["label"], "positive");
+    let r = http
+        .post(server.url("/double"))
+        .body("21")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.text().await.expect("body"), "42");
+    assert_eq!(
+        server.terminate().code(),
+        Some(0),
+        "workers stop with the server"
+    );
+}
