@@ -110,6 +110,13 @@ fn rows(args: &Args, bins: &Path) -> Vec<Row> {
         },
         peer: false,
     };
+    let python_app = |file: &str| {
+        vec![
+            bin("ferroserve"),
+            "run".into(),
+            format!("bench/apps/{file}"),
+        ]
+    };
     let bench_server =
         |replicas: &str| vec![bin("bench-server"), "--replicas".into(), replicas.into()];
     let mut rows = vec![
@@ -131,6 +138,18 @@ fn rows(args: &Args, bins: &Path) -> Vec<Row> {
                 ],
             ]
             .concat(),
+        ),
+        ours(
+            "ferroserve python no-op, 1 replica",
+            python_app("python_noop.yaml"),
+        ),
+        ours(
+            "ferroserve python no-op, 2 replicas",
+            python_app("python_noop_2.yaml"),
+        ),
+        ours(
+            "ferroserve python no-op, batched (32)",
+            python_app("python_batched.yaml"),
         ),
         Row {
             name: "ferroserve handle calls, in-process",
@@ -172,12 +191,20 @@ struct Server {
 }
 
 impl Server {
-    fn start(command: &[String], port: u16, path: &str, startup: Duration) -> anyhow::Result<Self> {
+    fn start(
+        command: &[String],
+        port: u16,
+        path: &str,
+        startup: Duration,
+        python: &str,
+    ) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt;
         let (program, rest) = command.split_first().context("an empty command")?;
         let child = Command::new(program)
             .args(rest)
             .args(["--port", &port.to_string()])
+            .env("FERROSERVE_PYTHON", python)
+            .env("FERROSERVE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -367,7 +394,13 @@ fn idle_rss(bins: &Path) -> anyhow::Result<f64> {
         "examples/hello.yaml".to_owned(),
     ];
     let port = free_port()?;
-    let server = Server::start(&command, port, "/-/healthz", Duration::from_secs(30))?;
+    let server = Server::start(
+        &command,
+        port,
+        "/-/healthz",
+        Duration::from_secs(30),
+        "python3",
+    )?;
     std::thread::sleep(Duration::from_secs(1));
     rss_mb(server.pid()).context("cannot read VmRSS")
 }
@@ -459,7 +492,7 @@ fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<(String, usize
             continue;
         };
         let port = free_port()?;
-        let server = Server::start(command, port, path, *startup)
+        let server = Server::start(command, port, path, *startup, &args.python)
             .with_context(|| format!("starting `{}`", row.name))?;
         servers.push((row.name, port, *path, server));
     }
