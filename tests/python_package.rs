@@ -1,0 +1,78 @@
+//! The Python package in `python/`: its unit tests pass under the machine's `python3`, and
+//! `pip install ./python` installs it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn python_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
+}
+
+#[test]
+fn the_python_unit_tests_pass() {
+    let output = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests"])
+        .current_dir(python_dir())
+        .env("PYTHONPATH", python_dir())
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "python unit tests failed:\n{stderr}"
+    );
+    assert!(stderr.contains("OK"), "{stderr}");
+}
+
+#[test]
+fn pip_installs_the_package() {
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let target = scratch.join("pip-install-ferroserve");
+    let _ = std::fs::remove_dir_all(&target);
+    // Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    let source = scratch.join("pip-source-ferroserve");
+    let _ = std::fs::remove_dir_all(&source);
+    copy_dir(&python_dir(), &source);
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .arg(&target)
+        .arg(&source)
+        .status()
+        .expect("pip runs");
+    assert!(status.success(), "pip install ./python failed");
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import ferroserve, sys; print(ferroserve.__version__, ferroserve.__file__)",
+        ])
+        .env("PYTHONPATH", &target)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("0.1.0 "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("pip-install-ferroserve"),
+        "imported the installed copy: {stdout}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "__pycache__") {
+            continue;
+        }
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).expect("copy file");
+        }
+    }
+}
