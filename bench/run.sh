@@ -33,7 +33,7 @@ for a in "$@"; do
       python3 -m venv "$venv"
     fi
     "$venv/bin/pip" install -q "ray[serve]==$RAY_VERSION" "uvicorn[standard]==$UVICORN_VERSION" "starlette==$STARLETTE_VERSION"
-    args+=(--python "$venv/bin/python")
+    args+=(--python "$PWD/$venv/bin/python")
   fi
 done
 

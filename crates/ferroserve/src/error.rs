@@ -21,8 +21,6 @@ pub enum ErrorKind {
     Overload,
     /// User code failed, panicked or its replica died (5xx).
     ReplicaFailure,
-    /// The request took longer than allowed (504).
-    Timeout,
     /// A bug or an unexpected state inside Ferroserve (500).
     Internal,
 }
@@ -117,9 +115,6 @@ pub enum ServeError {
         /// Why.
         message: String,
     },
-    /// The request took longer than allowed.
-    #[error("request timed out after {0:?}")]
-    Timeout(Duration),
     /// The server is shutting down.
     #[error("ferroserve is shutting down")]
     ShuttingDown,
@@ -144,7 +139,6 @@ impl ServeError {
             | Self::Panicked { .. }
             | Self::ReplicaDied { .. }
             | Self::StartFailed { .. } => ErrorKind::ReplicaFailure,
-            Self::Timeout(_) => ErrorKind::Timeout,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -165,7 +159,6 @@ impl ServeError {
                 ErrorKind::ReplicaFailure | ErrorKind::Internal => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
-                ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             },
         }
     }
@@ -353,8 +346,13 @@ mod tests {
             StatusCode::NOT_FOUND
         );
         assert_eq!(
-            ServeError::Timeout(Duration::from_secs(1)).status(),
-            StatusCode::GATEWAY_TIMEOUT
+            ServeError::ReplicaDied {
+                backend: "b".into(),
+                replica: "b#1".into(),
+                message: "gone".into()
+            }
+            .status(),
+            StatusCode::BAD_GATEWAY
         );
         let chosen = ServeError::Backend {
             backend: "b".into(),

@@ -19,10 +19,16 @@ use crate::request::Request;
 use crate::response::Response;
 use crate::router::WaitQueue;
 
+/// The in-flight count, alone on its cache line: both cores write it on every request, and
+/// the replica's other fields, read on every request, must not share the line (false
+/// sharing measured at a few percent of throughput with one replica).
+#[repr(align(64))]
+struct InFlight(AtomicUsize);
+
 /// One running instance of a backend.
 pub(crate) struct Replica {
     /// Requests running on this replica now; never above the backend's `max_concurrent_queries`.
-    in_flight: AtomicUsize,
+    in_flight: InFlight,
     /// The backend's wait queue, told when a slot frees.
     queue: Arc<WaitQueue>,
     id: Arc<str>,
@@ -99,7 +105,7 @@ impl Replica {
             batch::BatchQueue::start(policy, instance.clone(), backend.clone(), id.clone())
         });
         let replica = Arc::new(Self {
-            in_flight: AtomicUsize::new(0),
+            in_flight: InFlight(AtomicUsize::new(0)),
             queue,
             methods: instance.methods(),
             batch_methods,
@@ -124,22 +130,22 @@ impl Replica {
 
     /// Requests running now.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.0.load(Ordering::Relaxed)
     }
 
     /// Takes a slot if fewer than `max` requests run.
     pub(crate) fn try_reserve(&self, max: usize) -> bool {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) < max {
+        if self.in_flight.0.fetch_add(1, Ordering::AcqRel) < max {
             true
         } else {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.in_flight.0.fetch_sub(1, Ordering::AcqRel);
             false
         }
     }
 
     /// Gives a slot back and wakes one queued request.
     pub(crate) fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight.0.fetch_sub(1, Ordering::AcqRel);
         self.queue.released();
     }
 

@@ -233,15 +233,25 @@ fn socket_path(backend: &str) -> Result<PathBuf, String> {
     Ok(dir.join(format!("{name}-{n}.sock")))
 }
 
+/// The interpreter to run. A relative path (`venv/bin/python`) is taken from the server's
+/// working directory, not from the backend's `working_dir` the worker starts in.
 fn python_executable(spec: &PythonBackend) -> String {
-    spec.python_executable
+    let python = spec
+        .python_executable
         .clone()
         .or_else(|| {
             std::env::var("FERROSERVE_PYTHON")
                 .ok()
                 .filter(|p| !p.is_empty())
         })
-        .unwrap_or_else(|| "python3".to_owned())
+        .unwrap_or_else(|| "python3".to_owned());
+    if python.contains('/')
+        && Path::new(&python).is_relative()
+        && let Ok(cwd) = std::env::current_dir()
+    {
+        return cwd.join(&python).display().to_string();
+    }
+    python
 }
 
 /// The worker's import path: this binary's `ferroserve` package first, then the backend's
