@@ -221,8 +221,18 @@ struct InitErrorMeta {
 
 static SOCKETS: AtomicU64 = AtomicU64::new(0);
 
+/// A worker's socket file, removed once the worker has connected or failed to.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn socket_path(backend: &str) -> Result<PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("ferroserve-{}", std::process::id()));
+    // One shared directory; each socket file is removed once its worker has connected.
+    let dir = std::env::temp_dir().join("ferroserve-sockets");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let name: String = backend
         .chars()
@@ -230,7 +240,7 @@ fn socket_path(backend: &str) -> Result<PathBuf, String> {
         .take(40)
         .collect();
     let n = SOCKETS.fetch_add(1, Ordering::Relaxed);
-    Ok(dir.join(format!("{name}-{n}.sock")))
+    Ok(dir.join(format!("{}-{name}-{n}.sock", std::process::id())))
 }
 
 /// The interpreter to run. A relative path (`venv/bin/python`) is taken from the server's
@@ -277,16 +287,16 @@ impl WorkerBackend {
         env: &ReplicaEnv,
     ) -> Result<Arc<dyn DynBackend>, String> {
         let runtime = python_runtime::import_dir()?;
-        let socket = socket_path(&ctx.backend)?;
-        let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket)
-            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+        let socket = SocketFile(socket_path(&ctx.backend)?);
+        let _ = std::fs::remove_file(&socket.0);
+        let listener = UnixListener::bind(&socket.0)
+            .map_err(|e| format!("cannot listen on {}: {e}", socket.0.display()))?;
         let python = python_executable(spec);
         let mut command = Command::new(&python);
         command
             .arg("-m")
             .arg("ferroserve._worker")
-            .arg(&socket)
+            .arg(&socket.0)
             .envs(&spec.env)
             .env("PYTHONPATH", python_path(&runtime, spec))
             .env("PYTHONUNBUFFERED", "1")
@@ -303,7 +313,7 @@ impl WorkerBackend {
         })?;
         let deadline = tokio::time::Instant::now() + spec.start_timeout;
         let started = Self::handshake(&listener, &mut child, ctx, spec, config, deadline).await;
-        let _ = std::fs::remove_file(&socket);
+        drop(socket);
         let (stream, ready) = match started {
             Ok(started) => started,
             Err(message) => {
