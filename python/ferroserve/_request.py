@@ -5,16 +5,16 @@ import json as _json
 from urllib.parse import parse_qsl
 
 
-class Headers:
-    """Request headers: a case-insensitive multi-mapping of text."""
+class _MultiDict:
+    """Ordered (key, value) pairs; ``d[key]`` is the last value for the key."""
 
     __slots__ = ("_items",)
 
-    def __init__(self, items=()):
-        self._items = [(k.lower(), v) for k, v in items]
+    def _key(self, key):
+        return key
 
     def __getitem__(self, key):
-        key = key.lower()
+        key = self._key(key)
         for k, v in reversed(self._items):
             if k == key:
                 return v
@@ -27,11 +27,11 @@ class Headers:
             return default
 
     def getlist(self, key):
-        key = key.lower()
+        key = self._key(key)
         return [v for k, v in self._items if k == key]
 
     def __contains__(self, key):
-        key = key.lower()
+        key = self._key(key)
         return any(k == key for k, _ in self._items)
 
     def keys(self):
@@ -44,55 +44,34 @@ class Headers:
         return list(self._items)
 
     def __iter__(self):
-        return iter(self.keys())
-
-    def __len__(self):
-        return len(self._items)
-
-    def __repr__(self):
-        return f"Headers({self._items!r})"
-
-
-class QueryParams:
-    """Query parameters: a multi-dict; ``params[key]`` is the last value for the key."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, query=""):
-        self._items = parse_qsl(query, keep_blank_values=True) if query else []
-
-    def __getitem__(self, key):
-        for k, v in reversed(self._items):
-            if k == key:
-                return v
-        raise KeyError(key)
-
-    def get(self, key, default=None):
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-    def getlist(self, key):
-        return [v for k, v in self._items if k == key]
-
-    def __contains__(self, key):
-        return any(k == key for k, _ in self._items)
-
-    def keys(self):
-        return [k for k, _ in self._items]
-
-    def items(self):
-        return list(self._items)
-
-    def __iter__(self):
         return iter(dict.fromkeys(self.keys()))
 
     def __len__(self):
         return len(self._items)
 
     def __repr__(self):
-        return f"QueryParams({self._items!r})"
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class Headers(_MultiDict):
+    """Request headers: a case-insensitive multi-mapping of text."""
+
+    __slots__ = ()
+
+    def __init__(self, items=()):
+        self._items = [(k.lower(), v) for k, v in items]
+
+    def _key(self, key):
+        return key.lower()
+
+
+class QueryParams(_MultiDict):
+    """Query parameters: a multi-dict; ``params[key]`` is the last value for the key."""
+
+    __slots__ = ()
+
+    def __init__(self, query=""):
+        self._items = parse_qsl(query, keep_blank_values=True) if query else []
 
 
 class UploadFile:

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::DynBackend;
 use crate::error::ServeError;
-use crate::replica::panic_message;
+use crate::replica::ReplicaName;
 use crate::request::Request;
 use crate::response::Response;
 
@@ -75,11 +75,10 @@ impl BatchQueue {
     pub(crate) fn start(
         policy: BatchPolicy,
         instance: Arc<dyn DynBackend>,
-        backend: Arc<str>,
-        replica: Arc<str>,
+        names: ReplicaName,
     ) -> Self {
         let (items, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(policy, instance, receiver, Names { backend, replica }));
+        tokio::spawn(run(policy, instance, receiver, names));
         Self { items }
     }
 
@@ -104,17 +103,12 @@ impl BatchQueue {
     }
 }
 
-struct Names {
-    backend: Arc<str>,
-    replica: Arc<str>,
-}
-
 /// The queue's task: gathers, decides, runs one batch at a time, fans the answers back.
 async fn run(
     policy: BatchPolicy,
     instance: Arc<dyn DynBackend>,
     mut receiver: mpsc::UnboundedReceiver<Item>,
-    names: Names,
+    names: ReplicaName,
 ) {
     let mut queue: VecDeque<Item> = VecDeque::new();
     loop {
@@ -166,7 +160,7 @@ async fn run(
     }
 }
 
-async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, names: &Names) {
+async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, names: &ReplicaName) {
     let count = batch.len();
     let (requests, replies): (Vec<Request>, Vec<_>) =
         batch.into_iter().map(|i| (i.request, i.reply)).unzip();
@@ -187,25 +181,14 @@ async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, na
             "batch method `{method}` answered {} results for a batch of {count} requests",
             answers.len()
         ))),
-        Ok(Err(error)) if error.died => Err(ServeError::ReplicaDied {
-            backend: names.backend.to_string(),
-            replica: names.replica.to_string(),
-            message: error.message().to_owned(),
-        }),
-        Ok(Err(error)) => Err(ServeError::Backend {
-            backend: names.backend.to_string(),
-            replica: names.replica.to_string(),
-            status: error.status(),
-            message: format!("batch method `{method}` failed for a batch of {count}: {error}"),
-        }),
-        Err(payload) => Err(ServeError::Panicked {
-            backend: names.backend.to_string(),
-            replica: names.replica.to_string(),
-            message: format!(
-                "batch method `{method}` panicked for a batch of {count}: {}",
-                panic_message(&*payload)
-            ),
-        }),
+        Ok(Err(error)) => Err(names.failed(
+            &error,
+            &format!("batch method `{method}` failed for a batch of {count}: "),
+        )),
+        Err(payload) => Err(names.panicked(
+            &*payload,
+            &format!("batch method `{method}` panicked for a batch of {count}: "),
+        )),
     };
     match answers {
         Ok(answers) => {

@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 
 use crate::backend::{BackendFactory, BoxFuture, DynBackend, FactoryKind, Methods, ReplicaContext};
 use crate::config::BackendConfig;
-use crate::error::ServeError;
+use crate::error::{BackendError, ServeError};
 use crate::request::Request;
 use crate::response::Response;
 use crate::router::WaitQueue;
@@ -31,8 +31,7 @@ pub(crate) struct Replica {
     in_flight: InFlight,
     /// The backend's wait queue, told when a slot frees.
     queue: Arc<WaitQueue>,
-    id: Arc<str>,
-    backend: Arc<str>,
+    name: ReplicaName,
     methods: Methods,
     batch_methods: Methods,
     batches: Option<batch::BatchQueue>,
@@ -43,6 +42,46 @@ pub(crate) struct Replica {
 enum Started<'a> {
     One(BoxFuture<'a, Result<Response, crate::error::BackendError>>),
     Batch(BoxFuture<'a, Result<Response, ServeError>>),
+}
+
+/// Names one replica in the errors its callers get.
+#[derive(Clone)]
+pub(crate) struct ReplicaName {
+    pub(crate) backend: Arc<str>,
+    pub(crate) replica: Arc<str>,
+}
+
+impl ReplicaName {
+    /// The caller's error for user code that returned `error` (`context` prefixes the
+    /// message), or for a replica whose worker died.
+    pub(crate) fn failed(&self, error: &BackendError, context: &str) -> ServeError {
+        if error.died {
+            return ServeError::ReplicaDied {
+                backend: self.backend.to_string(),
+                replica: self.replica.to_string(),
+                message: error.message().to_owned(),
+            };
+        }
+        ServeError::Backend {
+            backend: self.backend.to_string(),
+            replica: self.replica.to_string(),
+            status: error.status(),
+            message: format!("{context}{}", error.message()),
+        }
+    }
+
+    /// The caller's error for user code that panicked.
+    pub(crate) fn panicked(
+        &self,
+        payload: &(dyn std::any::Any + Send),
+        context: &str,
+    ) -> ServeError {
+        ServeError::Panicked {
+            backend: self.backend.to_string(),
+            replica: self.replica.to_string(),
+            message: format!("{context}{}", panic_message(payload)),
+        }
+    }
 }
 
 /// The text of a panic payload.
@@ -102,7 +141,14 @@ impl Replica {
                 max_batch_size: config.max_batch_size.unwrap_or(1),
                 wait: std::time::Duration::from_millis(config.batch_wait_timeout_ms),
             };
-            batch::BatchQueue::start(policy, instance.clone(), backend.clone(), id.clone())
+            batch::BatchQueue::start(
+                policy,
+                instance.clone(),
+                ReplicaName {
+                    backend: backend.clone(),
+                    replica: id.clone(),
+                },
+            )
         });
         let replica = Arc::new(Self {
             in_flight: InFlight(AtomicUsize::new(0)),
@@ -110,8 +156,10 @@ impl Replica {
             methods: instance.methods(),
             batch_methods,
             batches,
-            id,
-            backend,
+            name: ReplicaName {
+                backend,
+                replica: id,
+            },
             instance,
         });
         if !user_config.is_null() && !configured {
@@ -125,7 +173,7 @@ impl Replica {
 
     /// The replica's id, unique within its backend.
     pub(crate) fn id(&self) -> &str {
-        &self.id
+        &self.name.replica
     }
 
     /// Requests running now.
@@ -165,10 +213,10 @@ impl Replica {
             _ if self.methods.contains(method) => {
                 std::panic::catch_unwind(AssertUnwindSafe(|| self.instance.call(req)))
                     .map(Started::One)
-                    .map_err(|payload| self.panicked(&*payload))
+                    .map_err(|payload| self.name.panicked(&*payload, ""))
             }
             _ => Err(ServeError::MethodNotFound {
-                backend: self.backend.to_string(),
+                backend: self.name.backend.to_string(),
                 method: method.to_owned(),
             }),
         };
@@ -179,27 +227,9 @@ impl Replica {
             };
             match AssertUnwindSafe(one).catch_unwind().await {
                 Ok(Ok(response)) => Ok(response),
-                Ok(Err(error)) if error.died => Err(ServeError::ReplicaDied {
-                    backend: self.backend.to_string(),
-                    replica: self.id.to_string(),
-                    message: error.message().to_owned(),
-                }),
-                Ok(Err(error)) => Err(ServeError::Backend {
-                    backend: self.backend.to_string(),
-                    replica: self.id.to_string(),
-                    status: error.status(),
-                    message: error.message().to_owned(),
-                }),
-                Err(payload) => Err(self.panicked(&*payload)),
+                Ok(Err(error)) => Err(self.name.failed(&error, "")),
+                Err(payload) => Err(self.name.panicked(&*payload, "")),
             }
-        }
-    }
-
-    fn panicked(&self, payload: &(dyn std::any::Any + Send)) -> ServeError {
-        ServeError::Panicked {
-            backend: self.backend.to_string(),
-            replica: self.id.to_string(),
-            message: panic_message(payload),
         }
     }
 
@@ -214,14 +244,14 @@ impl Replica {
         {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(ServeError::Backend {
-                backend: self.backend.to_string(),
-                replica: self.id.to_string(),
+                backend: self.name.backend.to_string(),
+                replica: self.name.replica.to_string(),
                 status: None,
                 message: format!("reconfigure failed: {error}"),
             }),
             Err(payload) => Err(ServeError::Panicked {
-                backend: self.backend.to_string(),
-                replica: self.id.to_string(),
+                backend: self.name.backend.to_string(),
+                replica: self.name.replica.to_string(),
                 message: format!("reconfigure panicked: {}", panic_message(&*payload)),
             }),
         }
