@@ -13,7 +13,7 @@ use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{Concurrency, base_url, client, serve, sleeper};
+use common::{Concurrency, base_url, client, serve, serve_echo, sleeper};
 
 fn echo() -> BackendFactory {
     builtins().get("echo").cloned().expect("echo is built in")
@@ -90,19 +90,7 @@ async fn routes_match_the_longest_prefix() {
 #[tokio::test]
 async fn methods_not_allowed_get_405_with_allow() {
     let serve = serve().await;
-    serve
-        .create_backend("echo", echo(), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint(
-            "e",
-            EndpointConfig::backend("echo")
-                .route("/e")
-                .methods([Method::GET, Method::POST]),
-        )
-        .await
-        .expect("endpoint");
+    serve_echo(&serve, "echo", "/e", &[Method::GET, Method::POST]).await;
     let r = client()
         .delete(format!("{}/e", base_url(&serve)))
         .send()
@@ -124,19 +112,7 @@ async fn methods_not_allowed_get_405_with_allow() {
 #[tokio::test]
 async fn echo_describes_the_request_exactly() {
     let serve = serve().await;
-    serve
-        .create_backend("echo", echo(), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint(
-            "e",
-            EndpointConfig::backend("echo")
-                .route("/e")
-                .methods([Method::POST]),
-        )
-        .await
-        .expect("endpoint");
+    serve_echo(&serve, "echo", "/e", &[Method::POST]).await;
     let v: Value = client()
         .post(format!("{}/e/sub?a=1&b=two%20words", base_url(&serve)))
         .header("X-Custom", "Yes")
@@ -178,14 +154,7 @@ async fn echo_describes_the_request_exactly() {
 #[tokio::test]
 async fn keep_alive_serves_many_requests_on_one_connection() {
     let serve = serve().await;
-    serve
-        .create_backend("echo", echo(), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("e", EndpointConfig::backend("echo").route("/e"))
-        .await
-        .expect("endpoint");
+    serve_echo(&serve, "echo", "/e", &[Method::GET]).await;
     let mut stream = tokio::net::TcpStream::connect(serve.local_addr().expect("addr"))
         .await
         .expect("connect");

@@ -229,3 +229,25 @@ pub async fn raw_get(addr: SocketAddr, path: &str) -> String {
     stream.read_to_string(&mut raw).await.expect("read");
     raw
 }
+
+/// Serves the built-in `echo` backend (backend and endpoint both named `name`) on `route`,
+/// allowing `methods`.
+pub async fn serve_echo(serve: &Serve, name: &str, route: &str, methods: &[http::Method]) {
+    let echo = ferroserve::builtins()
+        .get("echo")
+        .cloned()
+        .expect("echo is built in");
+    serve
+        .create_backend(name, echo, ferroserve::BackendConfig::default())
+        .await
+        .expect("echo backend");
+    serve
+        .create_endpoint(
+            name,
+            ferroserve::EndpointConfig::backend(name)
+                .route(route)
+                .methods(methods.iter().cloned()),
+        )
+        .await
+        .expect("echo endpoint");
+}
