@@ -462,7 +462,7 @@ async fn a_pipeline_composes_endpoints_through_python_handles() {
         .body_json()
         .expect("json");
     assert_eq!(v["label"], "positive");
-    // A handle to a missing endpoint fails the call with a clear error.
+    // A failing handle call is a clear error naming the exception.
     let err = serve
         .get_handle("tokenizer")
         .expect("h")
@@ -473,6 +473,49 @@ async fn a_pipeline_composes_endpoints_through_python_handles() {
         err.to_string().contains("TypeError: tokenize wants a str"),
         "{err}"
     );
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn init_args_and_user_config_reach_python_replicas() {
+    let config = BackendConfig::default()
+        .num_replicas(2)
+        .init_args(json!({"model": "large"}))
+        .user_config(json!({"threshold": 0.5}));
+    let serve = with_python(
+        "cfg",
+        python("configurable:Thresholded"),
+        config.clone(),
+        &[Method::GET],
+    )
+    .await;
+    let handle = serve.get_handle("cfg").expect("handle");
+    for _ in 0..10 {
+        let v: Value = handle
+            .remote(())
+            .await
+            .expect("answer")
+            .body_json()
+            .expect("json");
+        assert_eq!(v, json!({"model": "large", "config": {"threshold": 0.5}}));
+    }
+    serve
+        .update_backend_config("cfg", config.user_config(json!({"threshold": 0.9})))
+        .await
+        .expect("reconfigured");
+    for _ in 0..10 {
+        let v: Value = handle
+            .remote(())
+            .await
+            .expect("answer")
+            .body_json()
+            .expect("json");
+        assert_eq!(
+            v["config"],
+            json!({"threshold": 0.9}),
+            "every replica reconfigured"
+        );
+    }
     serve.shutdown().await;
 }
 
