@@ -13,7 +13,7 @@ use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{Concurrency, base_url, client, serve, serve_echo, sleeper};
+use common::{base_url, client, serve, serve_echo, serve_sleeper};
 
 fn echo() -> BackendFactory {
     builtins().get("echo").cloned().expect("echo is built in")
@@ -345,15 +345,7 @@ async fn endpoints_without_a_route_are_not_on_http() {
 #[tokio::test]
 async fn shutdown_finishes_requests_in_flight() {
     let serve = serve().await;
-    let counter = Arc::new(Concurrency::default());
-    serve
-        .create_backend("slow", sleeper(&counter), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("slow", EndpointConfig::backend("slow").route("/slow"))
-        .await
-        .expect("endpoint");
+    let counter = serve_sleeper(&serve, BackendConfig::default()).await;
     let url = format!("{}/slow?ms=500", base_url(&serve));
     let addr = serve.local_addr().expect("addr");
     let in_flight = tokio::spawn(async move { client().get(url).send().await });

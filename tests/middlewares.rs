@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferroserve::{
@@ -12,7 +11,7 @@ use ferroserve::{
 use http::{HeaderValue, Method};
 use serde_json::Value;
 
-use common::{Concurrency, client, sleeper, spawn_cli};
+use common::{client, serve_sleeper, spawn_cli};
 
 const CORS_APP: &str = "\
 http:
@@ -170,18 +169,10 @@ async fn timeouts_answer_504_and_free_the_slot() {
     let mut options = HttpOptions::new("127.0.0.1", 0);
     options.middlewares = vec![Middleware::Timeout(Duration::from_millis(200))];
     let serve = Serve::start(options).await.expect("starts");
-    let counter = Arc::new(Concurrency::default());
     let config = BackendConfig::default()
         .max_concurrent_queries(1)
         .max_queued_requests(0);
-    serve
-        .create_backend("slow", sleeper(&counter), config)
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("slow", EndpointConfig::backend("slow").route("/slow"))
-        .await
-        .expect("endpoint");
+    let counter = serve_sleeper(&serve, config).await;
     let base = format!("http://{}", serve.local_addr().expect("addr"));
     let started = Instant::now();
     let r = client()

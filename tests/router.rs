@@ -4,14 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferroserve::{BackendConfig, EndpointConfig, ErrorKind, ServeError, Traffic, builtins};
 use http::StatusCode;
 use serde_json::Value;
 
-use common::{Concurrency, base_url, client, serve, sleeper};
+use common::{base_url, client, serve, serve_sleeper};
 
 #[tokio::test]
 async fn traffic_follows_the_weights() {
@@ -78,18 +77,10 @@ async fn traffic_follows_the_weights() {
 #[tokio::test]
 async fn replicas_share_the_load_and_never_exceed_the_cap() {
     let serve = serve().await;
-    let counter = Arc::new(Concurrency::default());
     let config = BackendConfig::default()
         .num_replicas(3)
         .max_concurrent_queries(2);
-    serve
-        .create_backend("slow", sleeper(&counter), config)
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("slow", EndpointConfig::backend("slow").route("/slow"))
-        .await
-        .expect("endpoint");
+    let counter = serve_sleeper(&serve, config).await;
     let url = format!("{}/slow?ms=50", base_url(&serve));
     let http = client();
     let calls: Vec<_> = (0..30)
@@ -120,18 +111,10 @@ async fn replicas_share_the_load_and_never_exceed_the_cap() {
 #[tokio::test]
 async fn overload_sheds_with_503_and_retry_after() {
     let serve = serve().await;
-    let counter = Arc::new(Concurrency::default());
     let config = BackendConfig::default()
         .max_concurrent_queries(1)
         .max_queued_requests(2);
-    serve
-        .create_backend("slow", sleeper(&counter), config)
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("slow", EndpointConfig::backend("slow").route("/slow"))
-        .await
-        .expect("endpoint");
+    let counter = serve_sleeper(&serve, config).await;
     let url = format!("{}/slow?ms=400", base_url(&serve));
     let http = client();
     // One runs, two wait: the queue is full.
@@ -176,18 +159,10 @@ async fn overload_sheds_with_503_and_retry_after() {
 #[tokio::test]
 async fn a_client_that_gives_up_frees_its_queue_place() {
     let serve = serve().await;
-    let counter = Arc::new(Concurrency::default());
     let config = BackendConfig::default()
         .max_concurrent_queries(1)
         .max_queued_requests(1);
-    serve
-        .create_backend("slow", sleeper(&counter), config)
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("slow", EndpointConfig::backend("slow").route("/slow"))
-        .await
-        .expect("endpoint");
+    serve_sleeper(&serve, config).await;
     let url = format!("{}/slow?ms=300", base_url(&serve));
     let running = tokio::spawn(client().get(url.clone()).send());
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -251,3 +251,20 @@ pub async fn serve_echo(serve: &Serve, name: &str, route: &str, methods: &[http:
         .await
         .expect("echo endpoint");
 }
+
+/// Serves a [`Sleeper`] backend as endpoint `slow` on `/slow`; returns its counter.
+pub async fn serve_sleeper(serve: &Serve, config: ferroserve::BackendConfig) -> Arc<Concurrency> {
+    let counter = Arc::new(Concurrency::default());
+    serve
+        .create_backend("slow", sleeper(&counter), config)
+        .await
+        .expect("sleeper backend");
+    serve
+        .create_endpoint(
+            "slow",
+            ferroserve::EndpointConfig::backend("slow").route("/slow"),
+        )
+        .await
+        .expect("sleeper endpoint");
+    counter
+}
