@@ -172,7 +172,7 @@ async fn timeouts_answer_504_and_free_the_slot() {
     let config = BackendConfig::default()
         .max_concurrent_queries(1)
         .max_queued_requests(0);
-    let counter = serve_sleeper(&serve, config).await;
+    serve_sleeper(&serve, config).await;
     let base = format!("http://{}", serve.local_addr().expect("addr"));
     let started = Instant::now();
     let r = client()
