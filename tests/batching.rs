@@ -44,6 +44,10 @@ impl Backend for Doubler {
         if numbers.contains(&-1) {
             return Err(BackendError::msg("negative input in batch"));
         }
+        if numbers.contains(&-3) {
+            return Err(BackendError::msg("out of range")
+                .with_status(http::StatusCode::UNPROCESSABLE_ENTITY));
+        }
         if numbers.contains(&-2) {
             // A wrong-length answer fails the whole batch.
             return Ok(vec![Response::from("only one")]);
@@ -175,6 +179,28 @@ async fn zero_timeout_runs_what_is_queued_now() {
         "10"
     );
     assert!(started.elapsed() < Duration::from_millis(50));
+    serve.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_caller_of_a_failed_batch_gets_the_users_status_and_one_prefix() {
+    let config = BackendConfig::default()
+        .max_batch_size(3)
+        .batch_wait_timeout_ms(300);
+    let (serve, _sizes) = doubler(config).await;
+    let http = client();
+    let url = format!("{}/double", base_url(&serve));
+    let answers = join_all(["1", "-3", "2"].map(|n| http.post(&url).body(n).send())).await;
+    for answer in answers {
+        let r = answer.expect("an answer");
+        assert_eq!(r.status(), 422);
+        let body = r.text().await.expect("body");
+        assert!(
+            body.starts_with("backend `doubler` (replica `doubler#1`) failed: batch method `__call__` failed for a batch of 3: out of range"),
+            "{body}"
+        );
+        assert_eq!(body.matches("failed:").count(), 1, "{body}");
+    }
     serve.shutdown().await;
 }
 

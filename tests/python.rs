@@ -411,6 +411,41 @@ async fn batch_methods_get_lists() {
 }
 
 #[tokio::test]
+async fn a_worker_dying_in_a_batch_fails_each_caller_with_502() {
+    let config = BackendConfig::default()
+        .max_batch_size(3)
+        .batch_wait_timeout_ms(300);
+    let serve = with_python(
+        "doubler",
+        python("batched:Doubler"),
+        config,
+        &[Method::POST],
+    )
+    .await;
+    let http = client();
+    let url = format!("{}/doubler", base_url(&serve));
+    let answers = join_all((0..3).map(|i| {
+        http.post(&url)
+            .header("X-SERVE-CALL-METHOD", "crash")
+            .body(i.to_string())
+            .send()
+    }))
+    .await;
+    for answer in answers {
+        let r = answer.expect("an answer, not a hang");
+        assert_eq!(r.status(), 502);
+        let body = r.text().await.expect("body");
+        assert!(
+            body.starts_with(
+                "backend `doubler` (replica `doubler#1`) died: its worker process died"
+            ),
+            "{body}"
+        );
+    }
+    serve.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_pipeline_composes_endpoints_through_python_handles() {
     let serve = serve().await;
     for (name, target, init_args) in [

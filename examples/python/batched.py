@@ -1,5 +1,7 @@
 """A batch method: it gets a list of requests and returns a list of answers, in order."""
 
+import os
+
 from ferroserve import accept_batch
 
 
@@ -17,3 +19,7 @@ class Doubler:
 
     def sizes(self, request):
         return self.batch_sizes
+
+    @accept_batch
+    def crash(self, requests):
+        os._exit(3)

@@ -1,8 +1,7 @@
-//! Conversion between the wire and Ferroserve: HTTP requests in, responses and errors out — every failure becomes a response here and only here.
+//! Conversion between the wire and Ferroserve: HTTP requests in, responses out (errors through `ServeError::to_http`).
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use http_body_util::Full;
 
 use std::borrow::Cow;
@@ -13,31 +12,6 @@ use crate::response::{Response, ResponseBody};
 
 /// The body type of every response the proxy writes.
 pub(crate) type PlainBody = Full<Bytes>;
-
-const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-
-/// A plain-text response.
-pub(crate) fn text(status: StatusCode, message: String) -> http::Response<PlainBody> {
-    let mut response = http::Response::new(Full::new(Bytes::from(message)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, TEXT_PLAIN);
-    response
-}
-
-/// The response for an error: its status, its message, and `Retry-After` when overloaded.
-pub(crate) fn error(error: &ServeError) -> http::Response<PlainBody> {
-    let status = error.status();
-    if status.is_server_error() {
-        tracing::warn!(%status, "{error}");
-    }
-    let mut response = text(status, format!("{error}\n"));
-    if let Some(after) = error.retry_after() {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
-    }
-    response
-}
 
 /// The request a replica sees, from the HTTP request's parts and its collected body.
 pub(crate) fn into_request(
@@ -90,32 +64,23 @@ pub(crate) fn into_http(result: Result<Response, ServeError>) -> http::Response<
                     *response.headers_mut() = headers;
                     response
                 }
-                ResponseBody::Value(_) => self::error(&ServeError::Internal(
+                ResponseBody::Value(_) => ServeError::Internal(
                     "the backend answered with a Rust value, which cannot be sent over HTTP; \
                      answer with text, bytes or JSON"
                         .to_owned(),
-                )),
+                )
+                .to_http(),
             }
         }
-        Err(e) => error(&e),
+        Err(e) => e.to_http(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::RETRY_AFTER as AFTER;
-
-    #[test]
-    fn overload_answers_503_with_retry_after() {
-        let r = error(&ServeError::Overloaded {
-            backend: "b".into(),
-            queued: 10,
-            retry_after: AFTER,
-        });
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(r.headers()[RETRY_AFTER], "1");
-    }
+    use http::StatusCode;
+    use http::header::CONTENT_TYPE;
 
     #[test]
     fn unusual_status_codes_pass_through() {

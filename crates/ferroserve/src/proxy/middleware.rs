@@ -111,10 +111,9 @@ struct Answering<S> {
 }
 
 fn failure(error: &dyn std::fmt::Display) -> http::Response<ProxyBody> {
-    super::convert::error(&ServeError::Internal(format!(
-        "a middleware failed: {error}"
-    )))
-    .into_proxy()
+    ServeError::Internal(format!("a middleware failed: {error}"))
+        .to_http()
+        .into_proxy()
 }
 
 impl<S> Service<http::Request<ProxyBody>> for Answering<S>

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -30,7 +30,7 @@ use tower::ServiceExt;
 
 use crate::config::{HttpOptions, RESERVED_PREFIX};
 use crate::controller::SnapshotCell;
-use crate::error::ServeError;
+use crate::error::{ServeError, text_response};
 use crate::router;
 use convert::PlainBody;
 use middleware::ProxyService;
@@ -194,23 +194,15 @@ where
     }
     let snapshot = cell.load_full();
     let Some(endpoint) = snapshot.routes.lookup(path) else {
-        return convert::text(
-            StatusCode::NOT_FOUND,
-            format!("no endpoint serves path `{path}`; GET /-/routes lists the routes served\n"),
-        );
+        return ServeError::RouteNotFound(path.to_owned()).to_http();
     };
     if !endpoint.allows(req.method()) {
-        let mut response = convert::text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!(
-                "endpoint `{}` allows {}, not {}\n",
-                endpoint.name,
-                endpoint.allow.to_str().unwrap_or_default(),
-                req.method()
-            ),
-        );
-        response.headers_mut().insert(ALLOW, endpoint.allow.clone());
-        return response;
+        return ServeError::MethodNotAllowed {
+            target: format!("endpoint `{}`", endpoint.name),
+            allow: endpoint.allow.to_str().unwrap_or_default().to_owned(),
+            method: Some(req.method().to_string()),
+        }
+        .to_http();
     }
     let (parts, body) = req.into_parts();
     let body = if body.is_end_stream() {
@@ -220,23 +212,18 @@ where
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
                 let e = middleware::box_error(e);
-                if e.is::<http_body_util::LengthLimitError>() {
-                    return convert::text(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "the request body is larger than the body_limit middleware allows: {e}\n"
-                        ),
-                    );
+                return if e.is::<http_body_util::LengthLimitError>() {
+                    ServeError::PayloadTooLarge(e.to_string())
+                } else {
+                    ServeError::BadRequest(format!("could not read the request body: {e}"))
                 }
-                return convert::error(&ServeError::BadRequest(format!(
-                    "could not read the request body: {e}"
-                )));
+                .to_http();
             }
         }
     };
     let request = match convert::into_request(parts, body) {
         Ok(request) => request,
-        Err(e) => return convert::error(&e),
+        Err(e) => return e.to_http(),
     };
     convert::into_http(router::call(cell, endpoint, request).await)
 }
@@ -251,20 +238,13 @@ fn admin(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<Pla
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        (&Method::GET, "/-/healthz") => convert::text(StatusCode::OK, "ok\n".to_owned()),
-        (_, "/-/routes" | "/-/healthz") => {
-            let mut response = convert::text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{path} allows GET\n"),
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET"));
-            response
+        (&Method::GET, "/-/healthz") => text_response(StatusCode::OK, "ok\n".to_owned()),
+        (_, "/-/routes" | "/-/healthz") => ServeError::MethodNotAllowed {
+            target: path.to_owned(),
+            allow: "GET".to_owned(),
+            method: None,
         }
-        _ => convert::text(
-            StatusCode::NOT_FOUND,
-            format!("`{path}` is not one of Ferroserve's routes (/-/routes, /-/healthz)\n"),
-        ),
+        .to_http(),
+        _ => ServeError::ReservedRouteNotFound(path.to_owned()).to_http(),
     }
 }

@@ -160,27 +160,49 @@ async fn run(
     }
 }
 
+/// Runs one batch call and answers each caller: its own response, or its own copy of the
+/// batch's error with the status that error carries (a dead worker's 502, a user's status).
 async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, names: &ReplicaName) {
-    let count = batch.len();
     let (requests, replies): (Vec<Request>, Vec<_>) =
         batch.into_iter().map(|i| (i.request, i.reply)).unzip();
-    let failure = |message: String| ServeError::Backend {
-        backend: names.backend.to_string(),
-        replica: names.replica.to_string(),
-        message,
-        status: None,
-    };
+    match call_batch(instance, method, requests, names).await {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// One batch call of user code: exactly one answer per request, or the error that fails them all.
+pub(crate) async fn call_batch(
+    instance: &dyn DynBackend,
+    method: &str,
+    requests: Vec<Request>,
+    names: &ReplicaName,
+) -> Result<Vec<Response>, ServeError> {
+    let count = requests.len();
     let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| instance.call_batch(requests)))
     {
         Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
         Err(payload) => Err(payload),
     };
-    let answers: Result<Vec<Response>, ServeError> = match outcome {
+    match outcome {
         Ok(Ok(answers)) if answers.len() == count => Ok(answers),
-        Ok(Ok(answers)) => Err(failure(format!(
-            "batch method `{method}` answered {} results for a batch of {count} requests",
-            answers.len()
-        ))),
+        Ok(Ok(answers)) => Err(ServeError::Backend {
+            backend: names.backend.to_string(),
+            replica: names.replica.to_string(),
+            message: format!(
+                "batch method `{method}` answered {} results for a batch of {count} requests",
+                answers.len()
+            ),
+            status: None,
+        }),
         Ok(Err(error)) => Err(names.failed(
             &error,
             &format!("batch method `{method}` failed for a batch of {count}: "),
@@ -189,35 +211,92 @@ async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, na
             &*payload,
             &format!("batch method `{method}` panicked for a batch of {count}: "),
         )),
-    };
-    match answers {
-        Ok(answers) => {
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(Ok(answer));
-            }
-        }
-        Err(error) => {
-            let message = error.to_string();
-            for reply in replies {
-                let copy = match &error {
-                    ServeError::Panicked {
-                        backend, replica, ..
-                    } => ServeError::Panicked {
-                        backend: backend.clone(),
-                        replica: replica.clone(),
-                        message: message.clone(),
-                    },
-                    _ => failure(message.clone()),
-                };
-                let _ = reply.send(Err(copy));
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Backend, Methods};
+    use crate::error::BackendError;
+    use http::StatusCode;
+
+    /// A batch backend failing every batch with the error its first request names.
+    struct Failing;
+
+    impl Backend for Failing {
+        async fn call(&self, _req: Request) -> Result<Response, BackendError> {
+            Ok(Response::from("alone"))
+        }
+
+        fn batch_methods(&self) -> Methods {
+            Methods::Any
+        }
+
+        async fn call_batch(&self, requests: Vec<Request>) -> Result<Vec<Response>, BackendError> {
+            match requests[0].text()?.as_str() {
+                "died" => Err(BackendError::replica_died(
+                    "its worker process died (signal 9)",
+                )),
+                "teapot" => {
+                    Err(BackendError::msg("no coffee").with_status(StatusCode::IM_A_TEAPOT))
+                }
+                "short" => Ok(vec![Response::from("one")]),
+                _ => Err(BackendError::msg("plain failure")),
+            }
+        }
+    }
+
+    /// Three callers sent together as one batch; each one's error.
+    async fn batch_errors(first: &str) -> Vec<ServeError> {
+        let names = ReplicaName {
+            backend: "b".into(),
+            replica: "b#1".into(),
+        };
+        let queue = BatchQueue::start(policy(3, 1000), Arc::new(Failing), names);
+        let calls = [first.to_owned(), "x".to_owned(), "y".to_owned()]
+            .map(|arg| queue.call(Request::from_arg(arg.into())));
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.expect_err("the batch fails"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_dead_worker_stays_502_for_every_caller() {
+        for error in batch_errors("died").await {
+            assert_eq!(error.status(), StatusCode::BAD_GATEWAY, "{error}");
+            assert_eq!(
+                error.to_string(),
+                "backend `b` (replica `b#1`) died: its worker process died (signal 9)"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_users_status_reaches_every_caller() {
+        for error in batch_errors("teapot").await {
+            assert_eq!(error.status(), StatusCode::IM_A_TEAPOT, "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_errors_are_prefixed_once() {
+        for error in batch_errors("plain").await {
+            assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(
+                error.to_string(),
+                "backend `b` (replica `b#1`) failed: batch method `__call__` failed for a batch of 3: plain failure"
+            );
+        }
+        for error in batch_errors("short").await {
+            assert_eq!(
+                error.to_string(),
+                "backend `b` (replica `b#1`) failed: batch method `__call__` answered 1 results for a batch of 3 requests"
+            );
+        }
+    }
 
     fn policy(max: usize, wait_ms: u64) -> BatchPolicy {
         BatchPolicy {

@@ -1,4 +1,8 @@
-//! Errors: what can go wrong serving a request, classified so the proxy maps each to one status code.
+//! Errors: what can go wrong serving a request, classified so that each maps to one status code.
+
+mod http_response;
+
+pub(crate) use http_response::text_response;
 
 use std::fmt;
 use std::time::Duration;
@@ -27,10 +31,30 @@ pub enum ErrorKind {
 
 /// Everything that can fail while serving or changing the served app.
 ///
-/// Each variant belongs to one [`ErrorKind`]; [`ServeError::status`] gives its HTTP status.
-#[derive(Debug, thiserror::Error)]
+/// Each variant belongs to one [`ErrorKind`]; [`ServeError::status`] gives its HTTP status,
+/// and [`ServeError::to_http`] the whole response: every error response is made there.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    /// No endpoint's route matches the request path.
+    #[error("no endpoint serves path `{0}`; GET /-/routes lists the routes served")]
+    RouteNotFound(String),
+    /// A path under `/-/` that is not one of Ferroserve's own routes.
+    #[error("`{0}` is not one of Ferroserve's routes (/-/routes, /-/healthz)")]
+    ReservedRouteNotFound(String),
+    /// The route does not allow the request's HTTP method.
+    #[error("{target} allows {allow}{}", method.as_deref().map(|m| format!(", not {m}")).unwrap_or_default())]
+    MethodNotAllowed {
+        /// What was asked: ``endpoint `name` `` or a path.
+        target: String,
+        /// The methods allowed, as the `Allow` header lists them.
+        allow: String,
+        /// The method that was refused, when worth naming.
+        method: Option<String>,
+    },
+    /// The request body is larger than the `body_limit` middleware allows.
+    #[error("the request body is larger than the body_limit middleware allows: {0}")]
+    PayloadTooLarge(String),
     /// No endpoint has this name.
     #[error("endpoint `{0}` does not exist")]
     EndpointNotFound(String),
@@ -127,10 +151,15 @@ impl ServeError {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::EndpointNotFound(_) | Self::BackendNotFound(_) | Self::MethodNotFound { .. } => {
-                ErrorKind::NotFound
-            }
-            Self::BadRequest(_) | Self::InvalidConfig { .. } => ErrorKind::Client,
+            Self::RouteNotFound(_)
+            | Self::ReservedRouteNotFound(_)
+            | Self::EndpointNotFound(_)
+            | Self::BackendNotFound(_)
+            | Self::MethodNotFound { .. } => ErrorKind::NotFound,
+            Self::MethodNotAllowed { .. }
+            | Self::PayloadTooLarge(_)
+            | Self::BadRequest(_)
+            | Self::InvalidConfig { .. } => ErrorKind::Client,
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Overloaded { .. } | Self::NoReplicas(_) | Self::ShuttingDown => {
                 ErrorKind::Overload
@@ -151,6 +180,8 @@ impl ServeError {
                 ..
             } => *status,
             Self::ReplicaDied { .. } => StatusCode::BAD_GATEWAY,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => match self.kind() {
                 ErrorKind::Client => StatusCode::BAD_REQUEST,
                 ErrorKind::NotFound => StatusCode::NOT_FOUND,
