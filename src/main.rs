@@ -50,8 +50,8 @@ fn main() -> ExitCode {
                 eprintln!(
                     "{}: ok ({} backends, {} endpoints)",
                     config.display(),
-                    app.backends.len(),
-                    app.endpoints.len()
+                    app.spec.backends.len(),
+                    app.spec.endpoints.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -100,7 +100,7 @@ async fn run(config: PathBuf, host: Option<String>, port: Option<u16>) -> anyhow
         println!("ferroserve listening on http://{addr}");
         tracing::info!(
             "serving {} endpoints from {} on http://{addr} (GET /-/routes lists them)",
-            app.endpoints.len(),
+            app.spec.endpoints.len(),
             config.display()
         );
     }

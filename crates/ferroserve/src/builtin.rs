@@ -203,6 +203,14 @@ mod tests {
         assert!(err.message().contains("1000"), "{err}");
     }
 
+    #[test]
+    fn the_config_knows_every_builtin_by_name() {
+        assert_eq!(
+            builtins().names().collect::<Vec<_>>(),
+            crate::config::BUILTIN_BACKENDS
+        );
+    }
+
     #[tokio::test]
     async fn echo_describes_a_handle_call() {
         let echo = Echo::new(&ctx(Value::Null));

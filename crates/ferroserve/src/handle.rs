@@ -3,113 +3,18 @@
 use std::borrow::Cow;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
 
-use crate::controller::SnapshotCell;
-use crate::error::ServeError;
-use crate::replica::panic_message;
-use crate::request::{Arg, DEFAULT_METHOD, HttpParts, Request};
+use crate::backend::EndpointCaller;
+use crate::error::{ServeError, panic_message};
+use crate::request::{Arg, CallOptions, Request};
 use crate::response::Response;
-use crate::router;
-
-/// Options of a handle call: the replica method to run and, to make the call HTTP-shaped,
-/// an HTTP method, headers and query parameters.
-///
-/// ```
-/// use ferroserve::CallOptions;
-/// use http::Method;
-/// let options = CallOptions::new()
-///     .method_name("other_method")
-///     .http_method(Method::POST)
-///     .header("x-user", "ada")
-///     .query_param("verbose", "1");
-/// # let _ = options;
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct CallOptions {
-    method_name: Option<Cow<'static, str>>,
-    shard_key: Option<Box<str>>,
-    http_method: Option<Method>,
-    headers: HeaderMap,
-    query: Vec<(String, String)>,
-}
-
-impl CallOptions {
-    /// No options: `__call__`, not HTTP-shaped.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Runs this replica method instead of `__call__`.
-    #[must_use]
-    pub fn method_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.method_name = Some(name.into());
-        self
-    }
-
-    /// Makes the choice of backend sticky for `key`, like the `X-SERVE-SHARD-KEY` header.
-    #[must_use]
-    pub fn shard_key(mut self, key: impl Into<Box<str>>) -> Self {
-        self.shard_key = Some(key.into());
-        self
-    }
-
-    /// Makes the call HTTP-shaped with this HTTP method.
-    #[must_use]
-    pub fn http_method(mut self, method: Method) -> Self {
-        self.http_method = Some(method);
-        self
-    }
-
-    /// Makes the call HTTP-shaped with this header (an invalid name or value is skipped
-    /// with a warning).
-    #[must_use]
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            (Ok(name), Ok(value)) => {
-                self.headers.append(name, value);
-            }
-            _ => tracing::warn!(header = name, "skipping an invalid header in CallOptions"),
-        }
-        self
-    }
-
-    /// Makes the call HTTP-shaped with this query parameter.
-    #[must_use]
-    pub fn query_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.query.push((name.into(), value.into()));
-        self
-    }
-
-    fn is_http(&self) -> bool {
-        self.http_method.is_some() || !self.headers.is_empty() || !self.query.is_empty()
-    }
-
-    fn http_parts(&self, route: Option<&str>) -> HttpParts {
-        let path = route.unwrap_or("/");
-        let uri = if self.query.is_empty() {
-            path.parse::<Uri>()
-        } else {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(&self.query)
-                .finish();
-            format!("{path}?{query}").parse::<Uri>()
-        };
-        HttpParts {
-            method: self.http_method.clone().unwrap_or(Method::GET),
-            uri: uri.unwrap_or_else(|_| Uri::from_static("/")),
-            headers: self.headers.clone(),
-        }
-    }
-}
+use crate::router::{self, SnapshotCell};
 
 /// A client for one endpoint, from code.
 ///
@@ -120,7 +25,7 @@ impl CallOptions {
 pub struct Handle {
     cell: Arc<SnapshotCell>,
     endpoint: Arc<str>,
-    options: CallOptions,
+    options: Arc<CallOptions>,
 }
 
 impl Handle {
@@ -128,7 +33,7 @@ impl Handle {
         Self {
             cell,
             endpoint: endpoint.into(),
-            options: CallOptions::default(),
+            options: Arc::default(),
         }
     }
 
@@ -140,52 +45,29 @@ impl Handle {
     /// A handle that runs replica method `name` instead of `__call__`.
     #[must_use]
     pub fn method(&self, name: impl Into<Cow<'static, str>>) -> Self {
-        let mut handle = self.clone();
-        handle.options.method_name = Some(name.into());
-        handle
+        self.options(CallOptions::clone(&self.options).method_name(name))
     }
 
     /// A handle with these call options.
     #[must_use]
     pub fn options(&self, options: CallOptions) -> Self {
-        let mut handle = self.clone();
-        handle.options = options;
-        handle
+        Self {
+            options: Arc::new(options),
+            ..self.clone()
+        }
     }
 
     /// Sends `arg` to the endpoint now and returns a reference to the answer.
     ///
     /// The request runs whether or not the reference is awaited, like a Ray `ObjectRef`.
     pub fn remote(&self, arg: impl Into<Arg>) -> ResponseRef {
-        let arg = arg.into();
-        let method = self
-            .options
-            .method_name
-            .clone()
-            .unwrap_or(Cow::Borrowed(DEFAULT_METHOD));
-        let http = self.options.is_http();
-        let cell = self.cell.clone();
-        let endpoint = self.endpoint.clone();
-        let options = http.then(|| self.options.clone());
-        let shard_key = self.options.shard_key.clone();
-        let call = async move {
-            let snapshot = cell.load_full();
-            let endpoint = snapshot
-                .endpoints
-                .get(&*endpoint)
-                .ok_or_else(|| ServeError::EndpointNotFound(endpoint.to_string()))?;
-            let mut req = Request::from_arg(arg);
-            req.set_method_name(method);
-            if let Some(key) = shard_key {
-                req = req.with_shard_key(key);
-            }
-            if let Some(options) = options
-                && req.http().is_none()
-            {
-                req = req.with_http(options.http_parts(endpoint.config.route.as_deref()));
-            }
-            router::call(&cell, endpoint, req).await
-        };
+        let req = Request::from_arg(arg.into());
+        let (cell, endpoint, options) = (
+            self.cell.clone(),
+            self.endpoint.clone(),
+            self.options.clone(),
+        );
+        let call = async move { call_endpoint(&cell, &endpoint, req, &options).await };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => ResponseRef::running(runtime.spawn(call)),
             Err(_) => ResponseRef::ready(Err(ServeError::Internal(
@@ -193,6 +75,49 @@ impl Handle {
                     .to_owned(),
             ))),
         }
+    }
+}
+
+/// Sends `req`, shaped by `options`, to `endpoint` through the router: what every handle
+/// call, from Rust or from a Python worker, comes down to.
+async fn call_endpoint(
+    cell: &SnapshotCell,
+    endpoint: &str,
+    req: Request,
+    options: &CallOptions,
+) -> Result<Response, ServeError> {
+    let snapshot = cell.load_full();
+    let endpoint = snapshot
+        .endpoints
+        .get(endpoint)
+        .ok_or_else(|| ServeError::EndpointNotFound(endpoint.to_owned()))?;
+    let req = options.apply(req, endpoint.config.route.as_deref());
+    router::call(cell, endpoint, req).await
+}
+
+/// The caller handed to replicas for the handle calls their code makes: it holds the cell
+/// weakly, so that a replica never keeps the snapshots that hold it alive.
+pub(crate) struct Caller(Weak<SnapshotCell>);
+
+impl Caller {
+    /// A caller reading `cell`.
+    pub(crate) fn new(cell: &Arc<SnapshotCell>) -> Arc<Self> {
+        Arc::new(Self(Arc::downgrade(cell)))
+    }
+}
+
+impl EndpointCaller for Caller {
+    fn call(
+        &self,
+        endpoint: &str,
+        req: Request,
+        options: CallOptions,
+    ) -> BoxFuture<'static, Result<Response, ServeError>> {
+        let (cell, endpoint) = (self.0.clone(), endpoint.to_owned());
+        Box::pin(async move {
+            let cell = cell.upgrade().ok_or(ServeError::ShuttingDown)?;
+            call_endpoint(&cell, &endpoint, req, &options).await
+        })
     }
 }
 

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 
-use crate::backend::{BackendFactory, ReplicaContext};
+use crate::backend::{BackendFactory, ReplicaContext, ReplicaEnv};
 use crate::error::ServeError;
-use crate::proxy::{RouteTable, convert};
-use crate::replica::Replica;
+use crate::proxy::convert;
+use crate::replica::{LocalReplica, Replica};
 use crate::request::Request;
 use crate::response::Response;
-use crate::router::{ReplicaSet, WaitQueue, WeightedChoice};
+use crate::router::{ReplicaSet, WaitQueue};
+use crate::snapshot::{RouteTable, WeightedChoice};
 
 /// A route table of endpoint indexes.
 pub struct Routes(RouteTable<usize>);
@@ -54,26 +55,22 @@ impl Replicas {
     /// `n` replicas, each running at most `max` requests.
     pub async fn new(n: usize, max: usize) -> Result<Self, ServeError> {
         let factory = BackendFactory::function(|_req| async { Ok(Response::static_text("ok")) });
-        let queue = Arc::new(WaitQueue::default());
-        let mut replicas = Vec::with_capacity(n);
+        let mut replicas: Vec<Arc<dyn Replica>> = Vec::with_capacity(n);
         for i in 0..n {
             let ctx = ReplicaContext {
                 backend: "bench".into(),
                 replica: format!("bench#{i}"),
                 init_args: serde_json::Value::Null,
             };
-            replicas.push(
-                Replica::start(
-                    ctx,
-                    &factory,
-                    &crate::config::BackendConfig::default(),
-                    queue.clone(),
-                    &crate::replica::ReplicaEnv::detached(),
-                )
-                .await?,
-            );
+            let config = crate::config::BackendConfig::default();
+            replicas
+                .push(LocalReplica::start(ctx, &factory, &config, &ReplicaEnv::detached()).await?);
         }
-        Ok(Self(ReplicaSet::new(replicas, max)))
+        Ok(Self(ReplicaSet::new(
+            replicas,
+            max,
+            Arc::new(WaitQueue::default()),
+        )))
     }
 
     /// Takes a slot by two choices and frees it; false when all are full.

@@ -23,33 +23,46 @@
 
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod backend;
-pub mod builtin;
-pub mod config;
-mod controller;
+// Layers, bottom up: a module imports only those above it in this list (see
+// docs/ARCHITECTURE.md; `module-cycles` checks it in CI).
+// Core types.
 pub mod error;
+mod fnv;
 mod form;
-mod handle;
-mod proxy;
-mod replica;
+pub mod layer;
 pub mod request;
 pub mod response;
+// Pure data: the app's configuration and desired state.
+pub mod config;
+// User code behind one seam.
+pub mod backend;
+pub mod builtin;
+// The read model.
+mod snapshot;
+// Replicas, and the request path over them.
+mod replica;
 mod router;
+// Ingress: HTTP and code.
+mod handle;
+mod proxy;
+// Desired state to running replicas.
+mod controller;
+// Everything together.
 mod serve;
 
 pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
 pub use builtin::builtins;
 pub use config::{
-    AppConfig, BackendConfig, BackendKind, BackendSpec, ConfigError, CorsOptions, CustomLayer,
-    EndpointConfig, EndpointSpec, HttpOptions, Middleware, PythonBackend, Traffic,
+    AppConfig, AppSpec, BackendConfig, BackendKind, BackendSpec, ConfigError, CorsOptions,
+    EndpointConfig, EndpointSpec, HttpOptions, Middleware, PythonBackend, RegisteredNames, Traffic,
 };
 pub use error::{BackendError, BodyError, ErrorKind, ServeError};
 pub use form::{Form, FormFile};
-pub use handle::{CallOptions, Handle, ResponseRef, wait};
-pub use proxy::middleware::{
-    BoxError, BoxRequestBody, IntoProxyResponse, ProxyBody, ProxyLayer, ProxyService,
+pub use handle::{Handle, ResponseRef, wait};
+pub use layer::{
+    BoxError, BoxRequestBody, CustomLayer, IntoProxyResponse, ProxyBody, ProxyLayer, ProxyService,
 };
-pub use request::{Arg, HttpParts, Origin, Request};
+pub use request::{Arg, CallOptions, HttpParts, Origin, Request};
 pub use response::Response;
 pub use serve::{Serve, shutdown_signal};
 

@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::Mutex;
+
 use crate::backend::{BackendFactory, Registry};
-use crate::builtin::builtins;
-use crate::config::{
-    AppConfig, BackendConfig, BackendKind, ConfigError, EndpointConfig, HttpOptions, Traffic,
-};
-use crate::controller::{Controller, SnapshotCell};
+use crate::config::{AppConfig, BackendConfig, ConfigError, EndpointConfig, HttpOptions, Traffic};
+use crate::controller::Controller;
 use crate::error::ServeError;
-use crate::handle::Handle;
+use crate::handle::{Caller, Handle};
 use crate::proxy::HttpServer;
+use crate::replica::factory_of;
+use crate::router::SnapshotCell;
 
 /// A running Ferroserve instance.
 ///
@@ -38,14 +39,18 @@ use crate::proxy::HttpServer;
 pub struct Serve {
     cell: Arc<SnapshotCell>,
     controller: Arc<Controller>,
-    http: Option<HttpServer>,
+    /// Taken by the first shutdown.
+    http: Mutex<Option<HttpServer>>,
+    local_addr: Option<SocketAddr>,
 }
 
 impl Serve {
     /// Starts Ferroserve with its HTTP proxy on `http.host:http.port` (port 0 picks one).
     pub async fn start(http: HttpOptions) -> Result<Self, ServeError> {
         let mut serve = Self::without_http();
-        serve.http = Some(HttpServer::start(&http, serve.cell.clone()).await?);
+        let server = HttpServer::start(&http, serve.cell.clone()).await?;
+        serve.local_addr = Some(server.local_addr());
+        serve.http = Mutex::new(Some(server));
         Ok(serve)
     }
 
@@ -53,15 +58,16 @@ impl Serve {
     pub fn without_http() -> Self {
         let cell = Arc::new(SnapshotCell::default());
         Self {
-            controller: Controller::new(cell.clone()),
+            controller: Controller::new(cell.clone(), Caller::new(&cell)),
             cell,
-            http: None,
+            http: Mutex::new(None),
+            local_addr: None,
         }
     }
 
     /// The address the HTTP proxy listens on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().map(HttpServer::local_addr)
+        self.local_addr
     }
 
     /// Adds a backend and starts its `num_replicas` replicas.
@@ -85,7 +91,7 @@ impl Serve {
 
     /// Removes a backend; refused while an endpoint uses it.
     pub async fn delete_backend(&self, name: &str) -> Result<(), ServeError> {
-        self.controller.delete_backend(name).await
+        self.controller.delete_backend(name)
     }
 
     /// Adds an endpoint.
@@ -94,17 +100,17 @@ impl Serve {
         name: &str,
         config: EndpointConfig,
     ) -> Result<(), ServeError> {
-        self.controller.create_endpoint(name, config).await
+        self.controller.create_endpoint(name, config)
     }
 
     /// Removes an endpoint.
     pub async fn delete_endpoint(&self, name: &str) -> Result<(), ServeError> {
-        self.controller.delete_endpoint(name).await
+        self.controller.delete_endpoint(name)
     }
 
     /// Changes an endpoint's traffic weights while it serves.
     pub async fn set_traffic(&self, endpoint: &str, traffic: Traffic) -> Result<(), ServeError> {
-        self.controller.set_traffic(endpoint, traffic).await
+        self.controller.set_traffic(endpoint, traffic)
     }
 
     /// Sends a copy of `proportion` (0 to 1) of `endpoint`'s requests to `backend` as well;
@@ -117,7 +123,6 @@ impl Serve {
     ) -> Result<(), ServeError> {
         self.controller
             .shadow_traffic(endpoint, backend, proportion)
-            .await
     }
 
     /// The backends served now, by name.
@@ -152,21 +157,15 @@ impl Serve {
     ///
     /// A failure names the file, the line and the key of what failed.
     pub async fn deploy(&self, app: &AppConfig, registry: &Registry) -> Result<(), ConfigError> {
-        let stock = builtins();
         let located = |line: usize, key: String, e: &ServeError| ConfigError {
             file: app.file.clone(),
             line,
             key,
             message: e.to_string(),
         };
-        for spec in &app.backends {
+        for spec in &app.spec.backends {
             let key = format!("backends.{}", spec.name);
-            let factory = match &spec.kind {
-                BackendKind::Builtin(name) => stock.get(name).cloned(),
-                BackendKind::Rust(name) => registry.get(name).cloned(),
-                BackendKind::Python(python) => Some(BackendFactory::python(python.clone())),
-            }
-            .ok_or_else(|| {
+            let factory = factory_of(&spec.kind, registry).ok_or_else(|| {
                 located(
                     spec.line,
                     key.clone(),
@@ -177,7 +176,7 @@ impl Serve {
                 .await
                 .map_err(|e| located(spec.line, key, &e))?;
         }
-        for spec in &app.endpoints {
+        for spec in &app.spec.endpoints {
             self.create_endpoint(&spec.name, spec.config.clone())
                 .await
                 .map_err(|e| located(spec.line, format!("endpoints.{}", spec.name), &e))?;
@@ -185,12 +184,19 @@ impl Serve {
         Ok(())
     }
 
-    /// Stops accepting connections, finishes the requests in flight, then stops every replica.
-    pub async fn shutdown(self) {
-        if let Some(http) = self.http {
+    /// Stops accepting connections, finishes the requests in flight, then stops every
+    /// replica. It does not wait for replicas still starting: they are stopped once up.
+    /// After it, changes fail with [`ServeError::ShuttingDown`].
+    pub async fn shutdown(&self) {
+        let http = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(http) = http {
             http.shutdown().await;
         }
-        self.controller.shutdown().await;
+        self.controller.shutdown();
     }
 }
 

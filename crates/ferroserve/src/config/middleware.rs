@@ -1,12 +1,10 @@
 //! HTTP middlewares: what `http.middlewares` in YAML (or `HttpOptions::middleware`) asks the proxy to wrap around every request.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::proxy::middleware::ProxyService;
+use crate::layer::CustomLayer;
 
 /// CORS options, as Starlette's `CORSMiddleware` takes them. `"*"` allows any value; with
 /// `allow_credentials` it answers with the request's own origin, method or headers instead,
@@ -34,16 +32,6 @@ pub struct CorsOptions {
     pub expose_headers: Vec<String>,
 }
 
-/// Wraps the proxy's service in a custom layer; see [`HttpOptions::layer`](crate::HttpOptions::layer).
-#[derive(Clone)]
-pub struct CustomLayer(pub(crate) Arc<dyn Fn(ProxyService) -> ProxyService + Send + Sync>);
-
-impl fmt::Debug for CustomLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CustomLayer")
-    }
-}
-
 /// One middleware around every HTTP request; the first in a list is the outermost.
 #[derive(Debug, Clone)]
 pub enum Middleware {
@@ -69,7 +57,7 @@ impl PartialEq for Middleware {
             (Self::Compression, Self::Compression) | (Self::RequestId, Self::RequestId) => true,
             (Self::Timeout(a), Self::Timeout(b)) => a == b,
             (Self::BodyLimit(a), Self::BodyLimit(b)) => a == b,
-            (Self::Custom(a), Self::Custom(b)) => Arc::ptr_eq(&a.0, &b.0),
+            (Self::Custom(a), Self::Custom(b)) => a.same_as(b),
             _ => false,
         }
     }

@@ -12,11 +12,11 @@ use serde_saphyr::Spanned;
 use super::MiddlewareFile;
 use super::keypath::key_path_at;
 use super::{
-    BackendConfig, DEFAULT_HOST, DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_NUM_REPLICAS, DEFAULT_PORT,
-    EndpointConfig, HttpOptions, Traffic, normalize_route, parse_method,
+    AppSpec, BackendConfig, BackendKind, BackendSpec, DEFAULT_HOST, DEFAULT_MAX_QUEUED_REQUESTS,
+    DEFAULT_NUM_REPLICAS, DEFAULT_PORT, EndpointConfig, EndpointSpec, HttpOptions, PythonBackend,
+    Traffic, normalize_route, parse_method,
 };
-use crate::backend::Registry;
-use crate::builtin::builtins;
+use super::{BUILTIN_BACKENDS, RegisteredNames};
 use crate::error::ServeError;
 
 /// A config error: the file, the line (1-based; 0 when unknown), the dotted key and what is wrong.
@@ -45,42 +45,6 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// How a backend's replicas are made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant)]
-pub enum BackendKind {
-    /// A stock backend of Ferroserve (`builtin: echo`).
-    Builtin(String),
-    /// A backend registered by the embedding program (`rust: NAME`).
-    Rust(String),
-    /// A Python class or function, one worker process per replica (`python: module:attr`).
-    Python(super::PythonBackend),
-}
-
-/// One backend of an app file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BackendSpec {
-    /// The backend's name.
-    pub name: String,
-    /// How its replicas are made.
-    pub kind: BackendKind,
-    /// How it is run.
-    pub config: BackendConfig,
-    /// The line of the app file it is defined on (0 when not from a file).
-    pub line: usize,
-}
-
-/// One endpoint of an app file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EndpointSpec {
-    /// The endpoint's name.
-    pub name: String,
-    /// Its route, methods and traffic.
-    pub config: EndpointConfig,
-    /// The line of the app file it is defined on (0 when not from a file).
-    pub line: usize,
-}
-
 /// A whole app: HTTP options, backends and endpoints, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppConfig {
@@ -88,10 +52,8 @@ pub struct AppConfig {
     pub file: String,
     /// Where the proxy listens.
     pub http: HttpOptions,
-    /// The backends, in file order.
-    pub backends: Vec<BackendSpec>,
-    /// The endpoints, in file order.
-    pub endpoints: Vec<EndpointSpec>,
+    /// The backends and endpoints, in file order.
+    pub spec: AppSpec,
 }
 
 #[derive(Deserialize)]
@@ -173,7 +135,10 @@ fn line_of<T>(spanned: &Spanned<T>) -> u32 {
 
 impl AppConfig {
     /// Reads and validates an app file; `rust: NAME` backends must be in `registry`.
-    pub fn load(path: impl AsRef<Path>, registry: &Registry) -> Result<Self, ConfigError> {
+    pub fn load(
+        path: impl AsRef<Path>,
+        registry: &dyn RegisteredNames,
+    ) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let file = path.display().to_string();
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -186,7 +151,11 @@ impl AppConfig {
     }
 
     /// Parses and validates YAML `source`; `file` names it in errors.
-    pub fn from_yaml(source: &str, file: &str, registry: &Registry) -> Result<Self, ConfigError> {
+    pub fn from_yaml(
+        source: &str,
+        file: &str,
+        registry: &dyn RegisteredNames,
+    ) -> Result<Self, ConfigError> {
         let base = Path::new(file)
             .parent()
             .map(Path::to_path_buf)
@@ -209,10 +178,9 @@ impl AppConfig {
             }
         }
 
-        let stock = builtins();
         let mut backends = Vec::with_capacity(parsed.backends.len());
         for (name, spec) in parsed.backends {
-            backends.push(backend_spec(&errors, &name, spec, &stock, registry)?);
+            backends.push(backend_spec(&errors, &name, spec, registry)?);
         }
 
         let mut endpoints: Vec<EndpointSpec> = Vec::with_capacity(parsed.endpoints.len());
@@ -224,8 +192,10 @@ impl AppConfig {
         Ok(Self {
             file: file.to_owned(),
             http,
-            backends,
-            endpoints,
+            spec: AppSpec {
+                backends,
+                endpoints,
+            },
         })
     }
 }
@@ -256,8 +226,7 @@ fn backend_spec(
     errors: &Errors<'_>,
     name: &Spanned<String>,
     spec: Spanned<BackendFile>,
-    stock: &Registry,
-    registry: &Registry,
+    registry: &dyn RegisteredNames,
 ) -> Result<BackendSpec, ConfigError> {
     let key = format!("backends.{}", name.value);
     let line = line_of(name);
@@ -291,8 +260,8 @@ fn backend_spec(
         );
     }
     let kind = if let Some(b) = spec.builtin {
-        if stock.get(&b.value).is_none() {
-            let known: Vec<&str> = stock.names().collect();
+        if !BUILTIN_BACKENDS.contains(&b.value.as_str()) {
+            let known = BUILTIN_BACKENDS;
             return errors.at(
                 line_of(&b),
                 format!("{key}.builtin"),
@@ -305,8 +274,8 @@ fn backend_spec(
         }
         BackendKind::Builtin(b.value)
     } else if let Some(r) = spec.rust {
-        if registry.get(&r.value).is_none() {
-            let known: Vec<&str> = registry.names().collect();
+        if !registry.is_registered(&r.value) {
+            let known = registry.registered();
             let known = if known.is_empty() {
                 "none (the stock binary registers none; use `builtin:` or `python:`)".to_owned()
             } else {
@@ -323,7 +292,7 @@ fn backend_spec(
         }
         BackendKind::Rust(r.value)
     } else if let Some(p) = spec.python {
-        let mut python = super::PythonBackend::new(p.value.clone());
+        let mut python = PythonBackend::new(p.value.clone());
         if let Err(message) = python.validate() {
             return errors.at(line_of(&p), format!("{key}.python"), message);
         }
@@ -535,8 +504,20 @@ mod tests {
     use super::*;
     use http::Method;
 
+    struct NoNames;
+
+    impl RegisteredNames for NoNames {
+        fn is_registered(&self, _name: &str) -> bool {
+            false
+        }
+
+        fn registered(&self) -> Vec<&str> {
+            Vec::new()
+        }
+    }
+
     fn load(source: &str) -> Result<AppConfig, ConfigError> {
-        AppConfig::from_yaml(source, "app.yaml", &Registry::new())
+        AppConfig::from_yaml(source, "app.yaml", &NoNames)
     }
 
     fn error(source: &str) -> ConfigError {
@@ -550,18 +531,20 @@ mod tests {
         )
         .expect("valid config");
         assert_eq!(app.http, HttpOptions::new("127.0.0.1", 9000));
-        assert_eq!(app.backends[0].config.num_replicas, 1);
+        assert_eq!(app.spec.backends[0].config.num_replicas, 1);
         assert_eq!(
-            app.backends[0].config.effective_max_concurrent_queries(),
+            app.spec.backends[0]
+                .config
+                .effective_max_concurrent_queries(),
             100
         );
-        assert_eq!(app.backends[0].config.user_config["a"][1], 2);
-        assert_eq!(app.backends[1].config.num_replicas, 3);
-        let api = &app.endpoints[0].config;
+        assert_eq!(app.spec.backends[0].config.user_config["a"][1], 2);
+        assert_eq!(app.spec.backends[1].config.num_replicas, 3);
+        let api = &app.spec.endpoints[0].config;
         assert_eq!(api.route.as_deref(), Some("/api"));
         assert_eq!(api.methods, [Method::GET, Method::POST]);
-        assert_eq!(app.endpoints[1].config.route, None);
-        assert_eq!(app.endpoints[1].config.methods, [Method::GET]);
+        assert_eq!(app.spec.endpoints[1].config.route, None);
+        assert_eq!(app.spec.endpoints[1].config.methods, [Method::GET]);
     }
 
     #[test]
@@ -653,13 +636,15 @@ mod tests {
             "backends:\n  a: {builtin: echo, max_batch_size: 8, batch_wait_timeout_ms: 5}\n  b: {builtin: echo}\nendpoints:\n  e:\n    backend: a\n    shadow: {b: 0.25}\n",
         )
         .expect("valid");
-        assert_eq!(app.backends[0].config.max_batch_size, Some(8));
-        assert_eq!(app.backends[0].config.batch_wait_timeout_ms, 5);
+        assert_eq!(app.spec.backends[0].config.max_batch_size, Some(8));
+        assert_eq!(app.spec.backends[0].config.batch_wait_timeout_ms, 5);
         assert_eq!(
-            app.backends[0].config.effective_max_concurrent_queries(),
+            app.spec.backends[0]
+                .config
+                .effective_max_concurrent_queries(),
             100
         );
-        assert_eq!(app.endpoints[0].config.shadow.get("b"), Some(&0.25));
+        assert_eq!(app.spec.endpoints[0].config.shadow.get("b"), Some(&0.25));
         let e = error(
             "backends:\n  a: {builtin: echo}\n  b: {builtin: echo}\nendpoints:\n  e:\n    backend: a\n    shadow:\n      b: 1.5\n",
         );
@@ -680,6 +665,6 @@ mod tests {
     #[test]
     fn an_empty_file_serves_nothing() {
         let app = load("# nothing yet\n").expect("empty config");
-        assert!(app.backends.is_empty() && app.endpoints.is_empty());
+        assert!(app.spec.backends.is_empty() && app.spec.endpoints.is_empty());
     }
 }

@@ -211,6 +211,15 @@ impl ServeError {
     }
 }
 
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 /// An error returned by user code in a backend.
 ///
 /// Any `std::error::Error` converts into it with `?`; [`BackendError::msg`] makes one from

@@ -2,10 +2,7 @@
 
 pub(crate) mod convert;
 mod informational;
-pub(crate) mod middleware;
-mod routes;
-
-pub(crate) use routes::RouteTable;
+mod middleware;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,11 +26,10 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use crate::config::{HttpOptions, RESERVED_PREFIX};
-use crate::controller::SnapshotCell;
 use crate::error::{ServeError, text_response};
-use crate::router;
+use crate::layer::{BoxError, ProxyBody, ProxyService, box_error};
+use crate::router::{self, SnapshotCell};
 use convert::PlainBody;
-use middleware::ProxyService;
 
 /// How long a graceful shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -157,14 +153,14 @@ struct Stacked {
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Stacked {
-    type Response = http::Response<middleware::ProxyBody>;
+    type Response = http::Response<ProxyBody>;
     type Error = Infallible;
-    type Future = crate::backend::BoxFuture<'static, Result<Self::Response, Infallible>>;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let pending = self.pending.clone();
-        let req = req.map(|body| body.map_err(middleware::box_error).boxed_unsync());
-        // `map`, not an async block: see `middleware::Answering::call`.
+        let req = req.map(|body| body.map_err(box_error).boxed_unsync());
+        // `map`, not an async block: see `Answering::call` in `crate::layer`.
         Box::pin(self.stack.clone().oneshot(req).map(move |result| {
             let Ok(response) = result;
             Ok(pending.prepare(response))
@@ -186,7 +182,7 @@ pub(crate) async fn handle<B>(
 ) -> http::Response<PlainBody>
 where
     B: http_body::Body<Data = bytes::Bytes>,
-    B::Error: Into<middleware::BoxError>,
+    B::Error: Into<BoxError>,
 {
     let path = req.uri().path();
     if path.starts_with(RESERVED_PREFIX) {
@@ -211,7 +207,7 @@ where
         match body.collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                let e = middleware::box_error(e);
+                let e = box_error(e);
                 return if e.is::<http_body_util::LengthLimitError>() {
                     ServeError::PayloadTooLarge(e.to_string())
                 } else {

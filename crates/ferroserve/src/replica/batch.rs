@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::ReplicaName;
 use crate::backend::DynBackend;
 use crate::error::ServeError;
-use crate::replica::ReplicaName;
 use crate::request::Request;
 use crate::response::Response;
 
@@ -180,7 +180,7 @@ async fn run_batch(instance: &dyn DynBackend, method: &str, batch: Vec<Item>, na
 }
 
 /// One batch call of user code: exactly one answer per request, or the error that fails them all.
-pub(crate) async fn call_batch(
+async fn call_batch(
     instance: &dyn DynBackend,
     method: &str,
     requests: Vec<Request>,

@@ -1,47 +1,83 @@
-//! Replicas: one running instance of a backend, its in-flight count, and how one request runs on it.
+//! Replicas as the router sees them: one trait (in-flight count, slots, call, health) and the kinds under it.
+//!
+//! Every local kind is a [`LocalReplica`] around a backend instance: in-process Rust, or a
+//! Python worker process (`python`). A replica on another machine will implement the same
+//! [`Replica`] trait, so traffic, batching and handles do not change. Batching happens
+//! inside a replica (its own batch queue gathers the calls of batch methods), so the trait
+//! needs no batch call: a remote replica batches on its own node.
 
 mod batch;
-mod python_runtime;
-mod worker;
+mod kind;
+mod local;
+mod python;
 
-pub(crate) use worker::{Death, ReplicaEnv};
+pub(crate) use kind::factory_of;
+pub(crate) use local::LocalReplica;
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
-use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 
-use crate::backend::{BackendFactory, BoxFuture, DynBackend, FactoryKind, Methods, ReplicaContext};
-use crate::config::BackendConfig;
-use crate::error::{BackendError, ServeError};
+use crate::error::{BackendError, ServeError, panic_message};
 use crate::request::Request;
 use crate::response::Response;
-use crate::router::WaitQueue;
 
-/// The in-flight count, alone on its cache line: both cores write it on every request, and
-/// the replica's other fields, read on every request, must not share the line (false
-/// sharing measured at a few percent of throughput with one replica).
+/// The in-flight count of a replica, alone on its cache line: both cores write it on every
+/// request, and the replica's other fields, read on every request, must not share the line
+/// (false sharing measured at a few percent of throughput with one replica).
 #[repr(align(64))]
-struct InFlight(AtomicUsize);
+#[derive(Default)]
+pub(crate) struct InFlight(AtomicUsize);
 
-/// One running instance of a backend.
-pub(crate) struct Replica {
-    /// Requests running on this replica now; never above the backend's `max_concurrent_queries`.
-    in_flight: InFlight,
-    /// The backend's wait queue, told when a slot frees.
-    queue: Arc<WaitQueue>,
-    name: ReplicaName,
-    methods: Methods,
-    batch_methods: Methods,
-    batches: Option<batch::BatchQueue>,
-    instance: Arc<dyn DynBackend>,
-}
+/// One running instance of a backend, as the router sees it.
+///
+/// The router reserves a slot ([`Replica::try_reserve`]) before it calls, and releases it
+/// when the call is over; a replica never runs more calls than the cap it is given.
+pub(crate) trait Replica: Send + Sync + 'static {
+    /// The replica's id, unique within its backend (`echo#2`).
+    fn id(&self) -> &str;
 
-/// A request started on a replica: alone, or queued for a batch.
-enum Started<'a> {
-    One(BoxFuture<'a, Result<Response, crate::error::BackendError>>),
-    Batch(BoxFuture<'a, Result<Response, ServeError>>),
+    /// Its in-flight count.
+    fn slots(&self) -> &InFlight;
+
+    /// Runs one request: alone, or through the replica's batch queue for a batch method.
+    /// User errors and panics become typed errors, never a crash.
+    fn call(&self, req: Request) -> ReplicaCall<'_>;
+
+    /// Hands the replica a new `user_config`.
+    fn reconfigure<'a>(
+        &'a self,
+        user_config: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), ServeError>>;
+
+    /// Whether it can serve.
+    fn check_health(&self) -> BoxFuture<'_, Result<(), ServeError>>;
+
+    /// Requests running now.
+    fn in_flight(&self) -> usize {
+        self.slots().0.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot if fewer than `max` requests run.
+    fn try_reserve(&self, max: usize) -> bool {
+        let count = &self.slots().0;
+        if count.fetch_add(1, Ordering::AcqRel) < max {
+            true
+        } else {
+            count.fetch_sub(1, Ordering::AcqRel);
+            false
+        }
+    }
+
+    /// Gives a slot back.
+    fn release(&self) {
+        self.slots().0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Names one replica in the errors its callers get.
@@ -84,264 +120,63 @@ impl ReplicaName {
     }
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
+/// The future of one [`Replica::call`]: a concrete type, so that the trait stays
+/// object-safe without boxing the call a second time on the hot path.
+pub(crate) struct ReplicaCall<'a>(CallState<'a>);
+
+enum CallState<'a> {
+    /// User code running in process; its error or panic is named when it ends.
+    User {
+        future: BoxFuture<'a, Result<Response, BackendError>>,
+        name: &'a ReplicaName,
+    },
+    /// A call whose errors are already typed (a batch queue, a remote replica).
+    Typed(BoxFuture<'a, Result<Response, ServeError>>),
+    /// Refused before it ran (boxed: errors are rare, and the future stays small).
+    Refused(Option<Box<ServeError>>),
 }
 
-impl Replica {
-    /// Makes the instance on a blocking thread and gives it `user_config`.
-    pub(crate) async fn start(
-        ctx: ReplicaContext,
-        factory: &BackendFactory,
-        config: &BackendConfig,
-        queue: Arc<WaitQueue>,
-        env: &ReplicaEnv,
-    ) -> Result<Arc<Self>, ServeError> {
-        let user_config = &config.user_config;
-        let backend: Arc<str> = ctx.backend.as_str().into();
-        let id: Arc<str> = ctx.replica.as_str().into();
-        let start_failed = {
-            let (backend, id) = (backend.clone(), id.clone());
-            move |message: String| ServeError::StartFailed {
-                backend: backend.to_string(),
-                message: format!("replica `{id}`: {message}"),
+impl<'a> ReplicaCall<'a> {
+    /// Runs user code `future`; its errors and panics are reported as `name`'s.
+    pub(crate) fn user(
+        future: BoxFuture<'a, Result<Response, BackendError>>,
+        name: &'a ReplicaName,
+    ) -> Self {
+        Self(CallState::User { future, name })
+    }
+
+    /// A future whose errors are already typed.
+    pub(crate) fn typed(future: BoxFuture<'a, Result<Response, ServeError>>) -> Self {
+        Self(CallState::Typed(future))
+    }
+
+    /// A call refused with `error`.
+    pub(crate) fn refused(error: ServeError) -> Self {
+        Self(CallState::Refused(Some(Box::new(error))))
+    }
+}
+
+impl Future for ReplicaCall<'_> {
+    type Output = Result<Response, ServeError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            CallState::User { future, name } => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(Ok(response))) => Poll::Ready(Ok(response)),
+                    Ok(Poll::Ready(Err(error))) => Poll::Ready(Err(name.failed(&error, ""))),
+                    Err(payload) => Poll::Ready(Err(name.panicked(&*payload, ""))),
+                }
             }
-        };
-        let (instance, configured) = match factory.kind() {
-            FactoryKind::Rust(make) => {
-                let make = make.clone();
-                let instance = tokio::task::spawn_blocking(move || make(&ctx))
-                    .await
-                    .map_err(|e| match e.try_into_panic() {
-                        Ok(payload) => start_failed(format!(
-                            "the factory panicked: {}",
-                            panic_message(&*payload)
-                        )),
-                        Err(e) => start_failed(e.to_string()),
-                    })?
-                    .map_err(|e| start_failed(e.to_string()))?;
-                (instance, false)
-            }
-            // A worker gets its user_config with its INIT.
-            FactoryKind::Python(spec) => (
-                worker::WorkerBackend::start(spec, &ctx, config, env)
-                    .await
-                    .map_err(&start_failed)?,
-                true,
-            ),
-        };
-        let batch_methods = instance.batch_methods();
-        let batches = (batch_methods != Methods::Only(Vec::new())).then(|| {
-            let policy = batch::BatchPolicy {
-                max_batch_size: config.max_batch_size.unwrap_or(1),
-                wait: std::time::Duration::from_millis(config.batch_wait_timeout_ms),
-            };
-            batch::BatchQueue::start(
-                policy,
-                instance.clone(),
-                ReplicaName {
-                    backend: backend.clone(),
-                    replica: id.clone(),
-                },
-            )
-        });
-        let replica = Arc::new(Self {
-            in_flight: InFlight(AtomicUsize::new(0)),
-            queue,
-            methods: instance.methods(),
-            batch_methods,
-            batches,
-            name: ReplicaName {
-                backend,
-                replica: id,
-            },
-            instance,
-        });
-        if !user_config.is_null() && !configured {
-            replica
-                .reconfigure(user_config)
-                .await
-                .map_err(|e| start_failed(e.to_string()))?;
-        }
-        Ok(replica)
-    }
-
-    /// The replica's id, unique within its backend.
-    pub(crate) fn id(&self) -> &str {
-        &self.name.replica
-    }
-
-    /// Requests running now.
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.0.load(Ordering::Relaxed)
-    }
-
-    /// Takes a slot if fewer than `max` requests run.
-    pub(crate) fn try_reserve(&self, max: usize) -> bool {
-        if self.in_flight.0.fetch_add(1, Ordering::AcqRel) < max {
-            true
-        } else {
-            self.in_flight.0.fetch_sub(1, Ordering::AcqRel);
-            false
-        }
-    }
-
-    /// Gives a slot back and wakes one queued request.
-    pub(crate) fn release(&self) {
-        self.in_flight.0.fetch_sub(1, Ordering::AcqRel);
-        self.queue.released();
-    }
-
-    /// Runs one request; user errors and panics become typed errors, never a crash.
-    pub(crate) fn call(
-        &self,
-        req: Request,
-    ) -> impl Future<Output = Result<Response, ServeError>> + '_ {
-        // Start the user future before the first await, boxed, so the future returned here
-        // holds a pointer rather than the request: the proxy's per-request future stays small
-        // (see docs/BENCHMARKS.md).
-        let method = req.method_name();
-        let started = match &self.batches {
-            Some(batches) if self.batch_methods.contains(method) => {
-                Ok(Started::Batch(Box::pin(batches.call(req))))
-            }
-            _ if self.methods.contains(method) => {
-                std::panic::catch_unwind(AssertUnwindSafe(|| self.instance.call(req)))
-                    .map(Started::One)
-                    .map_err(|payload| self.name.panicked(&*payload, ""))
-            }
-            _ => Err(ServeError::MethodNotFound {
-                backend: self.name.backend.to_string(),
-                method: method.to_owned(),
-            }),
-        };
-        async move {
-            let one = match started? {
-                Started::One(one) => one,
-                Started::Batch(batch) => return batch.await,
-            };
-            match AssertUnwindSafe(one).catch_unwind().await {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(error)) => Err(self.name.failed(&error, "")),
-                Err(payload) => Err(self.name.panicked(&*payload, "")),
-            }
-        }
-    }
-
-    /// Gives the replica a new `user_config`.
-    pub(crate) async fn reconfigure(
-        &self,
-        user_config: &serde_json::Value,
-    ) -> Result<(), ServeError> {
-        match AssertUnwindSafe(self.instance.reconfigure(user_config))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(ServeError::Backend {
-                backend: self.name.backend.to_string(),
-                replica: self.name.replica.to_string(),
-                status: None,
-                message: format!("reconfigure failed: {error}"),
-            }),
-            Err(payload) => Err(ServeError::Panicked {
-                backend: self.name.backend.to_string(),
-                replica: self.name.replica.to_string(),
-                message: format!("reconfigure panicked: {}", panic_message(&*payload)),
-            }),
+            CallState::Typed(future) => future.as_mut().poll(cx),
+            CallState::Refused(error) => Poll::Ready(Err(error.take().map_or_else(
+                || ServeError::Internal("a replica call polled after it ended".to_owned()),
+                |e| *e,
+            ))),
         }
     }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::request::Arg;
-    use crate::response::Response;
-
-    /// A replica of a backend answering "ok", for router tests.
-    pub(crate) async fn ok_replica(id: &str, queue: Arc<WaitQueue>) -> Arc<Replica> {
-        let factory = BackendFactory::function(|_req| async { Ok(Response::from("ok")) });
-        let ctx = ReplicaContext {
-            backend: "b".into(),
-            replica: id.into(),
-            init_args: serde_json::Value::Null,
-        };
-        Replica::start(
-            ctx,
-            &factory,
-            &BackendConfig::default(),
-            queue,
-            &ReplicaEnv::detached(),
-        )
-        .await
-        .expect("replica starts")
-    }
-
-    #[tokio::test]
-    async fn panics_become_errors_and_the_replica_keeps_serving() {
-        let factory = BackendFactory::function(|req: Request| async move {
-            if req.method_name() == "__call__" && req.text()? == "boom" {
-                panic!("user code exploded");
-            }
-            Ok(Response::from("fine"))
-        });
-        let ctx = ReplicaContext {
-            backend: "b".into(),
-            replica: "b#1".into(),
-            init_args: serde_json::Value::Null,
-        };
-        let replica = Replica::start(
-            ctx,
-            &factory,
-            &BackendConfig::default(),
-            Arc::new(WaitQueue::default()),
-            &ReplicaEnv::detached(),
-        )
-        .await
-        .expect("starts");
-        let err = replica
-            .call(Request::from_arg(Arg::from("boom")))
-            .await
-            .expect_err("panics");
-        assert!(err.to_string().contains("user code exploded"), "{err}");
-        let ok = replica
-            .call(Request::from_arg(Arg::from("x")))
-            .await
-            .expect("still serves");
-        assert_eq!(ok.body_text().expect("text"), "fine");
-        let err = replica
-            .call(Request::from_arg(Arg::from("x")).with_method_name("nope"))
-            .await
-            .expect_err("unknown method");
-        assert_eq!(err.to_string(), "backend `b` has no method `nope`");
-    }
-
-    #[tokio::test]
-    async fn a_panicking_factory_fails_the_start() {
-        let factory = BackendFactory::new(|_ctx| -> Result<crate::builtin::Echo, _> {
-            panic!("no model file")
-        });
-        let ctx = ReplicaContext {
-            backend: "b".into(),
-            replica: "b#1".into(),
-            init_args: serde_json::Value::Null,
-        };
-        let err = Replica::start(
-            ctx,
-            &factory,
-            &BackendConfig::default(),
-            Arc::new(WaitQueue::default()),
-            &ReplicaEnv::detached(),
-        )
-        .await
-        .err()
-        .expect("start fails");
-        assert!(err.to_string().contains("no model file"), "{err}");
-    }
-}
+pub(crate) use local::tests;

@@ -2,16 +2,24 @@
 
 mod queue;
 mod replica_set;
-mod traffic;
 
 pub(crate) use queue::WaitQueue;
 pub(crate) use replica_set::{ReplicaSet, Slot};
-pub(crate) use traffic::WeightedChoice;
 
-use crate::controller::{BackendState, EndpointState, SnapshotCell};
 use crate::error::ServeError;
+use crate::fnv::fnv1a;
 use crate::request::Request;
 use crate::response::Response;
+use crate::snapshot;
+
+/// The snapshot the request path reads: each backend's replicas as a [`ReplicaSet`].
+pub(crate) type Snapshot = snapshot::Snapshot<ReplicaSet>;
+/// The cell the controller publishes [`Snapshot`]s to.
+pub(crate) type SnapshotCell = snapshot::SnapshotCell<ReplicaSet>;
+/// One endpoint of a [`Snapshot`].
+pub(crate) type EndpointState = snapshot::EndpointState<ReplicaSet>;
+/// One backend of a [`Snapshot`].
+pub(crate) type BackendState = snapshot::BackendState<ReplicaSet>;
 
 /// Runs `req` on `endpoint`: picks a backend by weight, a replica by two choices, waits in
 /// the bounded queue when every replica is full, and runs the request there.
@@ -28,7 +36,7 @@ pub(crate) async fn call(
         send_shadow_copies(endpoint, &req);
     }
     let slot = match backend.replicas.try_acquire() {
-        Some(slot) if !backend.queue.has_waiters() => slot,
+        Some(slot) if !backend.replicas.queue().has_waiters() => slot,
         // The queue path is boxed so that the common path's future stays small.
         fast => {
             drop(fast);
@@ -40,9 +48,7 @@ pub(crate) async fn call(
 
 /// A point in [0, 1) fixed by `key` (64-bit FNV-1a): the same key, the same backend.
 fn shard_point(key: &str) -> f64 {
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = fnv1a(key.bytes());
     // The top 53 bits, as a fraction.
     #[allow(clippy::cast_precision_loss)]
     let point = (hash >> 11) as f64 / (1u64 << 53) as f64;
@@ -90,7 +96,8 @@ async fn wait_for_slot(
     }
     let name = &backend.name;
     backend
-        .queue
+        .replicas
+        .queue()
         .wait(backend.config.max_queued_requests, name, || {
             // The replica set may have changed while we waited: use the newest one.
             let snapshot = cell.load();

@@ -4,13 +4,16 @@ use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use super::WaitQueue;
 use crate::replica::Replica;
 
 /// A held replica slot: the request runs on the replica it derefs to; dropping it frees
-/// the slot. On the fast path it borrows the replica from the request's snapshot, which
-/// saves a reference-count round trip that both cores would contend on.
+/// the slot and wakes one queued request. On the fast path it borrows the replica and the
+/// queue from the request's snapshot, which saves reference-count round trips that both
+/// cores would contend on.
 pub(crate) struct Slot<'a> {
-    replica: Option<Cow<'a, Arc<Replica>>>,
+    replica: Option<Cow<'a, Arc<dyn Replica>>>,
+    queue: Cow<'a, Arc<WaitQueue>>,
 }
 
 impl Slot<'_> {
@@ -18,17 +21,19 @@ impl Slot<'_> {
     pub(crate) fn into_owned(mut self) -> Slot<'static> {
         Slot {
             replica: self.replica.take().map(|r| Cow::Owned(r.into_owned())),
+            queue: Cow::Owned(Arc::clone(&self.queue)),
         }
     }
 }
 
 impl Deref for Slot<'_> {
-    type Target = Replica;
+    type Target = dyn Replica;
 
-    fn deref(&self) -> &Replica {
+    fn deref(&self) -> &dyn Replica {
         // Only `into_owned` empties it, and it consumes the slot.
         self.replica
             .as_deref()
+            .map(|replica| &**replica)
             .unwrap_or_else(|| unreachable!("a slot always holds its replica"))
     }
 }
@@ -37,37 +42,52 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(replica) = &self.replica {
             replica.release();
+            self.queue.released();
         }
     }
 }
 
-/// A slot on `replica` if it runs fewer than `max` requests.
-fn reserve(replica: &Arc<Replica>, max: usize) -> Option<Slot<'_>> {
-    // `then`, not `then_some`: a slot made eagerly would release on drop.
-    replica.try_reserve(max).then(|| Slot {
-        replica: Some(Cow::Borrowed(replica)),
-    })
-}
-
-/// The replicas of one backend as one snapshot publishes them.
+/// The replicas of one backend as one snapshot publishes them, and the backend's queue.
 pub(crate) struct ReplicaSet {
-    replicas: Box<[Arc<Replica>]>,
+    replicas: Box<[Arc<dyn Replica>]>,
     max_concurrent: usize,
+    /// Shared by every snapshot of this backend, so waiters survive a swap.
+    queue: Arc<WaitQueue>,
 }
 
 impl ReplicaSet {
-    /// These replicas, each running at most `max_concurrent` requests.
-    pub(crate) fn new(replicas: Vec<Arc<Replica>>, max_concurrent: usize) -> Self {
+    /// These replicas, each running at most `max_concurrent` requests; `queue` is where
+    /// requests wait when all are full.
+    pub(crate) fn new(
+        replicas: Vec<Arc<dyn Replica>>,
+        max_concurrent: usize,
+        queue: Arc<WaitQueue>,
+    ) -> Self {
         Self {
             replicas: replicas.into(),
             max_concurrent,
+            queue,
         }
     }
 
     /// The replicas.
     #[cfg(test)]
-    pub(crate) fn replicas(&self) -> &[Arc<Replica>] {
+    pub(crate) fn replicas(&self) -> &[Arc<dyn Replica>] {
         &self.replicas
+    }
+
+    /// Where requests wait for a slot.
+    pub(crate) fn queue(&self) -> &WaitQueue {
+        &self.queue
+    }
+
+    /// A slot on `replica` if it runs fewer than the cap.
+    fn reserve<'a>(&'a self, replica: &'a Arc<dyn Replica>) -> Option<Slot<'a>> {
+        // `then`, not `then_some`: a slot made eagerly would release on drop.
+        replica.try_reserve(self.max_concurrent).then(|| Slot {
+            replica: Some(Cow::Borrowed(replica)),
+            queue: Cow::Borrowed(&self.queue),
+        })
     }
 
     /// Whether there is no replica.
@@ -79,7 +99,7 @@ impl ReplicaSet {
     /// replica with room; `None` when every replica is full.
     pub(crate) fn try_acquire(&self) -> Option<Slot<'_>> {
         let n = self.replicas.len();
-        let slot = |r| reserve(r, self.max_concurrent);
+        let slot = |r| self.reserve(r);
         match n {
             0 => return None,
             1 => return slot(&self.replicas[0]),
@@ -107,15 +127,13 @@ impl ReplicaSet {
 mod tests {
     use super::*;
     use crate::replica::tests::ok_replica;
-    use crate::router::WaitQueue;
 
     async fn set(n: usize, max: usize) -> ReplicaSet {
-        let queue = Arc::new(WaitQueue::default());
-        let mut replicas = Vec::new();
+        let mut replicas: Vec<Arc<dyn Replica>> = Vec::new();
         for i in 0..n {
-            replicas.push(ok_replica(&format!("b#{i}"), queue.clone()).await);
+            replicas.push(ok_replica(&format!("b#{i}")).await);
         }
-        ReplicaSet::new(replicas, max)
+        ReplicaSet::new(replicas, max, Arc::new(WaitQueue::default()))
     }
 
     #[tokio::test]

@@ -1,17 +1,19 @@
-//! The Backend trait user code implements, the factories that make one instance per replica, and the registry of factories by name.
+//! The Backend trait user code implements, and the seam every backend kind plugs into: factories, the registry and what a replica gets from the server.
 
-use std::collections::BTreeMap;
-use std::fmt;
+mod env;
+mod factory;
+
+pub(crate) use env::{Death, EndpointCaller, ReplicaEnv};
+pub use factory::{BackendFactory, Registry, ReplicaContext};
+pub(crate) use factory::{Instance, Instantiate};
+
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 
 use crate::error::BackendError;
 use crate::request::{DEFAULT_METHOD, Request};
 use crate::response::Response;
-
-/// A boxed future, as the type-erased backend returns it.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Which methods a backend's replicas answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +83,12 @@ pub trait Backend: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// Whether the replica can serve: called by the controller's health checks. An error
+    /// marks the replica unhealthy, and it is replaced. The default is always healthy.
+    fn check_health(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        async { Ok(()) }
+    }
+
     /// The methods this backend answers; the default is `__call__` only.
     fn methods(&self) -> Methods {
         Methods::only([DEFAULT_METHOD])
@@ -116,6 +124,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         &'a self,
         user_config: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+    fn check_health(&self) -> BoxFuture<'_, Result<(), BackendError>>;
     fn methods(&self) -> Methods;
     fn batch_methods(&self) -> Methods;
     fn call_batch(
@@ -136,6 +145,10 @@ impl<B: Backend> DynBackend for B {
         Box::pin(Backend::reconfigure(self, user_config))
     }
 
+    fn check_health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        Box::pin(Backend::check_health(self))
+    }
+
     fn methods(&self) -> Methods {
         Backend::methods(self)
     }
@@ -149,138 +162,5 @@ impl<B: Backend> DynBackend for B {
         requests: Vec<Request>,
     ) -> BoxFuture<'_, Result<Vec<Response>, BackendError>> {
         Box::pin(Backend::call_batch(self, requests))
-    }
-}
-
-/// What a factory knows about the replica it makes.
-#[derive(Debug, Clone)]
-pub struct ReplicaContext {
-    /// The backend's name.
-    pub backend: String,
-    /// The replica's id, unique within the backend (e.g. `echo#2`).
-    pub replica: String,
-    /// The backend's `init_args` (`null` when not given).
-    pub init_args: serde_json::Value,
-}
-
-type MakeFn = dyn Fn(&ReplicaContext) -> Result<Arc<dyn DynBackend>, BackendError> + Send + Sync;
-
-/// Makes one backend instance per replica: a Rust instance in process, or a Python worker
-/// process.
-#[derive(Clone)]
-pub struct BackendFactory {
-    kind: FactoryKind,
-}
-
-#[derive(Clone)]
-pub(crate) enum FactoryKind {
-    Rust(Arc<MakeFn>),
-    Python(Arc<crate::config::PythonBackend>),
-}
-
-impl BackendFactory {
-    /// A factory from a function that makes an instance from the replica's context.
-    ///
-    /// It runs on a blocking thread, so it may load a model from disk.
-    pub fn new<B, F>(make: F) -> Self
-    where
-        B: Backend,
-        F: Fn(&ReplicaContext) -> Result<B, BackendError> + Send + Sync + 'static,
-    {
-        Self {
-            kind: FactoryKind::Rust(Arc::new(move |ctx| {
-                Ok(Arc::new(make(ctx)?) as Arc<dyn DynBackend>)
-            })),
-        }
-    }
-
-    /// A Python class or function, run in one worker process per replica.
-    ///
-    /// ```
-    /// use ferroserve::{BackendFactory, PythonBackend};
-    /// let factory = BackendFactory::python(PythonBackend::new("models:Classifier").working_dir("models/"));
-    /// # let _ = factory;
-    /// ```
-    pub fn python(backend: crate::config::PythonBackend) -> Self {
-        Self {
-            kind: FactoryKind::Python(Arc::new(backend)),
-        }
-    }
-
-    /// A stateless backend from an async function of the request (`__call__` only).
-    ///
-    /// ```
-    /// use ferroserve::{BackendFactory, Request, Response};
-    /// let hello = BackendFactory::function(|_req: Request| async { Ok(Response::from("hello")) });
-    /// # let _ = hello;
-    /// ```
-    pub fn function<F, Fut>(f: F) -> Self
-    where
-        F: Fn(Request) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Response, BackendError>> + Send + 'static,
-    {
-        let f = Arc::new(f);
-        Self::new(move |_ctx| Ok(FnBackend { f: f.clone() }))
-    }
-
-    pub(crate) fn kind(&self) -> &FactoryKind {
-        &self.kind
-    }
-}
-
-impl fmt::Debug for BackendFactory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BackendFactory")
-    }
-}
-
-struct FnBackend<F> {
-    f: Arc<F>,
-}
-
-impl<F, Fut> Backend for FnBackend<F>
-where
-    F: Fn(Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response, BackendError>> + Send + 'static,
-{
-    fn call(&self, req: Request) -> impl Future<Output = Result<Response, BackendError>> + Send {
-        (self.f)(req)
-    }
-}
-
-/// Backend factories by name: what `rust: NAME` (and `builtin: NAME`) in YAML refers to.
-///
-/// ```
-/// use ferroserve::{BackendFactory, Registry, Response};
-/// let mut registry = Registry::new();
-/// registry.register("hello", BackendFactory::function(|_req| async { Ok(Response::from("hi")) }));
-/// assert!(registry.get("hello").is_some());
-/// assert_eq!(registry.names().collect::<Vec<_>>(), ["hello"]);
-/// ```
-#[derive(Clone, Default, Debug)]
-pub struct Registry {
-    factories: BTreeMap<String, BackendFactory>,
-}
-
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers `factory` under `name`, replacing any earlier one.
-    pub fn register(&mut self, name: impl Into<String>, factory: BackendFactory) -> &mut Self {
-        self.factories.insert(name.into(), factory);
-        self
-    }
-
-    /// The factory registered under `name`.
-    pub fn get(&self, name: &str) -> Option<&BackendFactory> {
-        self.factories.get(name)
-    }
-
-    /// The registered names, sorted.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.factories.keys().map(String::as_str)
     }
 }

@@ -3,27 +3,29 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use crate::fnv::{fnv1a, fnv1a_from};
+
 /// The package's files, compiled into the binary.
 const FILES: [(&str, &str); 5] = [
     (
         "__init__.py",
-        include_str!("../../../../python/ferroserve/__init__.py"),
+        include_str!("../../../../../python/ferroserve/__init__.py"),
     ),
     (
         "_api.py",
-        include_str!("../../../../python/ferroserve/_api.py"),
+        include_str!("../../../../../python/ferroserve/_api.py"),
     ),
     (
         "_protocol.py",
-        include_str!("../../../../python/ferroserve/_protocol.py"),
+        include_str!("../../../../../python/ferroserve/_protocol.py"),
     ),
     (
         "_request.py",
-        include_str!("../../../../python/ferroserve/_request.py"),
+        include_str!("../../../../../python/ferroserve/_request.py"),
     ),
     (
         "_worker.py",
-        include_str!("../../../../python/ferroserve/_worker.py"),
+        include_str!("../../../../../python/ferroserve/_worker.py"),
     ),
 ];
 
@@ -36,13 +38,9 @@ pub(crate) fn import_dir() -> Result<PathBuf, String> {
 fn write_package() -> Result<PathBuf, String> {
     // One directory per version of the files, so binaries of different versions on one
     // machine never mix them; written atomically by renaming a fresh copy into place.
-    let digest = FILES
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, (name, text)| {
-            name.bytes().chain(text.bytes()).fold(hash, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            })
-        });
+    let digest = FILES.iter().fold(fnv1a([]), |hash, (name, text)| {
+        fnv1a_from(hash, name.bytes().chain(text.bytes()))
+    });
     let root = std::env::temp_dir().join(format!("ferroserve-python-{digest:016x}"));
     if root.join("ferroserve").join("_worker.py").is_file() {
         return Ok(root);

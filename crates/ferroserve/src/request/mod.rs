@@ -12,6 +12,10 @@ use serde::de::DeserializeOwned;
 use crate::error::BodyError;
 use crate::form::Form;
 
+mod options;
+
+pub use options::CallOptions;
+
 /// The method a request runs when nothing else is asked for.
 pub const DEFAULT_METHOD: &str = "__call__";
 

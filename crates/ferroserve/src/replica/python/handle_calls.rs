@@ -1,0 +1,111 @@
+//! Handle calls made from Python code (`get_handle(...).remote(...)`): decoded from the worker's frame, sent through the caller the replica was given, answered back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use serde::Deserialize;
+
+use super::frame::{Frame, encode, kind};
+use super::link::Link;
+use super::wire::PICKLE;
+use crate::backend::EndpointCaller;
+use crate::error::ServeError;
+use crate::request::{CallOptions, Payload, Request};
+use crate::response::{Response, ResponseBody};
+
+#[derive(Deserialize)]
+struct HandleCallMeta {
+    endpoint: String,
+    method: String,
+    arg: String,
+    http: Option<HandleHttpMeta>,
+    shard_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HandleHttpMeta {
+    method: Option<String>,
+    headers: Option<Vec<(String, String)>>,
+    query: Option<String>,
+}
+
+/// Runs a handle call a worker made, through the same router as HTTP, and sends the answer
+/// back.
+pub(super) async fn serve_handle_call(
+    caller: Arc<dyn EndpointCaller>,
+    link: Arc<Link>,
+    frame: Frame,
+) {
+    let id = frame.id;
+    let answer = handle_call(&*caller, frame).await;
+    let (meta, body) = match answer {
+        Ok(response) => {
+            let (status, headers, body) = response.into_parts();
+            let media_type = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            match body {
+                ResponseBody::Bytes(bytes) => {
+                    let kind = if media_type == PICKLE {
+                        "pickle"
+                    } else {
+                        "http"
+                    };
+                    let meta = serde_json::json!({"status": status.as_u16(), "media_type": media_type, "kind": kind});
+                    (meta, bytes)
+                }
+                ResponseBody::Value(_) => (
+                    serde_json::json!({"error": "the endpoint answered with a Rust value, which cannot go to Python", "status": 500}),
+                    Bytes::new(),
+                ),
+            }
+        }
+        Err(e) => (
+            serde_json::json!({"error": e.to_string(), "status": e.status().as_u16()}),
+            Bytes::new(),
+        ),
+    };
+    let Ok(meta) = serde_json::to_vec(&meta) else {
+        return;
+    };
+    if let Ok(frame) = encode(id, kind::HANDLE_REPLY, &meta, &body) {
+        let _ = link.writer.send(frame);
+    }
+}
+
+async fn handle_call(caller: &dyn EndpointCaller, frame: Frame) -> Result<Response, ServeError> {
+    let meta: HandleCallMeta = serde_json::from_slice(&frame.meta)
+        .map_err(|e| ServeError::BadRequest(format!("a bad handle call from a worker: {e}")))?;
+    let payload = match meta.arg.as_str() {
+        "text" => Payload::Text(frame.body),
+        "pickle" => Payload::Pickled(frame.body),
+        "json" => Payload::Json(
+            serde_json::from_slice(&frame.body)
+                .map_err(|e| ServeError::BadRequest(format!("bad JSON argument: {e}")))?,
+        ),
+        _ => Payload::Bytes(frame.body),
+    };
+    let mut req = Request::from_payload(payload);
+    req.python_caller = true;
+    let mut options = CallOptions::new().method_name(meta.method);
+    if let Some(key) = meta.shard_key {
+        options = options.shard_key(key);
+    }
+    if let Some(http) = meta.http {
+        // Any `http` options make the call HTTP-shaped, a GET unless it says otherwise.
+        let method = http
+            .method
+            .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            .unwrap_or(http::Method::GET);
+        options = options.http_method(method);
+        for (name, value) in http.headers.unwrap_or_default() {
+            options = options.header(&name, &value);
+        }
+        if let Some(query) = http.query.filter(|q| !q.is_empty()) {
+            options = options.query_string(query);
+        }
+    }
+    caller.call(&meta.endpoint, req, options).await
+}

@@ -1,0 +1,189 @@
+//! The Python kind: one worker process per replica, spoken to over a Unix socket with the frame protocol of `python/ferroserve/_protocol.py`.
+//!
+//! By job: `frame` (the codec), `link` (the multiplexed connection), `process` (start,
+//! handshake, supervision), `wire` (the JSON metadata), `handle_calls` (calls Python code
+//! makes to other endpoints), `runtime` (the Python package the binary carries).
+
+mod frame;
+mod handle_calls;
+mod link;
+mod process;
+mod runtime;
+mod wire;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::backend::{
+    BackendFactory, Death, DynBackend, Instance, Instantiate, Methods, ReplicaContext, ReplicaEnv,
+};
+use crate::config::{BackendConfig, PythonBackend};
+use crate::error::BackendError;
+use crate::request::Request;
+use crate::response::Response;
+use frame::kind;
+use link::{Link, write_frames};
+use wire::{BatchReplyMeta, call_meta, error_of, response_of};
+
+impl BackendFactory {
+    /// A Python class or function, run in one worker process per replica.
+    ///
+    /// ```
+    /// use ferroserve::{BackendFactory, PythonBackend};
+    /// let factory = BackendFactory::python(PythonBackend::new("models:Classifier").working_dir("models/"));
+    /// # let _ = factory;
+    /// ```
+    pub fn python(backend: PythonBackend) -> Self {
+        Self::of_kind(PythonKind(backend))
+    }
+}
+
+/// Makes Python replicas: starts a worker and connects it.
+struct PythonKind(PythonBackend);
+
+impl Instantiate for PythonKind {
+    fn instantiate<'a>(
+        &'a self,
+        ctx: &'a ReplicaContext,
+        config: &'a BackendConfig,
+        env: &'a ReplicaEnv,
+    ) -> BoxFuture<'a, Result<Instance, String>> {
+        Box::pin(async move {
+            let started = process::start(&self.0, ctx, config).await?;
+            let (read, write) = started.stream.into_split();
+            let (writer, frames) = mpsc::unbounded_channel();
+            let link = Arc::new(Link::new(writer));
+            tokio::spawn(write_frames(frames, write));
+            let death = Death {
+                backend: ctx.backend.as_str().into(),
+                replica: ctx.replica.as_str().into(),
+            };
+            tokio::spawn(process::supervise(
+                read,
+                started.child,
+                link.clone(),
+                env.clone(),
+                death,
+            ));
+            let worker = WorkerBackend {
+                link,
+                methods: Methods::Only(started.ready.methods),
+                batch_methods: Methods::Only(started.ready.batch_methods),
+            };
+            // A worker gets its user_config with its INIT.
+            Ok(Instance {
+                backend: Arc::new(worker),
+                configured: true,
+            })
+        })
+    }
+}
+
+/// One Python replica: its worker process and the connection to it.
+struct WorkerBackend {
+    link: Arc<Link>,
+    methods: Methods,
+    batch_methods: Methods,
+}
+
+impl Drop for WorkerBackend {
+    fn drop(&mut self) {
+        // The reader task stops the process; requests still waiting get an error at once.
+        self.link.stop.notify_one();
+    }
+}
+
+impl DynBackend for WorkerBackend {
+    fn call(&self, req: Request) -> BoxFuture<'_, Result<Response, BackendError>> {
+        let sent = call_meta(&req).and_then(|(meta, body)| {
+            let meta = serde_json::to_vec(&meta)?;
+            self.link.send(kind::CALL, &meta, &body)
+        });
+        Box::pin(async move {
+            let frame = match sent?.await {
+                Ok(Ok(frame)) => frame,
+                Ok(Err(reason)) => return Err(BackendError::replica_died(reason)),
+                Err(_) => return Err(BackendError::replica_died("the worker dropped the request")),
+            };
+            match frame.kind {
+                kind::REPLY => response_of(serde_json::from_slice(&frame.meta)?, frame.body),
+                _ => Err(error_of(&frame)),
+            }
+        })
+    }
+
+    fn reconfigure<'a>(
+        &'a self,
+        user_config: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(async move {
+            let meta = serde_json::to_vec(&serde_json::json!({ "user_config": user_config }))?;
+            let frame = self.link.request(kind::RECONFIGURE, &meta, &[]).await?;
+            match frame.kind {
+                kind::REPLY => Ok(()),
+                _ => Err(error_of(&frame)),
+            }
+        })
+    }
+
+    fn check_health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
+        // A worker is healthy while its process and connection are: a death is seen at
+        // once by the reader, which fails the link.
+        let dead = self.link.dead.get().cloned();
+        Box::pin(
+            async move { dead.map_or(Ok(()), |reason| Err(BackendError::replica_died(reason))) },
+        )
+    }
+
+    fn methods(&self) -> Methods {
+        self.methods.clone()
+    }
+
+    fn batch_methods(&self) -> Methods {
+        self.batch_methods.clone()
+    }
+
+    fn call_batch(
+        &self,
+        requests: Vec<Request>,
+    ) -> BoxFuture<'_, Result<Vec<Response>, BackendError>> {
+        Box::pin(async move {
+            let method = requests
+                .first()
+                .map_or("__call__", Request::method_name)
+                .to_owned();
+            let mut items = Vec::with_capacity(requests.len());
+            let mut body = Vec::new();
+            for req in &requests {
+                let (mut meta, part) = call_meta(req)?;
+                meta.body_len = Some(part.len());
+                body.extend_from_slice(&part);
+                items.push(meta);
+            }
+            let meta =
+                serde_json::to_vec(&serde_json::json!({ "method": method, "items": items }))?;
+            let frame = self.link.request(kind::BATCH, &meta, &body).await?;
+            if frame.kind != kind::BATCH_REPLY {
+                return Err(error_of(&frame));
+            }
+            let reply: BatchReplyMeta = serde_json::from_slice(&frame.meta)?;
+            let mut offset = 0;
+            let mut responses = Vec::with_capacity(reply.items.len());
+            for item in reply.items {
+                let len = item.body_len.unwrap_or(0);
+                let end = offset + len;
+                if end > frame.body.len() {
+                    return Err(BackendError::msg(
+                        "the worker's batch reply is shorter than it says",
+                    ));
+                }
+                let part = frame.body.slice(offset..end);
+                offset = end;
+                responses.push(response_of(item, part)?);
+            }
+            Ok(responses)
+        })
+    }
+}

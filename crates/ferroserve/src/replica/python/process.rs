@@ -1,0 +1,257 @@
+//! The worker process: its socket, interpreter and import path, the start and READY handshake, and the reader that supervises it until it stops or dies.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::process::{Child, Command};
+
+use super::frame::{encode, kind, read_frame};
+use super::handle_calls::serve_handle_call;
+use super::link::Link;
+use super::runtime;
+use super::wire::{InitErrorMeta, ReadyMeta};
+use crate::backend::{Death, ReplicaContext, ReplicaEnv};
+use crate::config::{BackendConfig, PythonBackend};
+
+static SOCKETS: AtomicU64 = AtomicU64::new(0);
+
+/// A worker's socket file, removed once the worker has connected or failed to.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn socket_path(backend: &str) -> Result<PathBuf, String> {
+    // One shared directory; each socket file is removed once its worker has connected.
+    let dir = std::env::temp_dir().join("ferroserve-sockets");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let name: String = backend
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(40)
+        .collect();
+    let n = SOCKETS.fetch_add(1, Ordering::Relaxed);
+    Ok(dir.join(format!("{}-{name}-{n}.sock", std::process::id())))
+}
+
+/// The interpreter to run. A relative path (`venv/bin/python`) is taken from the server's
+/// working directory, not from the backend's `working_dir` the worker starts in.
+fn python_executable(spec: &PythonBackend) -> String {
+    let python = spec
+        .python_executable
+        .clone()
+        .or_else(|| {
+            std::env::var("FERROSERVE_PYTHON")
+                .ok()
+                .filter(|p| !p.is_empty())
+        })
+        .unwrap_or_else(|| "python3".to_owned());
+    if python.contains('/')
+        && Path::new(&python).is_relative()
+        && let Ok(cwd) = std::env::current_dir()
+    {
+        return cwd.join(&python).display().to_string();
+    }
+    python
+}
+
+/// The worker's import path: this binary's `ferroserve` package first, then the backend's
+/// `working_dir`, then a `PYTHONPATH` from the backend's `env`, then the server's own.
+fn python_path(runtime: &Path, spec: &PythonBackend) -> std::ffi::OsString {
+    let mut paths = vec![runtime.to_path_buf()];
+    paths.extend(spec.working_dir.clone());
+    if let Some(configured) = spec.env.get("PYTHONPATH") {
+        paths.extend(std::env::split_paths(configured));
+    }
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        paths.extend(std::env::split_paths(&existing));
+    }
+    std::env::join_paths(paths).unwrap_or_default()
+}
+
+/// A worker that has started and said READY.
+pub(super) struct Started {
+    /// Its process.
+    pub(super) child: Child,
+    /// The connection it made.
+    pub(super) stream: UnixStream,
+    /// What it said it serves.
+    pub(super) ready: ReadyMeta,
+}
+
+/// Starts the worker process, hands it the backend, and waits until it is ready.
+pub(super) async fn start(
+    spec: &PythonBackend,
+    ctx: &ReplicaContext,
+    config: &BackendConfig,
+) -> Result<Started, String> {
+    {
+        let runtime = runtime::import_dir()?;
+        let socket = SocketFile(socket_path(&ctx.backend)?);
+        let _ = std::fs::remove_file(&socket.0);
+        let listener = UnixListener::bind(&socket.0)
+            .map_err(|e| format!("cannot listen on {}: {e}", socket.0.display()))?;
+        let python = python_executable(spec);
+        let mut command = Command::new(&python);
+        command
+            .arg("-m")
+            .arg("ferroserve._worker")
+            .arg(&socket.0)
+            .envs(&spec.env)
+            .env("PYTHONPATH", python_path(&runtime, spec))
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(std::process::Stdio::null())
+            // Its own process group: a ctrl-c at the terminal stops the server, which then
+            // stops its workers, rather than every worker printing a KeyboardInterrupt.
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &spec.working_dir {
+            command.current_dir(dir);
+        }
+        let mut child = command.spawn().map_err(|e| {
+            format!("cannot run the Python interpreter `{python}`: {e} (set python_executable or $FERROSERVE_PYTHON)")
+        })?;
+        let deadline = tokio::time::Instant::now() + spec.start_timeout;
+        let started = handshake(&listener, &mut child, ctx, spec, config, deadline).await;
+        drop(socket);
+        match started {
+            Ok((stream, ready)) => Ok(Started {
+                child,
+                stream,
+                ready,
+            }),
+            Err(message) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                Err(message)
+            }
+        }
+    }
+}
+
+/// Accepts the worker's connection, sends INIT, and waits for READY — or for the
+/// worker to fail, exit or time out.
+async fn handshake(
+    listener: &UnixListener,
+    child: &mut Child,
+    ctx: &ReplicaContext,
+    spec: &PythonBackend,
+    config: &BackendConfig,
+    deadline: tokio::time::Instant,
+) -> Result<(UnixStream, ReadyMeta), String> {
+    let timed_out = || {
+        format!(
+            "the worker did not start within {:?} (start_timeout_s); it was killed",
+            spec.start_timeout
+        )
+    };
+    let exited = |status: std::io::Result<std::process::ExitStatus>| {
+        format!(
+            "the worker exited before it was ready ({}); see its output above",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+        )
+    };
+    let mut stream = tokio::select! {
+        accepted = listener.accept() => accepted.map_err(|e| format!("the worker did not connect: {e}"))?.0,
+        status = child.wait() => return Err(exited(status)),
+        () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+    };
+    let init = serde_json::json!({
+        "target": spec.target,
+        "init_args": config.init_args,
+        "user_config": config.user_config,
+        "backend": ctx.backend,
+        "replica": ctx.replica,
+    });
+    let meta = serde_json::to_vec(&init).map_err(|e| e.to_string())?;
+    let frame = encode(0, kind::INIT, &meta, &[]).map_err(|e| e.to_string())?;
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|e| format!("cannot talk to the worker: {e}"))?;
+    let reply = tokio::select! {
+        frame = read_frame(&mut stream) => frame.map_err(|e| format!("cannot read from the worker: {e}"))?,
+        status = child.wait() => return Err(exited(status)),
+        () = tokio::time::sleep_until(deadline) => return Err(timed_out()),
+    };
+    match reply {
+        Some(frame) if frame.kind == kind::READY => {
+            let ready: ReadyMeta = serde_json::from_slice(&frame.meta)
+                .map_err(|e| format!("a bad READY from the worker: {e}"))?;
+            Ok((stream, ready))
+        }
+        Some(frame) if frame.kind == kind::INIT_ERROR => {
+            let error: InitErrorMeta = serde_json::from_slice(&frame.meta)
+                .map_err(|e| format!("a bad INIT_ERROR from the worker: {e}"))?;
+            Err(error.message)
+        }
+        Some(frame) => Err(format!(
+            "the worker answered INIT with frame kind {}",
+            frame.kind
+        )),
+        None => Err(exited(child.wait().await)),
+    }
+}
+
+/// Reads the worker's frames until it exits or the replica is stopped; then stops the
+/// process, fails what still waits, and reports an unexpected death to the controller.
+pub(super) async fn supervise(
+    read: OwnedReadHalf,
+    mut child: Child,
+    link: Arc<Link>,
+    env: ReplicaEnv,
+    death: Death,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let stopped = loop {
+        tokio::select! {
+            frame = read_frame(&mut reader) => match frame {
+                Ok(Some(frame)) => match frame.kind {
+                    kind::REPLY | kind::ERROR | kind::BATCH_REPLY => link.reply(frame),
+                    kind::HANDLE_CALL => {
+                        tokio::spawn(serve_handle_call(env.caller.clone(), link.clone(), frame));
+                    }
+                    other => tracing::warn!(replica = &*death.replica, "unexpected frame kind {other} from a worker"),
+                },
+                Ok(None) | Err(_) => break false,
+            },
+            () = link.stop.notified() => break true,
+        }
+    };
+    if stopped {
+        if let Ok(frame) = encode(0, kind::SHUTDOWN, &[], &[]) {
+            let _ = link.writer.send(frame);
+        }
+        link.die("the replica was stopped".to_owned());
+        if tokio::time::timeout(Duration::from_secs(2), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        return;
+    }
+    let _ = child.start_kill();
+    let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(Ok(status)) => status.to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "did not exit".to_owned(),
+    };
+    let reason = format!("its worker process died ({status})");
+    tracing::error!(
+        backend = &*death.backend,
+        replica = &*death.replica,
+        "{reason}; restarting it"
+    );
+    link.die(reason);
+    let _ = env.deaths.send(death);
+}
