@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use ferroserve::{
     Backend, BackendConfig, BackendError, BackendFactory, EndpointConfig, Request, Response,
-    ServeError, Traffic, builtins,
+    ServeError, Traffic,
 };
 use serde_json::{Value, json};
 
-use common::{Concurrency, base_url, client, serve, sleeper};
-
-fn echo() -> BackendFactory {
-    builtins().get("echo").cloned().expect("echo")
-}
+use common::{
+    Concurrency, base_url, client, echo, echo_backends, fetch_status, get_json, handle_json,
+    handle_text, serve, serve_backend, serve_backend_as, sleeper,
+};
 
 #[tokio::test]
 async fn create_list_and_delete() {
@@ -63,12 +62,8 @@ async fn create_list_and_delete() {
     let err = serve.delete_backend("a").await.expect_err("in use");
     assert!(err.to_string().contains("used by endpoint(s) e"), "{err}");
     serve.delete_endpoint("e").await.expect("delete endpoint");
-    let gone = client()
-        .get(format!("{}/e", base_url(&serve)))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(gone.status(), 404);
+    let gone = fetch_status(client().get(format!("{}/e", base_url(&serve)))).await;
+    assert_eq!(gone, 404);
     serve.delete_backend("a").await.expect("delete backend");
     assert!(serve.list_backends().is_empty() && serve.list_endpoints().is_empty());
     let err = serve.delete_backend("a").await.expect_err("already gone");
@@ -122,18 +117,8 @@ fn load(
 async fn scaling_replicas_under_load_fails_no_request() {
     let serve = serve().await;
     let counter = Arc::new(Concurrency::default());
-    serve
-        .create_backend(
-            "b",
-            sleeper(&counter),
-            BackendConfig::default().num_replicas(2),
-        )
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("e", EndpointConfig::backend("b").route("/e"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default().num_replicas(2);
+    serve_backend_as(&serve, "e", "b", sleeper(&counter), config, "/e", &[]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, tasks) = load(format!("{}/e?ms=2", base_url(&serve)), 16, stop.clone());
 
@@ -151,13 +136,8 @@ async fn scaling_replicas_under_load_fails_no_request() {
             .await
             .expect("create");
         serve.delete_endpoint("other").await.expect("delete");
-        let answer = serve
-            .get_handle("e")
-            .expect("handle")
-            .remote(0)
-            .await
-            .expect("answer");
-        seen_replicas.insert(answer.body_text().expect("text"));
+        let handle = serve.get_handle("e").expect("handle");
+        seen_replicas.insert(handle_text(&handle, 0).await);
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     stop.store(true, Ordering::Relaxed);
@@ -184,14 +164,7 @@ async fn scaling_replicas_under_load_fails_no_request() {
 #[tokio::test]
 async fn traffic_changes_under_load_fail_no_request() {
     let serve = serve().await;
-    serve
-        .create_backend("v1", echo(), BackendConfig::default())
-        .await
-        .expect("v1");
-    serve
-        .create_backend("v2", echo(), BackendConfig::default())
-        .await
-        .expect("v2");
+    echo_backends(&serve, &["v1", "v2"]).await;
     serve
         .create_endpoint("e", EndpointConfig::backend("v1").route("/e"))
         .await
@@ -215,14 +188,7 @@ async fn traffic_changes_under_load_fail_no_request() {
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     assert!(ok.load(Ordering::Relaxed) > 50);
-    let v: Value = client()
-        .get(format!("{}/e", base_url(&serve)))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let v = get_json(&client(), format!("{}/e", base_url(&serve))).await;
     assert_eq!(v["backend"], "v2", "all traffic went to v2 at the end");
     serve.shutdown().await;
 }
@@ -268,26 +234,12 @@ async fn user_config_reaches_every_replica_at_start_and_on_change() {
         .num_replicas(2)
         .init_args(json!({"model": "small"}))
         .user_config(json!({"threshold": 0.5}));
-    serve
-        .create_backend("c", factory, config.clone())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("c", EndpointConfig::backend("c"))
-        .await
-        .expect("endpoint");
+    serve_backend(&serve, "c", factory, config.clone(), None, &[]).await;
     let handle = serve.get_handle("c").expect("handle");
     let answers = |handle: ferroserve::Handle| async move {
         let mut out = Vec::new();
         for _ in 0..20 {
-            out.push(
-                handle
-                    .remote(())
-                    .await
-                    .expect("answer")
-                    .body_json::<Value>()
-                    .expect("json"),
-            );
+            out.push(handle_json::<Value>(&handle, ()).await);
         }
         out
     };

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferroserve::{
-    Backend, BackendConfig, BackendError, BackendFactory, EndpointConfig, Methods, Request,
-    Response,
+    Backend, BackendConfig, BackendError, BackendFactory, Methods, Request, Response,
 };
 use futures_util::future::join_all;
 
-use common::{base_url, client, serve};
+use common::{base_url, client, handle_text, serve, serve_backend_as};
 
 /// Doubles numbers, a batch at a time; records each batch's size.
 struct Doubler {
@@ -68,19 +67,16 @@ async fn doubler(config: BackendConfig) -> (ferroserve::Serve, Arc<Mutex<Vec<usi
             sizes: seen.clone(),
         })
     });
-    serve
-        .create_backend("doubler", factory, config)
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint(
-            "double",
-            EndpointConfig::backend("doubler")
-                .route("/double")
-                .methods([http::Method::POST]),
-        )
-        .await
-        .expect("endpoint");
+    serve_backend_as(
+        &serve,
+        "double",
+        "doubler",
+        factory,
+        config,
+        "/double",
+        &[http::Method::POST],
+    )
+    .await;
     (serve, sizes)
 }
 
@@ -108,8 +104,8 @@ async fn handles_are_batched_and_answered_in_order() {
     assert_eq!(sizes, [8, 8], "16 requests in two full batches");
 
     // A method that is not a batch method runs alone.
-    let single = handle.method("single").remote("x").await.expect("answer");
-    assert_eq!(single.body_text().expect("text"), "single x");
+    let single = handle_text(&handle.method("single"), "x").await;
+    assert_eq!(single, "single x");
     serve.shutdown().await;
 }
 
@@ -151,9 +147,9 @@ async fn a_partial_batch_runs_when_the_oldest_times_out() {
     let (serve, sizes) = doubler(config).await;
     let handle = serve.get_handle("double").expect("handle");
     let started = Instant::now();
-    let answer = handle.remote(21).await.expect("answer");
+    let answer = handle_text(&handle, 21).await;
     let waited = started.elapsed();
-    assert_eq!(answer.body_text().expect("text"), "42");
+    assert_eq!(answer, "42");
     assert!(
         waited >= Duration::from_millis(90),
         "waited for others: {waited:?}"
@@ -169,15 +165,7 @@ async fn zero_timeout_runs_what_is_queued_now() {
     let (serve, _sizes) = doubler(config).await;
     let handle = serve.get_handle("double").expect("handle");
     let started = Instant::now();
-    assert_eq!(
-        handle
-            .remote(5)
-            .await
-            .expect("answer")
-            .body_text()
-            .expect("text"),
-        "10"
-    );
+    assert_eq!(handle_text(&handle, 5).await, "10");
     assert!(started.elapsed() < Duration::from_millis(50));
     serve.shutdown().await;
 }

@@ -4,7 +4,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{client, ferroserve_bin, spawn_cli, spawn_listening, write_config};
+use common::{
+    client, ferroserve_bin, fetch_status, get_json, run_refused, spawn_cli, spawn_example_app,
+    spawn_listening, status_and_text, write_config,
+};
 
 const APP: &str = "\
 http:
@@ -27,25 +30,12 @@ endpoints:
 
 #[tokio::test]
 async fn serves_the_readme_example_app() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.yaml");
-    let server = spawn_listening(&ferroserve_bin(), &["run", path, "--port", "0"], &[], None);
+    let server = spawn_example_app("examples/hello.yaml");
     let http = client();
-    let hello = http
-        .get(server.url("/hello"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(hello.status(), 200);
-    let text = hello.text().await.expect("body");
+    let (status, text) = status_and_text(http.get(server.url("/hello"))).await;
+    assert_eq!(status, 200);
     assert!(text.starts_with("Hello from"), "{text}");
-    let routes: serde_json::Value = http
-        .get(server.url("/-/routes"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let routes = get_json(&http, server.url("/-/routes")).await;
     assert_eq!(
         routes,
         serde_json::json!({"/echo": "echo", "/hello": "hello"})
@@ -77,23 +67,16 @@ async fn flags_can_come_from_the_environment() {
         Some(dir),
     );
     assert_ne!(server.addr.port(), 8000);
-    let r = client()
-        .get(server.url("/-/healthz"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        fetch_status(client().get(server.url("/-/healthz"))).await,
+        200
+    );
 }
 
 #[tokio::test]
 async fn sigterm_exits_zero() {
     let server = spawn_cli(APP);
-    let r = client()
-        .get(server.url("/echo"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    assert_eq!(fetch_status(client().get(server.url("/echo"))).await, 200);
     let status = server.terminate();
     assert_eq!(status.code(), Some(0), "ferroserve exits 0 on SIGTERM");
 }
@@ -101,21 +84,7 @@ async fn sigterm_exits_zero() {
 /// Runs `ferroserve run` on a bad config: it must exit non-zero, print the file, the line
 /// and the key, and never listen.
 fn refused(yaml: &str) -> String {
-    let (_dir, path) = write_config(yaml);
-    let output = Command::new(ferroserve_bin())
-        .args(["run", path.to_str().expect("utf-8"), "--port", "0"])
-        .output()
-        .expect("ferroserve runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(
-        !output.status.success(),
-        "a bad config must fail; stderr:\n{stderr}"
-    );
-    assert!(
-        !stdout.contains("listening"),
-        "a bad config must serve nothing: {stdout}"
-    );
+    let stderr = run_refused(yaml);
     assert!(
         stderr.contains("app.yaml"),
         "the error names the file: {stderr}"

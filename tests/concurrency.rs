@@ -6,23 +6,17 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferroserve::{BackendConfig, EndpointConfig};
+use ferroserve::BackendConfig;
 use futures_util::future::join_all;
 
-use common::{Concurrency, base_url, client, serve, sleeper};
+use common::{Concurrency, base_url, client, serve, serve_backend, sleeper};
 
 #[tokio::test]
 async fn fifty_sleeping_requests_on_one_replica_finish_together() {
     let serve = serve().await;
     let counter = Arc::new(Concurrency::default());
-    serve
-        .create_backend("sleepy", sleeper(&counter), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("sleepy", EndpointConfig::backend("sleepy").route("/sleepy"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend(&serve, "sleepy", sleeper(&counter), config, "/sleepy", &[]).await;
     let url = format!("{}/sleepy?ms=100", base_url(&serve));
     let http = client();
     let started = Instant::now();
@@ -55,14 +49,7 @@ async fn one_concurrent_query_means_one_at_a_time() {
     let serve = serve().await;
     let counter = Arc::new(Concurrency::default());
     let config = BackendConfig::default().max_concurrent_queries(1);
-    serve
-        .create_backend("actor", sleeper(&counter), config)
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("actor", EndpointConfig::backend("actor"))
-        .await
-        .expect("endpoint");
+    serve_backend(&serve, "actor", sleeper(&counter), config, None, &[]).await;
     let handle = serve.get_handle("actor").expect("handle");
     let started = Instant::now();
     let answers = join_all((0..5).map(|_| handle.remote(100))).await;

@@ -5,9 +5,9 @@ mod common;
 
 use std::process::Command;
 
-use http::Method;
-
-use common::{client, example_bin, ferroserve_bin, spawn_listening};
+use common::{
+    client, cors_preflight, example_bin, fetch_text, get_json, spawn_example_app, spawn_listening,
+};
 
 /// Runs an example with `--port 0` to the end; returns its output.
 fn run_example(name: &str) -> String {
@@ -176,50 +176,25 @@ async fn the_embedded_example_serves_its_registered_backends() {
     let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/embedded.yaml");
     let server = spawn_listening(&example_bin("embedded"), &[yaml, "0"], &[], None);
     let http = client();
-    let v: serde_json::Value = http
-        .get(server.url("/counter"))
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let v = get_json(&http, server.url("/counter")).await;
     assert_eq!(v, serde_json::json!({"current": 0}));
-    let r = http
+    let bump = http
         .post(server.url("/counter"))
         .header("X-SERVE-CALL-METHOD", "other_method")
-        .body("5")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.text().await.expect("body"), "true");
-    let v: serde_json::Value = http
-        .get(server.url("/counter"))
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+        .body("5");
+    assert_eq!(fetch_text(bump).await, "true");
+    let v = get_json(&http, server.url("/counter")).await;
     assert_eq!(v, serde_json::json!({"current": 5}));
-    let r = http
-        .get(server.url("/greet?name=Ada"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.text().await.expect("body"), "Hello, Ada!\n");
+    let greeting = fetch_text(http.get(server.url("/greet?name=Ada"))).await;
+    assert_eq!(greeting, "Hello, Ada!\n");
     assert_eq!(server.terminate().code(), Some(0));
 }
 
 #[tokio::test]
 async fn the_cors_app_file_answers_a_real_preflight() {
-    let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cors.yaml");
-    let server = spawn_listening(&ferroserve_bin(), &["run", yaml, "--port", "0"], &[], None);
+    let server = spawn_example_app("examples/cors.yaml");
     let http = client();
-    let preflight = http
-        .request(Method::OPTIONS, server.url("/echo"))
-        .header("Origin", "https://app.example")
-        .header("Access-Control-Request-Method", "POST")
+    let preflight = cors_preflight(&http, server.url("/echo"))
         .send()
         .await
         .expect("preflight");

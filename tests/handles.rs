@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferroserve::{
-    Arg, Backend, BackendConfig, BackendError, BackendFactory, EndpointConfig, ErrorKind, Origin,
-    Request, Response, Serve, ServeError, wait,
+    Arg, Backend, BackendConfig, BackendError, BackendFactory, ErrorKind, Origin, Request,
+    Response, Serve, ServeError, wait,
 };
 use serde_json::{Value, json};
 
-use common::{Concurrency, sleeper};
+use common::{Concurrency, handle_json, handle_text, serve_backend, serve_backend_as, sleeper};
 
 #[tokio::test]
 async fn get_handle_fails_for_unknown_endpoints() {
@@ -35,14 +35,8 @@ async fn remote_dispatches_at_once_without_being_awaited() {
             Ok(Response::from("done"))
         }
     });
-    serve
-        .create_backend("b", factory, BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("e", EndpointConfig::backend("b"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "e", "b", factory, config, None, &[]).await;
     let handle = serve.get_handle("e").expect("handle");
     let refs: Vec<_> = (0..5).map(|_| handle.remote(())).collect();
     // Nobody awaits the refs, yet the calls run.
@@ -63,14 +57,8 @@ async fn remote_dispatches_at_once_without_being_awaited() {
 async fn wait_returns_ready_and_pending_like_ray_wait() {
     let serve = Serve::without_http();
     let counter = Arc::new(Concurrency::default());
-    serve
-        .create_backend("slow", sleeper(&counter), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("slow", EndpointConfig::backend("slow"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend(&serve, "slow", sleeper(&counter), config, None, &[]).await;
     let handle = serve.get_handle("slow").expect("handle");
     let refs = vec![
         handle.remote(2000),
@@ -130,34 +118,18 @@ impl Backend for Summer {
 #[tokio::test]
 async fn rust_values_pass_through_untouched_and_json_works_too() {
     let serve = Serve::without_http();
-    serve
-        .create_backend(
-            "sum",
-            BackendFactory::new(|_| Ok(Summer)),
-            BackendConfig::default(),
-        )
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("sum", EndpointConfig::backend("sum"))
-        .await
-        .expect("endpoint");
+    let factory = BackendFactory::new(|_| Ok(Summer));
+    serve_backend(&serve, "sum", factory, BackendConfig::default(), None, &[]).await;
     let handle = serve.get_handle("sum").expect("handle");
     let answer = handle
         .remote(Arg::value(Tensor(vec![1.0, 2.5])))
         .await
         .expect("answer");
     assert_eq!(answer.into_value::<f32>().ok(), Some(3.5));
-    let answer = handle.remote(json!([1, 2, 3])).await.expect("answer");
-    assert_eq!(
-        answer.body_json::<Value>().expect("json"),
-        json!({"sum": 6.0})
-    );
-    let answer = handle.remote(b"[4, 5]".to_vec()).await.expect("answer");
-    assert_eq!(
-        answer.body_json::<Value>().expect("json"),
-        json!({"sum": 9.0})
-    );
+    let answer: Value = handle_json(&handle, json!([1, 2, 3])).await;
+    assert_eq!(answer, json!({"sum": 6.0}));
+    let answer: Value = handle_json(&handle, b"[4, 5]".to_vec()).await;
+    assert_eq!(answer, json!({"sum": 9.0}));
     serve.shutdown().await;
 }
 
@@ -171,14 +143,8 @@ async fn failures_are_typed_errors_through_handles() {
             _ => Ok(Response::from("ok")),
         }
     });
-    serve
-        .create_backend("b", factory, BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("e", EndpointConfig::backend("b"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "e", "b", factory, config, None, &[]).await;
     let handle = serve.get_handle("e").expect("handle");
     let err = handle.remote("fail").await.expect_err("fails");
     assert!(
@@ -197,15 +163,7 @@ async fn failures_are_typed_errors_through_handles() {
         .await
         .expect_err("no method");
     assert!(matches!(err, ServeError::MethodNotFound { .. }), "{err:?}");
-    assert_eq!(
-        handle
-            .remote("x")
-            .await
-            .expect("still serving")
-            .body_text()
-            .expect("text"),
-        "ok"
-    );
+    assert_eq!(handle_text(&handle, "x").await, "ok");
 
     serve.delete_endpoint("e").await.expect("deleted");
     let err = handle.remote("x").await.expect_err("the endpoint is gone");

@@ -5,38 +5,22 @@ mod common;
 
 use std::time::Duration;
 
-use ferroserve::{
-    BackendConfig, BackendError, BackendFactory, EndpointConfig, Request, Response, builtins,
-};
+use ferroserve::{BackendConfig, BackendError, BackendFactory, Request, Response};
 use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use common::{base_url, client, serve, serve_echo, serve_sleeper};
-
-fn echo() -> BackendFactory {
-    builtins().get("echo").cloned().expect("echo is built in")
-}
+use common::{
+    base_url, client, echo, fetch_json, fetch_status, fetch_text, get_json, handle_json, serve,
+    serve_backend_as, serve_echo, serve_sleeper, status_and_text,
+};
 
 #[tokio::test]
 async fn routes_match_the_longest_prefix() {
     let serve = serve().await;
-    serve
-        .create_backend("echo", echo(), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_backend("v2", echo(), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("api", EndpointConfig::backend("echo").route("/api"))
-        .await
-        .expect("endpoint");
-    serve
-        .create_endpoint("api_v2", EndpointConfig::backend("v2").route("/api/v2"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "api", "echo", echo(), config.clone(), "/api", &[]).await;
+    serve_backend_as(&serve, "api_v2", "v2", echo(), config, "/api/v2", &[]).await;
     let base = base_url(&serve);
     let http = client();
     for (path, backend) in [
@@ -45,44 +29,21 @@ async fn routes_match_the_longest_prefix() {
         ("/api/v2", "v2"),
         ("/api/v2/m/1", "v2"),
     ] {
-        let v: Value = http
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json");
+        let v = get_json(&http, format!("{base}{path}")).await;
         assert_eq!(v["backend"], backend, "path {path}");
         assert_eq!(v["path"], path);
     }
-    let miss = http
-        .get(format!("{base}/apiv2"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(miss.status(), StatusCode::NOT_FOUND);
-    let body = miss.text().await.expect("body");
+    let (status, body) = status_and_text(http.get(format!("{base}/apiv2"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
         body.contains("`/apiv2`") && body.contains("/-/routes"),
         "{body}"
     );
 
-    let routes: Value = http
-        .get(format!("{base}/-/routes"))
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let routes = get_json(&http, format!("{base}/-/routes")).await;
     assert_eq!(routes, json!({"/api": "api", "/api/v2": "api_v2"}));
-    let health = http
-        .get(format!("{base}/-/healthz"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(health.status(), StatusCode::OK);
+    let health = fetch_status(http.get(format!("{base}/-/healthz"))).await;
+    assert_eq!(health, StatusCode::OK);
     serve.shutdown().await;
 }
 
@@ -99,12 +60,8 @@ async fn methods_not_allowed_get_405_with_allow() {
     assert_eq!(r.headers()["allow"], "GET, POST");
     let body = r.text().await.expect("body");
     assert!(body.contains("DELETE"), "{body}");
-    let r = client()
-        .post(format!("{}/e", base_url(&serve)))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), StatusCode::OK);
+    let r = fetch_status(client().post(format!("{}/e", base_url(&serve)))).await;
+    assert_eq!(r, StatusCode::OK);
     serve.shutdown().await;
 }
 
@@ -112,17 +69,14 @@ async fn methods_not_allowed_get_405_with_allow() {
 async fn echo_describes_the_request_exactly() {
     let serve = serve().await;
     serve_echo(&serve, "echo", "/e", &[Method::POST]).await;
-    let v: Value = client()
-        .post(format!("{}/e/sub?a=1&b=two%20words", base_url(&serve)))
-        .header("X-Custom", "Yes")
-        .header("X-SERVE-CALL-METHOD", "predict")
-        .body("payload")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let v = fetch_json(
+        client()
+            .post(format!("{}/e/sub?a=1&b=two%20words", base_url(&serve)))
+            .header("X-Custom", "Yes")
+            .header("X-SERVE-CALL-METHOD", "predict")
+            .body("payload"),
+    )
+    .await;
     let object = v.as_object().expect("an object");
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -201,14 +155,8 @@ async fn every_kind_of_answer_goes_on_the_wire_as_given() {
             _ => Response::from("text"),
         })
     });
-    serve
-        .create_backend("kinds", kinds, BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("k", EndpointConfig::backend("kinds").route("/k"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "k", "kinds", kinds, config, "/k", &[]).await;
     let base = base_url(&serve);
     let http = client();
     let get = |kind: &str| http.get(format!("{base}/k?kind={kind}")).send();
@@ -223,15 +171,7 @@ async fn every_kind_of_answer_goes_on_the_wire_as_given() {
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(r.json::<Value>().await.expect("json"), json!({"ok": true}));
     // A raw socket, to see the status line and headers exactly as sent.
-    let mut stream = tokio::net::TcpStream::connect(serve.local_addr().expect("addr"))
-        .await
-        .expect("connect");
-    stream
-        .write_all(b"GET /k?kind=custom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).await.expect("read");
+    let raw = common::raw_get(serve.local_addr().expect("addr"), "/k?kind=custom").await;
     // 123 is informational to HTTP clients; it arrives as given, then the connection closes.
     assert!(raw.starts_with("HTTP/1.1 123 Informational\r\n"), "{raw}");
     assert!(raw.contains("connection: close\r\n"), "{raw}");
@@ -259,85 +199,41 @@ async fn errors_and_panics_become_500s_and_serving_goes_on() {
             _ => Ok(Response::from("fine")),
         }
     });
-    serve
-        .create_backend("flaky", flaky, BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("f", EndpointConfig::backend("flaky").route("/f"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "f", "flaky", flaky, config, "/f", &[]).await;
     let base = base_url(&serve);
     let http = client();
-    let r = http
-        .get(format!("{base}/f?do=fail"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    let body = r.text().await.expect("body");
+    let (status, body) = status_and_text(http.get(format!("{base}/f?do=fail"))).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(
         body.contains("backend `flaky`") && body.contains("model not loaded"),
         "{body}"
     );
-    let r = http
-        .get(format!("{base}/f?do=teapot"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), StatusCode::IM_A_TEAPOT);
+    let teapot = fetch_status(http.get(format!("{base}/f?do=teapot"))).await;
+    assert_eq!(teapot, StatusCode::IM_A_TEAPOT);
     for _ in 0..3 {
-        let r = http
-            .get(format!("{base}/f?do=panic"))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = r.text().await.expect("body");
+        let (status, body) = status_and_text(http.get(format!("{base}/f?do=panic"))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(
             body.contains("panicked") && body.contains("index out of bounds"),
             "{body}"
         );
     }
-    let r = http.get(format!("{base}/f")).send().await.expect("request");
-    assert_eq!(
-        r.text().await.expect("body"),
-        "fine",
-        "the replica still serves"
-    );
+    let body = fetch_text(http.get(format!("{base}/f"))).await;
+    assert_eq!(body, "fine", "the replica still serves");
     serve.shutdown().await;
 }
 
 #[tokio::test]
 async fn endpoints_without_a_route_are_not_on_http() {
     let serve = serve().await;
-    serve
-        .create_backend("echo", echo(), BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("internal", EndpointConfig::backend("echo"))
-        .await
-        .expect("endpoint");
-    let routes: Value = client()
-        .get(format!("{}/-/routes", base_url(&serve)))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "internal", "echo", echo(), config, None, &[]).await;
+    let routes = get_json(&client(), format!("{}/-/routes", base_url(&serve))).await;
     assert_eq!(routes, json!({}));
-    let answer = serve
-        .get_handle("internal")
-        .expect("handle")
-        .remote("x")
-        .await
-        .expect("answer");
-    assert_eq!(
-        answer.body_json::<Value>().expect("json")["backend"],
-        "echo"
-    );
+    let handle = serve.get_handle("internal").expect("handle");
+    let answer: Value = handle_json(&handle, "x").await;
+    assert_eq!(answer["backend"], "echo");
     serve.shutdown().await;
 }
 

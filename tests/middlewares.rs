@@ -5,13 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ferroserve::{
-    BackendConfig, EndpointConfig, HttpOptions, Middleware, ProxyBody, Serve, builtins,
-};
+use ferroserve::{BackendConfig, HttpOptions, Middleware, ProxyBody, Serve};
 use http::{HeaderValue, Method};
 use serde_json::Value;
 
-use common::{client, serve_sleeper, spawn_cli};
+use common::{
+    base_url, client, cors_preflight, fetch_status, serve_echo, serve_sleeper, spawn_cli,
+};
 
 const CORS_APP: &str = "\
 http:
@@ -30,10 +30,7 @@ endpoints:
 async fn the_faq_cors_example_answers_preflight_and_actual_requests() {
     let server = spawn_cli(CORS_APP);
     let http = client();
-    let preflight = http
-        .request(Method::OPTIONS, server.url("/echo"))
-        .header("Origin", "https://app.example")
-        .header("Access-Control-Request-Method", "POST")
+    let preflight = cors_preflight(&http, server.url("/echo"))
         .send()
         .await
         .expect("preflight");
@@ -58,21 +55,8 @@ async fn serve_with(middlewares: Vec<Middleware>) -> (Serve, String) {
     let mut options = HttpOptions::new("127.0.0.1", 0);
     options.middlewares = middlewares;
     let serve = Serve::start(options).await.expect("starts");
-    let echo = builtins().get("echo").cloned().expect("echo");
-    serve
-        .create_backend("echo", echo, BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint(
-            "echo",
-            EndpointConfig::backend("echo")
-                .route("/echo")
-                .methods([Method::GET, Method::POST]),
-        )
-        .await
-        .expect("endpoint");
-    let base = format!("http://{}", serve.local_addr().expect("addr"));
+    serve_echo(&serve, "echo", "/echo", &[Method::GET, Method::POST]).await;
+    let base = base_url(&serve);
     (serve, base)
 }
 
@@ -87,10 +71,7 @@ async fn cors_with_credentials_reflects_the_origin() {
         expose_headers: vec![],
     };
     let (serve, base) = serve_with(vec![Middleware::Cors(cors)]).await;
-    let preflight = client()
-        .request(Method::OPTIONS, format!("{base}/echo"))
-        .header("Origin", "https://app.example")
-        .header("Access-Control-Request-Method", "POST")
+    let preflight = cors_preflight(&client(), format!("{base}/echo"))
         .header("Access-Control-Request-Headers", "x-token")
         .send()
         .await
@@ -173,26 +154,18 @@ async fn timeouts_answer_504_and_free_the_slot() {
         .max_concurrent_queries(1)
         .max_queued_requests(0);
     serve_sleeper(&serve, config).await;
-    let base = format!("http://{}", serve.local_addr().expect("addr"));
+    let base = base_url(&serve);
     let started = Instant::now();
-    let r = client()
-        .get(format!("{base}/slow?ms=5000"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 504);
+    let status = fetch_status(client().get(format!("{base}/slow?ms=5000"))).await;
+    assert_eq!(status, 504);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
     // The timed-out request gave its only slot back: the next one runs (no 503).
-    let r = client()
-        .get(format!("{base}/slow?ms=10"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    let status = fetch_status(client().get(format!("{base}/slow?ms=10"))).await;
+    assert_eq!(status, 200);
     serve.shutdown().await;
 }
 
@@ -200,30 +173,16 @@ async fn timeouts_answer_504_and_free_the_slot() {
 async fn body_limits_answer_413() {
     let (serve, base) = serve_with(vec![Middleware::BodyLimit(1024)]).await;
     let http = client();
-    let small = http
-        .post(format!("{base}/echo"))
-        .body("x".repeat(100))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(small.status(), 200);
-    let big = http
-        .post(format!("{base}/echo"))
-        .body("x".repeat(4096))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(big.status(), 413);
+    let url = format!("{base}/echo");
+    let small = fetch_status(http.post(&url).body("x".repeat(100))).await;
+    assert_eq!(small, 200);
+    let big = fetch_status(http.post(&url).body("x".repeat(4096))).await;
+    assert_eq!(big, 413);
     // A chunked body has no length up front; it is cut off while read.
     let chunks =
         futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>("y".repeat(512))));
-    let chunked = http
-        .post(format!("{base}/echo"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(chunked.status(), 413);
+    let chunked = fetch_status(http.post(&url).body(reqwest::Body::wrap_stream(chunks))).await;
+    assert_eq!(chunked, 413);
     serve.shutdown().await;
 }
 
@@ -238,17 +197,10 @@ async fn any_tower_layer_can_be_added_from_rust() {
     let mut options = HttpOptions::new("127.0.0.1", 0).layer(stamp);
     options.middlewares.insert(0, Middleware::RequestId);
     let serve = Serve::start(options).await.expect("starts");
-    let echo = builtins().get("echo").cloned().expect("echo");
-    serve
-        .create_backend("echo", echo, BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint("echo", EndpointConfig::backend("echo").route("/echo"))
-        .await
-        .expect("endpoint");
+    serve_echo(&serve, "echo", "/echo", &[]).await;
+    let base = base_url(&serve);
     let r = client()
-        .get(format!("http://{}/echo", serve.local_addr().expect("addr")))
+        .get(format!("{base}/echo"))
         .send()
         .await
         .expect("request");
@@ -259,7 +211,7 @@ async fn any_tower_layer_can_be_added_from_rust() {
     );
     // 404s and admin routes go through the middlewares too.
     let r = client()
-        .get(format!("http://{}/nope", serve.local_addr().expect("addr")))
+        .get(format!("{base}/nope"))
         .send()
         .await
         .expect("request");

@@ -10,14 +10,16 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ferroserve::{
-    BackendConfig, BackendFactory, CallOptions, EndpointConfig, ErrorKind, PythonBackend, Serve,
-    ServeError,
+    BackendConfig, BackendFactory, CallOptions, ErrorKind, PythonBackend, Serve, ServeError,
 };
 use futures_util::future::join_all;
 use http::Method;
 use serde_json::{Value, json};
 
-use common::{base_url, client, ferroserve_bin, serve, spawn_listening, write_config};
+use common::{
+    base_url, client, fetch_json, fetch_status, fetch_text, get_json, handle_json, handle_text,
+    multipart_form, run_refused, serve, serve_backend, spawn_example_app, status_and_text,
+};
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"))
@@ -45,19 +47,9 @@ async fn add(
     config: BackendConfig,
     methods: &[Method],
 ) {
-    serve
-        .create_backend(name, BackendFactory::python(backend), config)
-        .await
-        .unwrap_or_else(|e| panic!("python backend {name} starts: {e}"));
-    serve
-        .create_endpoint(
-            name,
-            EndpointConfig::backend(name)
-                .route(format!("/{name}"))
-                .methods(methods.iter().cloned()),
-        )
-        .await
-        .expect("endpoint");
+    let route = format!("/{name}");
+    let factory = BackendFactory::python(backend);
+    serve_backend(serve, name, factory, config, route.as_str(), methods).await;
 }
 
 #[tokio::test]
@@ -71,32 +63,18 @@ async fn the_faq_stateful_processor_over_http_and_handles() {
     .await;
     let url = format!("{}/counter", base_url(&serve));
     let http = client();
-    let v: Value = http
-        .get(&url)
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let v = get_json(&http, &url).await;
     assert_eq!(v["current"], 1);
     // Through the header.
-    let r = http
+    let bump = http
         .post(&url)
         .header("X-SERVE-CALL-METHOD", "other_method")
-        .body("5")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.text().await.expect("body"), "true");
+        .body("5");
+    assert_eq!(fetch_text(bump).await, "true");
     // Through a Rust handle: the method gets the number itself.
     let handle = serve.get_handle("counter").expect("handle");
-    let answer = handle
-        .method("other_method")
-        .remote(10)
-        .await
-        .expect("answer");
-    assert_eq!(answer.body_text().expect("text"), "true");
+    let answer = handle_text(&handle.method("other_method"), 10).await;
+    assert_eq!(answer, "true");
     // Through a Python handle, from another Python backend.
     add(
         &serve,
@@ -106,20 +84,9 @@ async fn the_faq_stateful_processor_over_http_and_handles() {
         &[Method::GET],
     )
     .await;
-    let r = http
-        .get(format!("{}/bumper", base_url(&serve)))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.text().await.expect("body"), "true");
-    let v: Value = http
-        .get(&url)
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let bumped = fetch_text(http.get(format!("{}/bumper", base_url(&serve)))).await;
+    assert_eq!(bumped, "true");
+    let v = get_json(&http, &url).await;
     assert_eq!(v["current"], 21, "1 + 5 + 10 + 5");
     // Unknown methods are a clear 404.
     let r = http
@@ -135,29 +102,15 @@ async fn the_faq_stateful_processor_over_http_and_handles() {
 #[tokio::test]
 async fn two_replicas_are_two_processes_with_two_counts() {
     let config = BackendConfig::default().num_replicas(2);
-    let serve = with_python(
-        "counter",
-        python("stateful:StatefulProcessor"),
-        config,
-        &[Method::GET],
-    )
-    .await;
+    let backend = python("stateful:StatefulProcessor");
+    let serve = with_python("counter", backend, config, &[Method::GET]).await;
     let handle = serve.get_handle("counter").expect("handle");
     for _ in 0..20 {
-        handle
-            .method("other_method")
-            .remote(1)
-            .await
-            .expect("answer");
+        handle_text(&handle.method("other_method"), 1).await;
     }
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..40 {
-        let v: Value = handle
-            .remote(())
-            .await
-            .expect("answer")
-            .body_json()
-            .expect("json");
+        let v: Value = handle_json(&handle, ()).await;
         counts.insert(
             v["pid"].as_i64().expect("pid"),
             v["current"].as_i64().expect("count"),
@@ -236,23 +189,15 @@ async fn custom_statuses_with_starlette_and_ferroserve_responses() {
 
 #[tokio::test]
 async fn requests_mirror_http_for_http_and_handle_calls() {
-    let serve = with_python(
-        "mirror",
-        python("mirroring:Mirror"),
-        BackendConfig::default(),
-        &[Method::POST],
+    let backend = python("mirroring:Mirror");
+    let serve = with_python("mirror", backend, BackendConfig::default(), &[Method::POST]).await;
+    let over_http = fetch_json(
+        client()
+            .post(format!("{}/mirror?q=search", base_url(&serve)))
+            .header("x-user", "ada")
+            .body("payload"),
     )
     .await;
-    let over_http: Value = client()
-        .post(format!("{}/mirror?q=search", base_url(&serve)))
-        .header("x-user", "ada")
-        .body("payload")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
     let handle = serve.get_handle("mirror").expect("handle");
     let shaped = handle.options(
         CallOptions::new()
@@ -260,68 +205,33 @@ async fn requests_mirror_http_for_http_and_handle_calls() {
             .header("X-User", "ada")
             .query_param("q", "search"),
     );
-    let through_handle: Value = shaped
-        .remote("payload")
-        .await
-        .expect("answer")
-        .body_json()
-        .expect("json");
+    let through_handle: Value = handle_json(&shaped, "payload").await;
     assert_eq!(over_http["origin"], "http");
     assert_eq!(through_handle["origin"], "handle");
     for key in ["method", "path", "user", "q", "body"] {
         assert_eq!(over_http[key], through_handle[key], "{key}");
     }
     // A plain handle call hands the method the value itself.
-    let plain: Value = handle
-        .remote("long string")
-        .await
-        .expect("a")
-        .body_json()
-        .expect("json");
+    let plain: Value = handle_json(&handle, "long string").await;
     assert_eq!(
         plain,
         json!({"origin": "python", "type": "str", "value": "'long string'"})
     );
-    let plain: Value = handle
-        .remote(json!({"a": [1, 2]}))
-        .await
-        .expect("a")
-        .body_json()
-        .expect("json");
+    let plain: Value = handle_json(&handle, json!({"a": [1, 2]})).await;
     assert_eq!(plain["type"], "dict");
     // JSON and forms, over HTTP.
     let http = client();
-    let v: Value = http
-        .post(format!("{}/mirror", base_url(&serve)))
-        .header("X-SERVE-CALL-METHOD", "json")
-        .json(&json!({"k": [1, 2]}))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let mirror = format!("{}/mirror", base_url(&serve));
+    let v = fetch_json(
+        http.post(&mirror)
+            .header("X-SERVE-CALL-METHOD", "json")
+            .json(&json!({"k": [1, 2]})),
+    )
+    .await;
     assert_eq!(v["json"], json!({"k": [1, 2]}));
-    let boundary = "XyZ";
-    let multipart = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nada\r\n--{boundary}\r\n\
-         Content-Disposition: form-data; name=\"weights\"; filename=\"w.bin\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n0123456789\r\n--{boundary}--\r\n"
-    );
-    let v: Value = http
-        .post(format!("{}/mirror", base_url(&serve)))
-        .header("X-SERVE-CALL-METHOD", "form")
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(multipart)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let form = http.post(&mirror).header("X-SERVE-CALL-METHOD", "form");
+    let form = multipart_form(form, ("user", "ada"), ("weights", "w.bin"));
+    let v = fetch_json(form).await;
     assert_eq!(
         v,
         json!({"fields": {"user": "ada"}, "files": {"weights": ["w.bin", 10]}})
@@ -331,13 +241,8 @@ async fn requests_mirror_http_for_http_and_handle_calls() {
 
 #[tokio::test]
 async fn async_methods_run_concurrently_and_plain_ones_one_at_a_time() {
-    let serve = with_python(
-        "sleeper",
-        python("sleepy:Sleeper"),
-        BackendConfig::default(),
-        &[Method::GET],
-    )
-    .await;
+    let backend = python("sleepy:Sleeper");
+    let serve = with_python("sleeper", backend, BackendConfig::default(), &[Method::GET]).await;
     let http = client();
     let url = format!("{}/sleeper", base_url(&serve));
     let started = Instant::now();
@@ -373,13 +278,8 @@ async fn batch_methods_get_lists() {
     let config = BackendConfig::default()
         .max_batch_size(8)
         .batch_wait_timeout_ms(100);
-    let serve = with_python(
-        "doubler",
-        python("batched:Doubler"),
-        config,
-        &[Method::POST],
-    )
-    .await;
+    let backend = python("batched:Doubler");
+    let serve = with_python("doubler", backend, config, &[Method::POST]).await;
     let handle = serve.get_handle("doubler").expect("handle");
     let answers = join_all((0..16).map(|i| handle.remote(i))).await;
     for (i, answer) in answers.into_iter().enumerate() {
@@ -388,21 +288,14 @@ async fn batch_methods_get_lists() {
             (i * 2).to_string()
         );
     }
-    let http = client();
-    let r = http
-        .post(format!("{}/doubler", base_url(&serve)))
-        .body("21")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.text().await.expect("body"), "42");
-    let sizes: Vec<usize> = handle
-        .method("sizes")
-        .remote(())
-        .await
-        .expect("a")
-        .body_json()
-        .expect("json");
+    let doubled = fetch_text(
+        client()
+            .post(format!("{}/doubler", base_url(&serve)))
+            .body("21"),
+    )
+    .await;
+    assert_eq!(doubled, "42");
+    let sizes: Vec<usize> = handle_json(&handle.method("sizes"), ()).await;
     assert!(
         sizes.starts_with(&[8, 8]),
         "two full batches first: {sizes:?}"
@@ -415,13 +308,8 @@ async fn a_worker_dying_in_a_batch_fails_each_caller_with_502() {
     let config = BackendConfig::default()
         .max_batch_size(3)
         .batch_wait_timeout_ms(300);
-    let serve = with_python(
-        "doubler",
-        python("batched:Doubler"),
-        config,
-        &[Method::POST],
-    )
-    .await;
+    let backend = python("batched:Doubler");
+    let serve = with_python("doubler", backend, config, &[Method::POST]).await;
     let http = client();
     let url = format!("{}/doubler", base_url(&serve));
     let answers = join_all((0..3).map(|i| {
@@ -456,18 +344,9 @@ async fn a_pipeline_composes_endpoints_through_python_handles() {
             json!({"positive_words": ["good", "great"]}),
         ),
     ] {
-        serve
-            .create_backend(
-                name,
-                BackendFactory::python(python(target)),
-                BackendConfig::default().init_args(init_args),
-            )
-            .await
-            .expect("backend");
-        serve
-            .create_endpoint(name, EndpointConfig::backend(name))
-            .await
-            .expect("endpoint");
+        let factory = BackendFactory::python(python(target));
+        let config = BackendConfig::default().init_args(init_args);
+        serve_backend(&serve, name, factory, config, None, &[]).await;
     }
     add(
         &serve,
@@ -477,25 +356,12 @@ async fn a_pipeline_composes_endpoints_through_python_handles() {
         &[Method::POST],
     )
     .await;
-    let v: Value = client()
-        .post(format!("{}/pipeline", base_url(&serve)))
-        .body("a great day")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let pipeline = format!("{}/pipeline", base_url(&serve));
+    let v = fetch_json(client().post(pipeline).body("a great day")).await;
     assert_eq!(v, json!({"label": "positive", "score": 1}));
     // From a plain method, with .result().
     let handle = serve.get_handle("pipeline").expect("handle");
-    let v: Value = handle
-        .method("sync_path")
-        .remote(())
-        .await
-        .expect("a")
-        .body_json()
-        .expect("json");
+    let v: Value = handle_json(&handle.method("sync_path"), ()).await;
     assert_eq!(v["label"], "positive");
     // A failing handle call is a clear error naming the exception.
     let err = serve
@@ -517,21 +383,11 @@ async fn init_args_and_user_config_reach_python_replicas() {
         .num_replicas(2)
         .init_args(json!({"model": "large"}))
         .user_config(json!({"threshold": 0.5}));
-    let serve = with_python(
-        "cfg",
-        python("configurable:Thresholded"),
-        config.clone(),
-        &[Method::GET],
-    )
-    .await;
+    let backend = python("configurable:Thresholded");
+    let serve = with_python("cfg", backend, config.clone(), &[Method::GET]).await;
     let handle = serve.get_handle("cfg").expect("handle");
     for _ in 0..10 {
-        let v: Value = handle
-            .remote(())
-            .await
-            .expect("answer")
-            .body_json()
-            .expect("json");
+        let v: Value = handle_json(&handle, ()).await;
         assert_eq!(v, json!({"model": "large", "config": {"threshold": 0.5}}));
     }
     serve
@@ -539,12 +395,7 @@ async fn init_args_and_user_config_reach_python_replicas() {
         .await
         .expect("reconfigured");
     for _ in 0..10 {
-        let v: Value = handle
-            .remote(())
-            .await
-            .expect("answer")
-            .body_json()
-            .expect("json");
+        let v: Value = handle_json(&handle, ()).await;
         assert_eq!(
             v["config"],
             json!({"threshold": 0.9}),
@@ -556,21 +407,12 @@ async fn init_args_and_user_config_reach_python_replicas() {
 
 #[tokio::test]
 async fn exceptions_become_500s_with_type_and_message() {
-    let serve = with_python(
-        "crashy",
-        python("crashy:Crashy"),
-        BackendConfig::default(),
-        &[Method::GET],
-    )
-    .await;
-    let r = client()
-        .get(format!("{}/crashy", base_url(&serve)))
-        .header("X-SERVE-CALL-METHOD", "fail")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 500);
-    let body = r.text().await.expect("body");
+    let backend = python("crashy:Crashy");
+    let serve = with_python("crashy", backend, BackendConfig::default(), &[Method::GET]).await;
+    let crashy = format!("{}/crashy", base_url(&serve));
+    let (status, body) =
+        status_and_text(client().get(crashy).header("X-SERVE-CALL-METHOD", "fail")).await;
+    assert_eq!(status, 500);
     assert!(
         body.contains("ValueError: bad input: expected a number"),
         "{body}"
@@ -593,12 +435,7 @@ async fn a_dying_worker_fails_its_requests_at_once_and_is_restarted() {
     let handle = serve.get_handle("crashy").expect("handle");
     let mut pids = std::collections::BTreeSet::new();
     for _ in 0..20 {
-        let v: Value = handle
-            .remote(())
-            .await
-            .expect("answer")
-            .body_json()
-            .expect("json");
+        let v: Value = handle_json(&handle, ()).await;
         pids.insert(v["pid"].as_i64().expect("pid"));
     }
     assert_eq!(pids.len(), 2);
@@ -631,12 +468,8 @@ async fn a_dying_worker_fails_its_requests_at_once_and_is_restarted() {
         started.elapsed()
     );
     // The other replica serves meanwhile, over HTTP too.
-    let r = client()
-        .get(format!("{}/crashy", base_url(&serve)))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 200);
+    let status = fetch_status(client().get(format!("{}/crashy", base_url(&serve)))).await;
+    assert_eq!(status, 200);
     // The dead one is restarted: two processes again, one of them new.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -664,30 +497,21 @@ async fn a_dying_worker_fails_its_requests_at_once_and_is_restarted() {
 
 #[tokio::test]
 async fn a_segfault_is_a_clear_error_too() {
-    let serve = with_python(
-        "crashy",
-        python("crashy:Crashy"),
-        BackendConfig::default(),
-        &[Method::GET],
+    let backend = python("crashy:Crashy");
+    let serve = with_python("crashy", backend, BackendConfig::default(), &[Method::GET]).await;
+    let crashy = format!("{}/crashy", base_url(&serve));
+    let (status, body) = status_and_text(
+        client()
+            .get(&crashy)
+            .header("X-SERVE-CALL-METHOD", "segfault"),
     )
     .await;
-    let r = client()
-        .get(format!("{}/crashy", base_url(&serve)))
-        .header("X-SERVE-CALL-METHOD", "segfault")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 502);
-    let body = r.text().await.expect("body");
+    assert_eq!(status, 502);
     assert!(body.contains("died") && body.contains("SIGSEGV"), "{body}");
     // While the only replica restarts, callers get a 503 or the restarted replica, never a hang.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = client()
-            .get(format!("{}/crashy", base_url(&serve)))
-            .send()
-            .await
-            .expect("request");
+        let r = client().get(&crashy).send().await.expect("request");
         if r.status() == 200 {
             break;
         }
@@ -700,20 +524,7 @@ async fn a_segfault_is_a_clear_error_too() {
 
 /// Runs `ferroserve run` on a Python app that cannot start; returns its stderr.
 fn refused(yaml: &str) -> String {
-    let dir = examples_dir();
-    let yaml = yaml.replace("WORKDIR", &dir.display().to_string());
-    let (_tmp, path) = write_config(&yaml);
-    let output = Command::new(ferroserve_bin())
-        .args(["run", path.to_str().expect("utf-8"), "--port", "0"])
-        .output()
-        .expect("ferroserve runs");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "must fail: {stderr}");
-    assert!(
-        !String::from_utf8_lossy(&output.stdout).contains("listening"),
-        "serves nothing"
-    );
-    stderr
+    run_refused(&yaml.replace("WORKDIR", &examples_dir().display().to_string()))
 }
 
 #[test]
@@ -761,46 +572,21 @@ fn start_failures_stop_ferroserve_run_with_the_reason() {
 async fn env_and_working_dir_reach_the_worker() {
     let backend = python("env_probe:probe").env("MODEL_PATH", "/models/v3");
     let serve = with_python("probe", backend, BackendConfig::default(), &[Method::GET]).await;
-    let v: Value = client()
-        .get(format!("{}/probe", base_url(&serve)))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let v = get_json(&client(), format!("{}/probe", base_url(&serve))).await;
     assert_eq!(v, json!({"model_path": "/models/v3", "cwd_has_me": true}));
     serve.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_python_example_app_serves_with_the_stock_binary() {
-    let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/app.yaml");
-    let server = spawn_listening(&ferroserve_bin(), &["run", yaml, "--port", "0"], &[], None);
+    let server = spawn_example_app("examples/python/app.yaml");
     let http = client();
-    let v: Value = http
-        .get(server.url("/counter"))
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("json");
+    let v = get_json(&http, server.url("/counter")).await;
     assert_eq!(v["current"], 1);
-    let r = http
-        .post(server.url("/pipeline"))
-        .body("a good day")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.json::<Value>().await.expect("json")["label"], "positive");
-    let r = http
-        .post(server.url("/double"))
-        .body("21")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.text().await.expect("body"), "42");
+    let v = fetch_json(http.post(server.url("/pipeline")).body("a good day")).await;
+    assert_eq!(v["label"], "positive");
+    let doubled = fetch_text(http.post(server.url("/double")).body("21")).await;
+    assert_eq!(doubled, "42");
     assert_eq!(
         server.terminate().code(),
         Some(0),

@@ -5,13 +5,16 @@
 mod common;
 
 use ferroserve::{
-    Arg, Backend, BackendConfig, BackendError, BackendFactory, CallOptions, EndpointConfig, Handle,
-    Methods, Origin, Request, Response, Serve,
+    Arg, Backend, BackendConfig, BackendError, BackendFactory, CallOptions, Handle, Methods,
+    Origin, Request, Response, Serve,
 };
 use http::Method;
 use serde_json::{Value, json};
 
-use common::{base_url, client, serve};
+use common::{
+    base_url, client, fetch_status, handle_json, multipart_form, serve, serve_backend,
+    status_and_text,
+};
 
 /// Describes what it sees, the same way for every origin.
 struct Mirror;
@@ -57,23 +60,10 @@ impl Backend for Mirror {
 
 async fn mirror() -> (Serve, Handle) {
     let serve = serve().await;
-    serve
-        .create_backend(
-            "mirror",
-            BackendFactory::new(|_| Ok(Mirror)),
-            BackendConfig::default(),
-        )
-        .await
-        .expect("b");
-    serve
-        .create_endpoint(
-            "mirror",
-            EndpointConfig::backend("mirror")
-                .route("/mirror")
-                .methods([Method::GET, Method::POST]),
-        )
-        .await
-        .expect("endpoint");
+    let factory = BackendFactory::new(|_| Ok(Mirror));
+    let config = BackendConfig::default();
+    let methods = [Method::GET, Method::POST];
+    serve_backend(&serve, "mirror", factory, config, "/mirror", &methods).await;
     let handle = serve.get_handle("mirror").expect("handle");
     (serve, handle)
 }
@@ -98,19 +88,14 @@ async fn http_and_handle_calls_read_the_same() {
             .json(&json!({"a": 1})),
     )
     .await;
-    let through_handle: Value = handle
-        .options(
-            CallOptions::new()
-                .method_name("json")
-                .http_method(Method::POST)
-                .header("X-User", "ada")
-                .query_param("q", "search"),
-        )
-        .remote(json!({"a": 1}))
-        .await
-        .expect("answer")
-        .body_json()
-        .expect("json");
+    let shaped = handle.options(
+        CallOptions::new()
+            .method_name("json")
+            .http_method(Method::POST)
+            .header("X-User", "ada")
+            .query_param("q", "search"),
+    );
+    let through_handle: Value = handle_json(&shaped, json!({"a": 1})).await;
     assert_eq!(over_http["body"], json!({"a": 1}));
     for key in ["http_method", "x_user", "q", "body"] {
         assert_eq!(over_http[key], through_handle[key], "{key} differs");
@@ -125,12 +110,7 @@ async fn http_and_handle_calls_read_the_same() {
 
     // a long string as the body: `requests.get(data=...)` ↔ `handle.remote("long string")`
     let over_http = http_json(http.post(&url).body("long string")).await;
-    let through_handle: Value = handle
-        .remote("long string")
-        .await
-        .expect("a")
-        .body_json()
-        .expect("json");
+    let through_handle: Value = handle_json(&handle, "long string").await;
     assert_eq!(over_http["body"], "long string");
     assert_eq!(through_handle["body"], "long string");
     assert_eq!(
@@ -158,21 +138,12 @@ async fn forms_url_encoded_multipart_and_from_handles() {
         json!([["name", "ada"], ["lang", "rust"]])
     );
 
-    let boundary = "b0undary";
-    let multipart = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nada\r\n--{boundary}\r\n\
-         Content-Disposition: form-data; name=\"model\"; filename=\"weights.bin\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n0123456789\r\n--{boundary}--\r\n"
-    );
-    let multi = http_json(
-        http.post(&url)
-            .header("X-SERVE-CALL-METHOD", "form")
-            .header(
-                "content-type",
-                format!("multipart/form-data; boundary={boundary}"),
-            )
-            .body(multipart),
-    )
+    let form = http.post(&url).header("X-SERVE-CALL-METHOD", "form");
+    let multi = http_json(multipart_form(
+        form,
+        ("name", "ada"),
+        ("model", "weights.bin"),
+    ))
     .await;
     assert_eq!(multi["body"]["fields"], json!([["name", "ada"]]));
     assert_eq!(
@@ -180,40 +151,28 @@ async fn forms_url_encoded_multipart_and_from_handles() {
         json!([{"name": "model", "file_name": "weights.bin", "size": 10}])
     );
 
-    let from_handle: Value = handle
-        .method("form")
-        .remote(json!({"name": "ada", "lang": "rust"}))
-        .await
-        .expect("answer")
-        .body_json()
-        .expect("json");
+    let fields = json!({"name": "ada", "lang": "rust"});
+    let from_handle: Value = handle_json(&handle.method("form"), fields).await;
     assert_eq!(
         from_handle["body"]["fields"],
         json!([["lang", "rust"], ["name", "ada"]])
     );
 
-    let bad = http
-        .post(&url)
-        .header("X-SERVE-CALL-METHOD", "form")
-        .header("content-type", "image/png")
-        .body("x")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(bad.status(), 415);
+    let bad = fetch_status(
+        http.post(&url)
+            .header("X-SERVE-CALL-METHOD", "form")
+            .header("content-type", "image/png")
+            .body("x"),
+    )
+    .await;
+    assert_eq!(bad, 415);
     serve.shutdown().await;
 }
 
 #[tokio::test]
 async fn rust_values_pass_through_and_the_origin_tells() {
     let (serve, handle) = mirror().await;
-    let v: Value = handle
-        .method("value")
-        .remote(Arg::value(vec![1u32, 2, 3]))
-        .await
-        .expect("answer")
-        .body_json()
-        .expect("json");
+    let v: Value = handle_json(&handle.method("value"), Arg::value(vec![1u32, 2, 3])).await;
     assert_eq!(v["body"], json!({"rust value": [1, 2, 3]}));
     assert_eq!(v["origin"], "handle");
     serve.shutdown().await;
@@ -247,19 +206,8 @@ async fn a_forwarded_http_request_arrives_unwrapped() {
         }
         Ok(Forwarder { mirror })
     });
-    serve
-        .create_backend("fwd", factory, BackendConfig::default())
-        .await
-        .expect("backend");
-    serve
-        .create_endpoint(
-            "fwd",
-            EndpointConfig::backend("fwd")
-                .route("/fwd")
-                .methods([Method::POST]),
-        )
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend(&serve, "fwd", factory, config, "/fwd", &[Method::POST]).await;
     let v = http_json(
         client()
             .post(format!("{}/fwd?q=deep", base_url(&serve)))
@@ -281,14 +229,12 @@ async fn a_forwarded_http_request_arrives_unwrapped() {
 #[tokio::test]
 async fn unknown_methods_are_a_clear_404_over_http() {
     let (serve, _handle) = mirror().await;
-    let r = client()
-        .get(format!("{}/mirror", base_url(&serve)))
-        .header("X-SERVE-CALL-METHOD", "predict_proba")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), 404);
-    let body = r.text().await.expect("body");
+    let url = format!("{}/mirror", base_url(&serve));
+    let call = client()
+        .get(url)
+        .header("X-SERVE-CALL-METHOD", "predict_proba");
+    let (status, body) = status_and_text(call).await;
+    assert_eq!(status, 404);
     assert!(
         body.contains("`mirror`") && body.contains("`predict_proba`"),
         "{body}"

@@ -6,24 +6,16 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ferroserve::{BackendConfig, EndpointConfig, ErrorKind, ServeError, Traffic, builtins};
+use ferroserve::{BackendConfig, EndpointConfig, ErrorKind, ServeError, Traffic};
 use http::StatusCode;
 use serde_json::Value;
 
-use common::{base_url, client, serve, serve_sleeper};
+use common::{base_url, client, echo_backends, get_json, handle_json, serve, serve_sleeper};
 
 #[tokio::test]
 async fn traffic_follows_the_weights() {
     let serve = serve().await;
-    let echo = builtins().get("echo").cloned().expect("echo");
-    serve
-        .create_backend("v1", echo.clone(), BackendConfig::default())
-        .await
-        .expect("v1");
-    serve
-        .create_backend("v2", echo, BackendConfig::default())
-        .await
-        .expect("v2");
+    echo_backends(&serve, &["v1", "v2"]).await;
     let traffic = Traffic::new([("v1", 0.8), ("v2", 0.2)]).expect("valid weights");
     serve
         .create_endpoint("split", EndpointConfig::traffic(traffic).route("/split"))
@@ -34,14 +26,7 @@ async fn traffic_follows_the_weights() {
     let mut counts: HashMap<String, usize> = HashMap::new();
     let n = 2000;
     for _ in 0..n {
-        let v: Value = http
-            .get(&url)
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json");
+        let v = get_json(&http, &url).await;
         *counts
             .entry(v["backend"].as_str().expect("name").to_owned())
             .or_default() += 1;
@@ -63,12 +48,7 @@ async fn traffic_follows_the_weights() {
         .expect("set_traffic");
     let handle = serve.get_handle("split").expect("handle");
     for _ in 0..50 {
-        let v: Value = handle
-            .remote(())
-            .await
-            .expect("answer")
-            .body_json()
-            .expect("json");
+        let v: Value = handle_json(&handle, ()).await;
         assert_eq!(v["backend"], "v2");
     }
     serve.shutdown().await;

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use ferroserve::{
     BackendConfig, BackendError, BackendFactory, CallOptions, EndpointConfig, Request, Response,
-    ServeError, Traffic, builtins,
+    ServeError, Traffic,
 };
 use serde_json::Value;
 
-use common::{base_url, client, serve};
+use common::{
+    base_url, client, echo, echo_backends, fetch_json, handle_json, serve, serve_backend_as,
+};
 
 /// A shadow backend that counts its copies, is slow, and fails.
 fn slow_failing_counter(count: &Arc<AtomicUsize>) -> BackendFactory {
@@ -31,12 +33,11 @@ fn slow_failing_counter(count: &Arc<AtomicUsize>) -> BackendFactory {
 #[tokio::test]
 async fn shadow_copies_never_reach_the_caller() {
     let serve = serve().await;
-    let echo = builtins().get("echo").cloned().expect("echo");
     let copies = Arc::new(AtomicUsize::new(0));
     serve
         .create_backend(
             "v1",
-            echo,
+            echo(),
             BackendConfig::default().max_concurrent_queries(1),
         )
         .await
@@ -91,7 +92,6 @@ async fn shadow_copies_never_reach_the_caller() {
 #[tokio::test]
 async fn a_shadow_gets_its_share_and_can_be_changed_while_serving() {
     let serve = serve().await;
-    let echo = builtins().get("echo").cloned().expect("echo");
     let copies = Arc::new(AtomicUsize::new(0));
     let counted = copies.clone();
     let counter = BackendFactory::function(move |_req: Request| {
@@ -102,17 +102,11 @@ async fn a_shadow_gets_its_share_and_can_be_changed_while_serving() {
         }
     });
     serve
-        .create_backend("v1", echo, BackendConfig::default())
-        .await
-        .expect("v1");
-    serve
         .create_backend("v3", counter, BackendConfig::default())
         .await
         .expect("v3");
-    serve
-        .create_endpoint("e", EndpointConfig::backend("v1"))
-        .await
-        .expect("endpoint");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "e", "v1", echo(), config, None, &[]).await;
     serve.shadow_traffic("e", "v3", 0.25).await.expect("shadow");
     let handle = serve.get_handle("e").expect("handle");
     for _ in 0..2000 {
@@ -155,13 +149,7 @@ async fn a_shadow_gets_its_share_and_can_be_changed_while_serving() {
 #[tokio::test]
 async fn shard_keys_make_the_backend_choice_sticky() {
     let serve = serve().await;
-    let echo = builtins().get("echo").cloned().expect("echo");
-    for name in ["a", "b", "c"] {
-        serve
-            .create_backend(name, echo.clone(), BackendConfig::default())
-            .await
-            .expect("backend");
-    }
+    echo_backends(&serve, &["a", "b", "c"]).await;
     let traffic = Traffic::new([("a", 0.34), ("b", 0.33), ("c", 0.33)]).expect("weights");
     serve
         .create_endpoint("e", EndpointConfig::traffic(traffic).route("/e"))
@@ -173,15 +161,7 @@ async fn shard_keys_make_the_backend_choice_sticky() {
     for round in 0..5 {
         for user in 0..20 {
             let key = format!("user-{user}");
-            let v: Value = http
-                .get(&url)
-                .header("X-SERVE-SHARD-KEY", &key)
-                .send()
-                .await
-                .expect("request")
-                .json()
-                .await
-                .expect("json");
+            let v = fetch_json(http.get(&url).header("X-SERVE-SHARD-KEY", &key)).await;
             let backend = v["backend"].as_str().expect("name").to_owned();
             if round == 0 {
                 chosen.insert(key, backend);
@@ -197,12 +177,7 @@ async fn shard_keys_make_the_backend_choice_sticky() {
         .get_handle("e")
         .expect("handle")
         .options(CallOptions::new().shard_key("user-3"));
-    let v: Value = handle
-        .remote(())
-        .await
-        .expect("answer")
-        .body_json()
-        .expect("json");
+    let v: Value = handle_json(&handle, ()).await;
     assert_eq!(v["backend"], chosen["user-3"].as_str());
     serve.shutdown().await;
 }
@@ -210,15 +185,8 @@ async fn shard_keys_make_the_backend_choice_sticky() {
 #[tokio::test]
 async fn traffic_changes_are_validated() {
     let serve = serve().await;
-    let echo = builtins().get("echo").cloned().expect("echo");
-    serve
-        .create_backend("a", echo, BackendConfig::default())
-        .await
-        .expect("a");
-    serve
-        .create_endpoint("e", EndpointConfig::backend("a"))
-        .await
-        .expect("e");
+    let config = BackendConfig::default();
+    serve_backend_as(&serve, "e", "a", echo(), config, None, &[]).await;
     assert!(Traffic::new([("a", 0.7)]).is_err(), "weights must sum to 1");
     assert!(
         Traffic::new([("a", 1.2), ("b", -0.2)]).is_err(),

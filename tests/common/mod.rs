@@ -9,7 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ferroserve::{Backend, BackendError, HttpOptions, Request, Response, Serve};
+use ferroserve::{
+    Arg, Backend, BackendConfig, BackendError, BackendFactory, EndpointConfig, Handle, HttpOptions,
+    Request, Response, Serve,
+};
+use http::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// The `ferroserve` binary built for these tests.
 pub fn ferroserve_bin() -> PathBuf {
@@ -169,6 +175,38 @@ pub fn spawn_cli(yaml: &str) -> Process {
     )
 }
 
+/// Runs `ferroserve run` on the app file at `path` (relative to the repository) with `--port 0`.
+pub fn spawn_example_app(path: &str) -> Process {
+    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    spawn_listening(
+        &ferroserve_bin(),
+        &["run", yaml.to_str().expect("utf-8 path"), "--port", "0"],
+        &[],
+        None,
+    )
+}
+
+/// Runs `ferroserve run` on `yaml` (as a temporary `app.yaml`) with `--port 0`, which must
+/// exit non-zero without ever listening; returns its stderr.
+pub fn run_refused(yaml: &str) -> String {
+    let (_dir, path) = write_config(yaml);
+    let output = Command::new(ferroserve_bin())
+        .args(["run", path.to_str().expect("utf-8"), "--port", "0"])
+        .output()
+        .expect("ferroserve runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "a bad config must fail; stderr:\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("listening"),
+        "a bad config must serve nothing: {stdout}"
+    );
+    stderr
+}
+
 /// Counts how many calls run at once, and the most ever.
 #[derive(Default)]
 pub struct Concurrency {
@@ -209,9 +247,9 @@ impl Backend for Sleeper {
 }
 
 /// A factory of [`Sleeper`]s sharing `counter`.
-pub fn sleeper(counter: &Arc<Concurrency>) -> ferroserve::BackendFactory {
+pub fn sleeper(counter: &Arc<Concurrency>) -> BackendFactory {
     let counter = counter.clone();
-    ferroserve::BackendFactory::new(move |ctx| {
+    BackendFactory::new(move |ctx| {
         Ok(Sleeper {
             replica: ctx.replica.clone(),
             counter: counter.clone(),
@@ -230,41 +268,158 @@ pub async fn raw_get(addr: SocketAddr, path: &str) -> String {
     raw
 }
 
-/// Serves the built-in `echo` backend (backend and endpoint both named `name`) on `route`,
-/// allowing `methods`.
-pub async fn serve_echo(serve: &Serve, name: &str, route: &str, methods: &[http::Method]) {
-    let echo = ferroserve::builtins()
+/// The built-in `echo` backend.
+pub fn echo() -> BackendFactory {
+    ferroserve::builtins()
         .get("echo")
         .cloned()
-        .expect("echo is built in");
+        .expect("echo is built in")
+}
+
+/// Creates a built-in `echo` backend, with the default config, under each of `names`.
+pub async fn echo_backends(serve: &Serve, names: &[&str]) {
+    for name in names {
+        serve
+            .create_backend(name, echo(), BackendConfig::default())
+            .await
+            .unwrap_or_else(|e| panic!("backend `{name}` starts: {e}"));
+    }
+}
+
+/// Creates backend `name` from `factory` with `config`, and endpoint `name` over it on `route`
+/// (`None`: handles only), allowing `methods` (none: the default, `GET`).
+pub async fn serve_backend<'a>(
+    serve: &Serve,
+    name: &str,
+    factory: BackendFactory,
+    config: BackendConfig,
+    route: impl Into<Option<&'a str>>,
+    methods: &[Method],
+) {
+    serve_backend_as(serve, name, name, factory, config, route, methods).await;
+}
+
+/// [`serve_backend`] under another endpoint name: endpoint `endpoint` over backend `backend`.
+pub async fn serve_backend_as<'a>(
+    serve: &Serve,
+    endpoint: &str,
+    backend: &str,
+    factory: BackendFactory,
+    config: BackendConfig,
+    route: impl Into<Option<&'a str>>,
+    methods: &[Method],
+) {
     serve
-        .create_backend(name, echo, ferroserve::BackendConfig::default())
+        .create_backend(backend, factory, config)
         .await
-        .expect("echo backend");
+        .unwrap_or_else(|e| panic!("backend `{backend}` starts: {e}"));
+    let mut endpoint_config = EndpointConfig::backend(backend);
+    if let Some(route) = route.into() {
+        endpoint_config = endpoint_config.route(route);
+    }
+    if !methods.is_empty() {
+        endpoint_config = endpoint_config.methods(methods.iter().cloned());
+    }
     serve
-        .create_endpoint(
-            name,
-            ferroserve::EndpointConfig::backend(name)
-                .route(route)
-                .methods(methods.iter().cloned()),
-        )
+        .create_endpoint(endpoint, endpoint_config)
         .await
-        .expect("echo endpoint");
+        .unwrap_or_else(|e| panic!("endpoint `{endpoint}`: {e}"));
+}
+
+/// Serves the built-in `echo` backend (backend and endpoint both named `name`) on `route`,
+/// allowing `methods` (none: the default, `GET`).
+pub async fn serve_echo(serve: &Serve, name: &str, route: &str, methods: &[Method]) {
+    let config = BackendConfig::default();
+    serve_backend(serve, name, echo(), config, route, methods).await;
 }
 
 /// Serves a [`Sleeper`] backend as endpoint `slow` on `/slow`; returns its counter.
-pub async fn serve_sleeper(serve: &Serve, config: ferroserve::BackendConfig) -> Arc<Concurrency> {
+pub async fn serve_sleeper(serve: &Serve, config: BackendConfig) -> Arc<Concurrency> {
     let counter = Arc::new(Concurrency::default());
-    serve
-        .create_backend("slow", sleeper(&counter), config)
-        .await
-        .expect("sleeper backend");
-    serve
-        .create_endpoint(
-            "slow",
-            ferroserve::EndpointConfig::backend("slow").route("/slow"),
-        )
-        .await
-        .expect("sleeper endpoint");
+    serve_backend(serve, "slow", sleeper(&counter), config, "/slow", &[]).await;
     counter
+}
+
+/// An `OPTIONS` CORS preflight for a `POST` to `url` from `https://app.example`.
+pub fn cors_preflight(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> reqwest::RequestBuilder {
+    http.request(Method::OPTIONS, url)
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+}
+
+/// Sends `request` and parses the answer as JSON, whatever its status.
+pub async fn fetch_json(request: reqwest::RequestBuilder) -> Value {
+    request
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// GETs `url` and parses the answer as JSON, whatever its status.
+pub async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    fetch_json(http.get(url)).await
+}
+
+/// Sends `request`; the answer's status and body text.
+pub async fn status_and_text(request: reqwest::RequestBuilder) -> (StatusCode, String) {
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
+}
+
+/// Sends `request`; the answer's body text, whatever its status.
+pub async fn fetch_text(request: reqwest::RequestBuilder) -> String {
+    status_and_text(request).await.1
+}
+
+/// Sends `request`; the answer's status.
+pub async fn fetch_status(request: reqwest::RequestBuilder) -> StatusCode {
+    request.send().await.expect("request").status()
+}
+
+/// `request` with a multipart form body: the text field `field` (name, value), then the file
+/// `file` (field name, file name) holding the 10 bytes `0123456789`.
+pub fn multipart_form(
+    request: reqwest::RequestBuilder,
+    (field, value): (&str, &str),
+    (file, file_name): (&str, &str),
+) -> reqwest::RequestBuilder {
+    let boundary = "b0undary";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"{file}\"; filename=\"{file_name}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n0123456789\r\n--{boundary}--\r\n"
+    );
+    request
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+}
+
+/// Calls `handle` with `arg`; the answer's body as JSON.
+pub async fn handle_json<T: DeserializeOwned>(handle: &Handle, arg: impl Into<Arg>) -> T {
+    handle
+        .remote(arg)
+        .await
+        .expect("answer")
+        .body_json()
+        .expect("json")
+}
+
+/// Calls `handle` with `arg`; the answer's body as text.
+pub async fn handle_text(handle: &Handle, arg: impl Into<Arg>) -> String {
+    handle
+        .remote(arg)
+        .await
+        .expect("answer")
+        .body_text()
+        .expect("text")
 }

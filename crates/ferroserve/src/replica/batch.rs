@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::ReplicaName;
 use crate::backend::DynBackend;
-use crate::error::ServeError;
+use crate::error::{BackendError, ServeError};
 use crate::request::Request;
 use crate::response::Response;
 
@@ -194,15 +194,13 @@ async fn call_batch(
     };
     match outcome {
         Ok(Ok(answers)) if answers.len() == count => Ok(answers),
-        Ok(Ok(answers)) => Err(ServeError::Backend {
-            backend: names.backend.to_string(),
-            replica: names.replica.to_string(),
-            message: format!(
+        Ok(Ok(answers)) => Err(names.failed(
+            &BackendError::msg(format!(
                 "batch method `{method}` answered {} results for a batch of {count} requests",
                 answers.len()
-            ),
-            status: None,
-        }),
+            )),
+            "",
+        )),
         Ok(Err(error)) => Err(names.failed(
             &error,
             &format!("batch method `{method}` failed for a batch of {count}: "),
@@ -218,7 +216,6 @@ async fn call_batch(
 mod tests {
     use super::*;
     use crate::backend::{Backend, Methods};
-    use crate::error::BackendError;
     use http::StatusCode;
 
     /// A batch backend failing every batch with the error its first request names.

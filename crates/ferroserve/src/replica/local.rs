@@ -10,7 +10,7 @@ use super::batch::{BatchPolicy, BatchQueue};
 use super::{InFlight, Replica, ReplicaCall, ReplicaName};
 use crate::backend::{BackendFactory, DynBackend, Methods, ReplicaContext, ReplicaEnv};
 use crate::config::BackendConfig;
-use crate::error::{ServeError, panic_message};
+use crate::error::ServeError;
 use crate::request::Request;
 
 /// One running instance of a backend, on this machine.
@@ -112,17 +112,8 @@ impl Replica for LocalReplica {
                 .await
             {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(ServeError::Backend {
-                    backend: self.name.backend.to_string(),
-                    replica: self.name.replica.to_string(),
-                    status: None,
-                    message: format!("reconfigure failed: {error}"),
-                }),
-                Err(payload) => Err(ServeError::Panicked {
-                    backend: self.name.backend.to_string(),
-                    replica: self.name.replica.to_string(),
-                    message: format!("reconfigure panicked: {}", panic_message(&*payload)),
-                }),
+                Ok(Err(error)) => Err(self.name.failed(&error, "reconfigure failed: ")),
+                Err(payload) => Err(self.name.panicked(&*payload, "reconfigure panicked: ")),
             }
         })
     }
