@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use common::{
     base_url, client, cors_preflight, fetch_status, serve_echo, serve_sleeper, spawn_cli,
+    status_and_text,
 };
 
 const CORS_APP: &str = "\
@@ -156,8 +157,12 @@ async fn timeouts_answer_504_and_free_the_slot() {
     serve_sleeper(&serve, config).await;
     let base = base_url(&serve);
     let started = Instant::now();
-    let status = fetch_status(client().get(format!("{base}/slow?ms=5000"))).await;
+    let (status, reason) = status_and_text(client().get(format!("{base}/slow?ms=5000"))).await;
     assert_eq!(status, 504);
+    assert_eq!(
+        reason,
+        "no answer within the 0.2s the timeout middleware allows\n"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -183,6 +188,22 @@ async fn body_limits_answer_413() {
         futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>("y".repeat(512))));
     let chunked = fetch_status(http.post(&url).body(reqwest::Body::wrap_stream(chunks))).await;
     assert_eq!(chunked, 413);
+    // Each 413 says why, as every error answer does.
+    let (status, reason) = status_and_text(http.post(&url).body("x".repeat(4096))).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        reason,
+        "the request body is larger than the 1024 bytes allowed here\n"
+    );
+    let chunks =
+        futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>("y".repeat(512))));
+    let (status, reason) =
+        status_and_text(http.post(&url).body(reqwest::Body::wrap_stream(chunks))).await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        reason,
+        "the request body is larger than the 1024 bytes allowed here\n"
+    );
     serve.shutdown().await;
 }
 

@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::limits::{
+    MAX_BATCH_SIZE, MAX_BATCH_WAIT_TIMEOUT_MS, MAX_CONCURRENT_QUERIES, MAX_NUM_REPLICAS,
+    MAX_QUEUED_REQUESTS, within,
+};
 use super::{DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_NUM_REPLICAS};
 use crate::error::ServeError;
 
@@ -121,6 +125,33 @@ impl BackendConfig {
                 "must be at least 1 (leave it out to turn batching off)",
             ));
         }
+        let checks = [
+            (
+                "num_replicas",
+                within(self.num_replicas, 1, MAX_NUM_REPLICAS),
+            ),
+            (
+                "max_concurrent_queries",
+                self.max_concurrent_queries
+                    .map_or(Ok(()), |n| within(n, 1, MAX_CONCURRENT_QUERIES)),
+            ),
+            (
+                "max_queued_requests",
+                within(self.max_queued_requests, 0, MAX_QUEUED_REQUESTS),
+            ),
+            (
+                "max_batch_size",
+                self.max_batch_size
+                    .map_or(Ok(()), |n| within(n, 1, MAX_BATCH_SIZE)),
+            ),
+            (
+                "batch_wait_timeout_ms",
+                within(self.batch_wait_timeout_ms, 0, MAX_BATCH_WAIT_TIMEOUT_MS),
+            ),
+        ];
+        for (key, check) in checks {
+            check.map_err(|message| ServeError::invalid(key, message))?;
+        }
         if let (Some(cap), Some(batch)) = (self.max_concurrent_queries, self.max_batch_size)
             && cap < batch
         {
@@ -142,6 +173,35 @@ impl BackendConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_count_is_bounded() {
+        let huge = [
+            BackendConfig::default().num_replicas(usize::MAX),
+            BackendConfig::default().num_replicas(4_294_967_296),
+            BackendConfig::default().num_replicas(2_147_483_647),
+            BackendConfig::default().max_concurrent_queries(usize::MAX),
+            BackendConfig::default().max_queued_requests(usize::MAX),
+            BackendConfig::default().max_batch_size(usize::MAX),
+            BackendConfig::default().batch_wait_timeout_ms(u64::MAX),
+        ];
+        for config in huge {
+            let err = config.validate().expect_err("out of range");
+            assert!(err.to_string().contains("must be between"), "{err}");
+        }
+        assert!(
+            BackendConfig::default()
+                .num_replicas(MAX_NUM_REPLICAS)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            BackendConfig::default()
+                .max_queued_requests(0)
+                .validate()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn backend_config_refuses_zero_replicas() {

@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use super::RESERVED_PREFIX;
+use super::limits::within;
 use crate::error::ServeError;
 
 /// An endpoint's traffic policy: weights over backends, each at least 0, summing to 1.
@@ -91,6 +92,10 @@ pub struct EndpointConfig {
     /// dropped, and their failures and slowness never reach the caller.
     #[serde(default)]
     pub shadow: IndexMap<String, f64>,
+    /// The largest request body for this endpoint, in bytes; `None` takes
+    /// `http.max_body_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
 }
 
 fn get_only() -> Vec<Method> {
@@ -127,6 +132,7 @@ impl EndpointConfig {
             methods: vec![Method::GET],
             traffic,
             shadow: IndexMap::new(),
+            max_body_bytes: None,
         }
     }
 
@@ -152,11 +158,21 @@ impl EndpointConfig {
         if self.methods.is_empty() {
             return Err(ServeError::invalid("methods", "allows no HTTP method"));
         }
+        if let Some(bytes) = self.max_body_bytes {
+            within(bytes, 1, usize::MAX).map_err(|m| ServeError::invalid("max_body_bytes", m))?;
+        }
         self.traffic.validate()?;
         for (backend, proportion) in &self.shadow {
             validate_shadow(&self.traffic, backend, *proportion)?;
         }
         Ok(())
+    }
+
+    /// Sets the largest request body for this endpoint, in bytes.
+    #[must_use]
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = Some(bytes);
+        self
     }
 
     /// Adds a shadow backend getting a copy of `proportion` of the requests.

@@ -86,14 +86,9 @@ impl MiddlewareFile {
             Self::Cors(options) => Middleware::Cors(options),
             Self::Compression(NoOptions {}) => Middleware::Compression,
             Self::RequestId(NoOptions {}) => Middleware::RequestId,
-            Self::Timeout(seconds) => {
-                if !(seconds.is_finite() && seconds > 0.0) {
-                    return Err(format!(
-                        "timeout must be a positive number of seconds, not {seconds}"
-                    ));
-                }
-                Middleware::Timeout(Duration::from_secs_f64(seconds))
-            }
+            Self::Timeout(seconds) => Middleware::Timeout(
+                super::limits::seconds(seconds).map_err(|m| format!("timeout {m}"))?,
+            ),
             Self::BodyLimit(bytes) => Middleware::BodyLimit(bytes),
         })
     }

@@ -3,6 +3,7 @@
 mod backend;
 mod endpoint;
 mod keypath;
+pub mod limits;
 mod middleware;
 mod python;
 mod spec;
@@ -31,6 +32,8 @@ pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 100;
 pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 1000;
 /// Routes under this prefix belong to Ferroserve itself (`/-/routes`, `/-/healthz`).
 pub const RESERVED_PREFIX: &str = "/-/";
+/// Default `http.max_body_bytes`: 64 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where the HTTP proxy listens, and what it wraps around every request.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +44,9 @@ pub struct HttpOptions {
     pub port: u16,
     /// Middlewares, outermost first.
     pub middlewares: Vec<Middleware>,
+    /// The largest request body, in bytes (default 64 MiB; an endpoint may set its own): a
+    /// larger one is answered 413 as soon as its length says so or its bytes pass it.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HttpOptions {
@@ -49,6 +55,7 @@ impl Default for HttpOptions {
             host: DEFAULT_HOST.to_owned(),
             port: DEFAULT_PORT,
             middlewares: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -59,8 +66,15 @@ impl HttpOptions {
         Self {
             host: host.into(),
             port,
-            middlewares: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// Sets `max_body_bytes`.
+    #[must_use]
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
     }
 
     /// Adds a middleware inside those already added.

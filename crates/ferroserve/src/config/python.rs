@@ -99,7 +99,7 @@ impl PythonBackend {
         self
     }
 
-    /// Checks the target's form (`module:attr`).
+    /// Checks the target's form (`module:attr`) and the start timeout's range.
     pub fn validate(&self) -> Result<(), String> {
         let (module, attr) = self.target.split_once(':').unwrap_or(("", ""));
         let ident = |s: &str| {
@@ -113,7 +113,7 @@ impl PythonBackend {
                 self.target
             ));
         }
-        Ok(())
+        super::limits::duration(self.start_timeout).map_err(|m| format!("start_timeout_s {m}"))
     }
 }
 

@@ -87,9 +87,14 @@ mod tests {
                 "endpoint `e` allows GET, POST, not PUT\n",
             ),
             (
-                ServeError::PayloadTooLarge("length limit exceeded".into()),
+                ServeError::Timeout(std::time::Duration::from_millis(1500)),
+                504,
+                "no answer within the 1.5s the timeout middleware allows\n",
+            ),
+            (
+                ServeError::PayloadTooLarge { limit: 1024 },
                 413,
-                "the request body is larger than the body_limit middleware allows: length limit exceeded\n",
+                "the request body is larger than the 1024 bytes allowed here\n",
             ),
         ];
         for (error, status, body) in cases {

@@ -52,9 +52,15 @@ pub enum ServeError {
         /// The method that was refused, when worth naming.
         method: Option<String>,
     },
-    /// The request body is larger than the `body_limit` middleware allows.
-    #[error("the request body is larger than the body_limit middleware allows: {0}")]
-    PayloadTooLarge(String),
+    /// The request body is larger than `max_body_bytes` or a `body_limit` middleware allows.
+    #[error("the request body is larger than the {limit} bytes allowed here")]
+    PayloadTooLarge {
+        /// The limit that was passed, in bytes.
+        limit: u64,
+    },
+    /// The request took longer than the `timeout` middleware allows (504).
+    #[error("no answer within the {}s the timeout middleware allows", .0.as_secs_f64())]
+    Timeout(Duration),
     /// No endpoint has this name.
     #[error("endpoint `{0}` does not exist")]
     EndpointNotFound(String),
@@ -157,14 +163,15 @@ impl ServeError {
             | Self::BackendNotFound(_)
             | Self::MethodNotFound { .. } => ErrorKind::NotFound,
             Self::MethodNotAllowed { .. }
-            | Self::PayloadTooLarge(_)
+            | Self::PayloadTooLarge { .. }
             | Self::BadRequest(_)
             | Self::InvalidConfig { .. } => ErrorKind::Client,
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Overloaded { .. } | Self::NoReplicas(_) | Self::ShuttingDown => {
                 ErrorKind::Overload
             }
-            Self::Backend { .. }
+            Self::Timeout(_)
+            | Self::Backend { .. }
             | Self::Panicked { .. }
             | Self::ReplicaDied { .. }
             | Self::StartFailed { .. } => ErrorKind::ReplicaFailure,
@@ -181,7 +188,8 @@ impl ServeError {
             } => *status,
             Self::ReplicaDied { .. } => StatusCode::BAD_GATEWAY,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             _ => match self.kind() {
                 ErrorKind::Client => StatusCode::BAD_REQUEST,
                 ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -209,6 +217,15 @@ impl ServeError {
             message: message.into(),
         }
     }
+}
+
+/// A request body passed a limit while it was read: the error a limited body yields, so
+/// that the proxy can answer 413 naming the limit.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the request body is larger than {limit} bytes")]
+pub(crate) struct BodyTooLarge {
+    /// The limit, in bytes.
+    pub(crate) limit: u64,
 }
 
 /// The text of a panic payload.

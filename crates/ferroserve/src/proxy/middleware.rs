@@ -2,27 +2,31 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use futures_util::FutureExt;
+use futures_util::future::{self, Either};
+use http::{HeaderName, HeaderValue, Method};
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+use tower::util::ServiceExt;
 use tower_http::ServiceBuilderExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, ExposeHeaders};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::MakeRequestUuid;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{CorsOptions, Middleware};
 use crate::error::ServeError;
 use crate::layer::{IntoProxyResponse, ProxyBody, ProxyLayer, ProxyService};
 use crate::router::SnapshotCell;
 
+use super::body;
+
 /// The proxy's handler alone, as a [`ProxyService`].
-fn handler(cell: Arc<SnapshotCell>) -> ProxyService {
+fn handler(cell: Arc<SnapshotCell>, max_body: usize) -> ProxyService {
     BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<ProxyBody>| {
         let cell = cell.clone();
-        async move { Ok::<_, Infallible>(super::handle(&cell, req).await.into_proxy()) }
+        async move { Ok::<_, Infallible>(super::handle(&cell, max_body, req).await.into_proxy()) }
     }))
 }
 
@@ -31,11 +35,12 @@ fn handler(cell: Arc<SnapshotCell>) -> ProxyService {
 pub(crate) fn build(
     middlewares: &[Middleware],
     cell: &Arc<SnapshotCell>,
+    max_body: usize,
 ) -> Result<Option<ProxyService>, ServeError> {
     if middlewares.is_empty() {
         return Ok(None);
     }
-    let mut service = handler(cell.clone());
+    let mut service = handler(cell.clone(), max_body);
     for middleware in middlewares.iter().rev() {
         service = match middleware {
             Middleware::Cors(options) => cors(options)?.wrap_service(service),
@@ -44,17 +49,38 @@ pub(crate) fn build(
                 .set_x_request_id(MakeRequestUuid)
                 .propagate_x_request_id()
                 .wrap_service(service),
-            Middleware::Timeout(after) => {
-                TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, *after)
-                    .wrap_service(service)
-            }
-            Middleware::BodyLimit(bytes) => {
-                RequestBodyLimitLayer::new(*bytes).wrap_service(service)
-            }
+            Middleware::Timeout(after) => timeout(service, *after),
+            Middleware::BodyLimit(bytes) => body_limit(service, *bytes),
             Middleware::Custom(layer) => layer.wrap(service),
         };
     }
     Ok(Some(service))
+}
+
+/// Answers `504` (through [`ServeError::Timeout`]) when `inner` takes longer than `after`;
+/// the request is dropped, which frees its replica slot.
+fn timeout(inner: ProxyService, after: Duration) -> ProxyService {
+    // Combinators, not async blocks: see `Answering::call` in `crate::layer`.
+    BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<ProxyBody>| {
+        tokio::time::timeout(after, inner.clone().oneshot(req)).map(move |answer| {
+            Ok::<_, Infallible>(match answer {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => ServeError::Timeout(after).to_http().into_proxy(),
+            })
+        })
+    }))
+}
+
+/// Answers `413` (through [`ServeError::PayloadTooLarge`]) for a body over `limit` bytes:
+/// at once when its `Content-Length` says so, else as soon as reading it passes the limit.
+fn body_limit(inner: ProxyService, limit: usize) -> ProxyService {
+    BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<ProxyBody>| {
+        match body::check_declared(req.headers(), limit) {
+            Err(too_large) => Either::Left(future::ready(Ok(too_large.to_http().into_proxy()))),
+            Ok(()) => Either::Right(inner.clone().oneshot(req.map(|b| body::limited(b, limit)))),
+        }
+    }))
 }
 
 fn header_values(key: &str, values: &[String]) -> Result<Vec<HeaderValue>, ServeError> {

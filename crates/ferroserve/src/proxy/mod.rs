@@ -1,5 +1,6 @@
 //! The HTTP ingress: accepts connections, matches routes and methods, hands requests to the router.
 
+mod body;
 pub(crate) mod convert;
 mod informational;
 mod middleware;
@@ -47,7 +48,7 @@ impl HttpServer {
         options: &HttpOptions,
         cell: Arc<SnapshotCell>,
     ) -> Result<Self, ServeError> {
-        let stack = middleware::build(&options.middlewares, &cell)?;
+        let stack = middleware::build(&options.middlewares, &cell, options.max_body_bytes)?;
         let listener = TcpListener::bind((options.host.as_str(), options.port))
             .await
             .map_err(|e| {
@@ -60,7 +61,8 @@ impl HttpServer {
             .local_addr()
             .map_err(|e| ServeError::Internal(format!("no local address: {e}")))?;
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, cell, stack, stopped));
+        let max_body = options.max_body_bytes;
+        let task = tokio::spawn(accept_loop(listener, cell, max_body, stack, stopped));
         Ok(Self {
             local_addr,
             stop,
@@ -85,6 +87,7 @@ impl HttpServer {
 async fn accept_loop(
     listener: TcpListener,
     cell: Arc<SnapshotCell>,
+    max_body: usize,
     stack: Option<ProxyService>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -104,11 +107,11 @@ async fn accept_loop(
                         None => {
                             // A per-connection Arc: each request clones a count only this
                             // connection touches, not one every core contends on.
-                            let connection = Arc::new(Connection { cell: cell.clone(), pending });
+                            let connection = Arc::new(Connection { cell: cell.clone(), max_body, pending });
                             let service = service_fn(move |req| {
                                 let connection = connection.clone();
                                 async move {
-                                    let response = handle(&connection.cell, req).await;
+                                    let response = handle(&connection.cell, connection.max_body, req).await;
                                     Ok::<_, Infallible>(connection.pending.prepare(response))
                                 }
                             });
@@ -171,13 +174,17 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
 /// What the requests of one connection share.
 struct Connection {
     cell: Arc<SnapshotCell>,
+    /// `http.max_body_bytes`.
+    max_body: usize,
     /// A 1xx status this connection still has to put on the wire.
     pending: Arc<PendingStatus>,
 }
 
-/// Serves one HTTP request.
+/// Serves one HTTP request; its body may be `max_body` bytes at most, unless its endpoint
+/// sets its own limit.
 pub(crate) async fn handle<B>(
     cell: &SnapshotCell,
+    max_body: usize,
     req: http::Request<B>,
 ) -> http::Response<PlainBody>
 where
@@ -204,17 +211,14 @@ where
     let body = if body.is_end_stream() {
         Bytes::new()
     } else {
-        match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                let e = box_error(e);
-                return if e.is::<http_body_util::LengthLimitError>() {
-                    ServeError::PayloadTooLarge(e.to_string())
-                } else {
-                    ServeError::BadRequest(format!("could not read the request body: {e}"))
-                }
-                .to_http();
-            }
+        let limit = endpoint.config.max_body_bytes.unwrap_or(max_body);
+        let read = match body::check_declared(&parts.headers, limit) {
+            Ok(()) => body::collect(body, limit).await,
+            Err(too_large) => Err(too_large),
+        };
+        match read {
+            Ok(bytes) => bytes,
+            Err(e) => return e.to_http(),
         }
     };
     let request = match convert::into_request(parts, body) {

@@ -72,6 +72,7 @@ struct AppFile {
 struct HttpFile {
     host: Option<String>,
     port: Option<u16>,
+    max_body_bytes: Option<Spanned<usize>>,
     #[serde(default)]
     middlewares: Vec<Spanned<MiddlewareFile>>,
 }
@@ -88,11 +89,11 @@ struct BackendFile {
     start_timeout_s: Option<Spanned<f64>>,
     num_replicas: Option<Spanned<usize>>,
     max_concurrent_queries: Option<Spanned<usize>>,
-    max_queued_requests: Option<usize>,
+    max_queued_requests: Option<Spanned<usize>>,
     user_config: Option<Value>,
     init_args: Option<Value>,
     max_batch_size: Option<Spanned<usize>>,
-    batch_wait_timeout_ms: Option<u64>,
+    batch_wait_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +104,7 @@ struct EndpointFile {
     backend: Option<Spanned<String>>,
     traffic: Option<Spanned<IndexMap<Spanned<String>, Spanned<f64>>>>,
     shadow: Option<IndexMap<Spanned<String>, Spanned<f64>>>,
+    max_body_bytes: Option<Spanned<usize>>,
 }
 
 /// Builds errors for one file, and resolves paths relative to it.
@@ -167,6 +169,12 @@ impl AppConfig {
         if let Some(h) = parsed.http {
             http.host = h.host.unwrap_or_else(|| DEFAULT_HOST.to_owned());
             http.port = h.port.unwrap_or(DEFAULT_PORT);
+            if let Some(bytes) = h.max_body_bytes {
+                if let Err(message) = super::limits::within(bytes.value, 1, usize::MAX) {
+                    return errors.at(line_of(&bytes), "http.max_body_bytes", message);
+                }
+                http.max_body_bytes = bytes.value;
+            }
             for (i, item) in h.middlewares.into_iter().enumerate() {
                 let line = line_of(&item);
                 match item.value.into_middleware() {
@@ -311,14 +319,12 @@ fn backend_spec(
         python.python_executable = spec.python_executable;
         python.env = spec.env.unwrap_or_default();
         if let Some(timeout) = spec.start_timeout_s {
-            if !(timeout.value.is_finite() && timeout.value > 0.0) {
-                return errors.at(
-                    line_of(&timeout),
-                    format!("{key}.start_timeout_s"),
-                    "must be a positive number of seconds",
-                );
-            }
-            python.start_timeout = std::time::Duration::from_secs_f64(timeout.value);
+            python.start_timeout = match super::limits::seconds(timeout.value) {
+                Ok(duration) => duration,
+                Err(message) => {
+                    return errors.at(line_of(&timeout), format!("{key}.start_timeout_s"), message);
+                }
+            };
         }
         BackendKind::Python(python)
     } else {
@@ -331,15 +337,21 @@ fn backend_spec(
     let mut config = BackendConfig {
         num_replicas: DEFAULT_NUM_REPLICAS,
         max_concurrent_queries: None,
-        max_queued_requests: spec
-            .max_queued_requests
-            .unwrap_or(DEFAULT_MAX_QUEUED_REQUESTS),
+        max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
         user_config: spec.user_config.unwrap_or(Value::Null),
         init_args: spec.init_args.unwrap_or(Value::Null),
         max_batch_size: None,
-        batch_wait_timeout_ms: spec.batch_wait_timeout_ms.unwrap_or(0),
+        batch_wait_timeout_ms: 0,
     };
     let mut field_lines: HashMap<&str, u32> = HashMap::new();
+    if let Some(n) = spec.max_queued_requests {
+        field_lines.insert("max_queued_requests", line_of(&n));
+        config.max_queued_requests = n.value;
+    }
+    if let Some(ms) = spec.batch_wait_timeout_ms {
+        field_lines.insert("batch_wait_timeout_ms", line_of(&ms));
+        config.batch_wait_timeout_ms = ms.value;
+    }
     if let Some(n) = spec.num_replicas {
         field_lines.insert("num_replicas", line_of(&n));
         config.num_replicas = n.value;
@@ -477,6 +489,12 @@ fn endpoint_spec(
         }
         config.methods = parsed;
     }
+    if let Some(bytes) = spec.max_body_bytes {
+        if let Err(message) = super::limits::within(bytes.value, 1, usize::MAX) {
+            return errors.at(line_of(&bytes), format!("{key}.max_body_bytes"), message);
+        }
+        config.max_body_bytes = Some(bytes.value);
+    }
     if let Some(route) = spec.route {
         let normalized = match normalize_route(&route.value) {
             Ok(r) => r,
@@ -499,5 +517,7 @@ fn endpoint_spec(
     })
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

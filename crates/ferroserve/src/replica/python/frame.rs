@@ -23,6 +23,11 @@ pub(super) mod kind {
 
 const HEADER_LEN: usize = 20;
 
+/// The largest JSON meta a worker may send in one frame: 16 MiB.
+pub(super) const MAX_META: usize = 16 << 20;
+/// The largest body a worker may send in one frame: 1 GiB.
+pub(super) const MAX_BODY: usize = 1 << 30;
+
 /// One frame: fixed header (meta length, body length, id, kind), JSON meta, raw body.
 pub(super) struct Frame {
     pub(super) id: u64,
@@ -58,6 +63,14 @@ pub(super) async fn read_frame<R: AsyncReadExt + Unpin>(
         u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
     let (meta_len, body_len) = (word(0) as usize, word(4) as usize);
+    for (what, len, max) in [("meta", meta_len, MAX_META), ("body", body_len, MAX_BODY)] {
+        if len > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the worker sent a frame {what} of {len} bytes, over the limit of {max}"),
+            ));
+        }
+    }
     let mut id = [0u8; 8];
     id.copy_from_slice(&header[8..16]);
     let mut meta = vec![0u8; meta_len];
@@ -136,5 +149,27 @@ mod tests {
         assert_eq!(frame.meta, br#"{"a":1}"#);
         assert_eq!(frame.body, "body");
         assert!(read_frame(&mut &b""[..]).await.expect("eof").is_none());
+    }
+
+    #[tokio::test]
+    async fn frames_over_the_limits_are_refused_before_any_allocation() {
+        // A header that declares a 4 GiB body and sends nothing more.
+        let mut header = Vec::new();
+        header.extend_from_slice(&2u32.to_le_bytes());
+        header.extend_from_slice(&u32::MAX.to_le_bytes());
+        header.extend_from_slice(&1u64.to_le_bytes());
+        header.extend_from_slice(&[kind::REPLY, 0, 0, 0]);
+        let err = read_frame(&mut header.as_slice())
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("4294967295 bytes"), "{err}");
+        let mut meta = Vec::new();
+        meta.extend_from_slice(&(MAX_META as u32 + 1).to_le_bytes());
+        meta.extend_from_slice(&0u32.to_le_bytes());
+        meta.extend_from_slice(&1u64.to_le_bytes());
+        meta.extend_from_slice(&[kind::REPLY, 0, 0, 0]);
+        assert!(read_frame(&mut meta.as_slice()).await.is_err());
     }
 }

@@ -51,6 +51,7 @@ impl Instantiate for PythonKind {
         env: &'a ReplicaEnv,
     ) -> BoxFuture<'a, Result<Instance, String>> {
         Box::pin(async move {
+            self.0.validate()?;
             let started = process::start(&self.0, ctx, config).await?;
             let (read, write) = started.stream.into_split();
             let (writer, frames) = mpsc::unbounded_channel();

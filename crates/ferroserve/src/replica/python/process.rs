@@ -119,7 +119,9 @@ pub(super) async fn start(
         let mut child = command.spawn().map_err(|e| {
             format!("cannot run the Python interpreter `{python}`: {e} (set python_executable or $FERROSERVE_PYTHON)")
         })?;
-        let deadline = tokio::time::Instant::now() + spec.start_timeout;
+        // Validated to a day at most; saturate rather than overflow all the same.
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(spec.start_timeout).unwrap_or(now);
         let started = handshake(&listener, &mut child, ctx, spec, config, deadline).await;
         drop(socket);
         match started {
@@ -201,6 +203,16 @@ async fn handshake(
     }
 }
 
+/// How the connection to a worker ended.
+enum Ended {
+    /// The replica was stopped on purpose.
+    Stopped,
+    /// The worker closed it: it exited or crashed.
+    Closed,
+    /// It broke the protocol (a frame over the limits) or the socket failed.
+    Broken(String),
+}
+
 /// Reads the worker's frames until it exits or the replica is stopped; then stops the
 /// process, fails what still waits, and reports an unexpected death to the controller.
 pub(super) async fn supervise(
@@ -211,7 +223,7 @@ pub(super) async fn supervise(
     death: Death,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, read);
-    let stopped = loop {
+    let ended = loop {
         tokio::select! {
             frame = read_frame(&mut reader) => match frame {
                 Ok(Some(frame)) => match frame.kind {
@@ -221,12 +233,13 @@ pub(super) async fn supervise(
                     }
                     other => tracing::warn!(replica = &*death.replica, "unexpected frame kind {other} from a worker"),
                 },
-                Ok(None) | Err(_) => break false,
+                Ok(None) => break Ended::Closed,
+                Err(e) => break Ended::Broken(e.to_string()),
             },
-            () = link.stop.notified() => break true,
+            () = link.stop.notified() => break Ended::Stopped,
         }
     };
-    if stopped {
+    if let Ended::Stopped = ended {
         if let Ok(frame) = encode(0, kind::SHUTDOWN, &[], &[]) {
             let _ = link.writer.send(frame);
         }
@@ -246,7 +259,10 @@ pub(super) async fn supervise(
         Ok(Err(e)) => e.to_string(),
         Err(_) => "did not exit".to_owned(),
     };
-    let reason = format!("its worker process died ({status})");
+    let reason = match ended {
+        Ended::Broken(why) => format!("its worker was killed: {why} ({status})"),
+        Ended::Closed | Ended::Stopped => format!("its worker process died ({status})"),
+    };
     tracing::error!(
         backend = &*death.backend,
         replica = &*death.replica,
