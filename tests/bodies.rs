@@ -110,3 +110,28 @@ async fn an_endpoint_can_set_its_own_limit() {
     let (status, _) = status_and_text(http.post(server.url("/echo")).body("x".repeat(17))).await;
     assert_eq!(status, 200, "the default limit is 64 MiB");
 }
+
+#[tokio::test]
+async fn a_stalled_body_gets_408_after_the_body_timeout() {
+    let server = spawn_cli(
+        "http:\n  body_timeout_s: 0.5\nbackends:\n  echo: {builtin: echo}\nendpoints:\n  echo: {route: /echo, methods: [POST], backend: echo}\n",
+    );
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let head = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf!";
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed before 10 s")
+        .expect("readable");
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("the request body stalled: nothing arrived for 0.5s\n"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(450));
+}

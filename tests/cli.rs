@@ -177,3 +177,23 @@ fn a_missing_file_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_busy_port_says_so() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = taken.local_addr().expect("bound").port().to_string();
+    let (_dir, path) = write_config(APP);
+    let output = Command::new(ferroserve_bin())
+        .args(["run", path.to_str().expect("utf-8"), "--port", &port])
+        .output()
+        .expect("ferroserve runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: cannot listen on 127.0.0.1:{port}: port {port} is already in use"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("BadRequest"), "{stderr}");
+}

@@ -7,13 +7,14 @@ worker it starts, so backends need nothing installed; ``pip install ./python`` g
 same package to editors and tests.
 """
 
-from ._api import Handle, Response, ResponseRef, ServeError, accept_batch, get_handle
+from ._api import HTTPException, Handle, Response, ResponseRef, ServeError, accept_batch, get_handle, jsonable
 from ._request import FormData, Headers, QueryParams, Request, UploadFile
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FormData",
+    "HTTPException",
     "Handle",
     "Headers",
     "QueryParams",
@@ -24,4 +25,5 @@ __all__ = [
     "UploadFile",
     "accept_batch",
     "get_handle",
+    "jsonable",
 ]

@@ -13,6 +13,19 @@ class ServeError(Exception):
         self.status = status
 
 
+class HTTPException(Exception):
+    """An error answer with a status of your choice: ``raise HTTPException(404, "no such model")``.
+
+    The caller gets that status and the detail as the body. Starlette's and FastAPI's
+    ``HTTPException`` are answered the same way.
+    """
+
+    def __init__(self, status_code, detail=None):
+        self.status_code = int(status_code)
+        self.detail = detail if detail is not None else ""
+        super().__init__(self.detail)
+
+
 class Response:
     """A full response: body (``str`` or ``bytes``), status code, media type and headers.
 
@@ -153,7 +166,42 @@ def encode_value(value, reply):
                 media_type = f"{media_type}; charset={charset}"
             meta["media_type"] = media_type
         return meta, bytes(value.body)
-    return {"media_type": "application/json"}, json.dumps(value).encode("utf-8")
+    return {"media_type": "application/json"}, json.dumps(value, default=jsonable).encode("utf-8")
+
+
+def jsonable(value):
+    """``value`` as something ``json.dumps`` writes: numpy arrays and scalars, dates and
+    times (ISO 8601), durations (seconds), decimals, sets, dataclasses, pydantic models,
+    enums, UUIDs and paths. Anything else is a ``TypeError``, as ``json.dumps`` says."""
+    import dataclasses
+    import datetime
+    import decimal
+    import enum
+    import pathlib
+    import uuid
+
+    module = type(value).__module__ or ""
+    if (module == "numpy" or module.startswith("numpy.")) and hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    if isinstance(value, (uuid.UUID, pathlib.PurePath)):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "model_dump"):  # pydantic 2
+        return value.model_dump(mode="json")
+    if hasattr(value, "dict") and hasattr(value, "__fields__"):  # pydantic 1
+        return value.dict()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def decode_reply(meta, body):

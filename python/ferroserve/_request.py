@@ -2,6 +2,8 @@
 options): the parts of Starlette's ``Request`` that backends use."""
 
 import json as _json
+
+from ._api import HTTPException
 from urllib.parse import parse_qsl
 
 
@@ -171,16 +173,37 @@ class Request:
         return self._body
 
     async def json(self):
-        if self._json is None:
-            self._json = _json.loads(self._body)
-        return self._json
+        return self.json_sync()
 
     async def form(self):
+        return self.form_sync()
+
+    # The body has arrived whole before the method runs, so it can also be read without
+    # awaiting: what a plain ``def`` method uses.
+
+    def body_sync(self):
+        """The body, for a plain ``def`` method."""
+        return self._body
+
+    def json_sync(self):
+        """The body as JSON, for a plain ``def`` method; a body that is not JSON is a 400."""
+        if self._json is None:
+            try:
+                self._json = _json.loads(self._body)
+            except ValueError as error:
+                raise HTTPException(400, f"the request body is not valid JSON: {error}") from None
+        return self._json
+
+    def form_sync(self):
+        """The body as a form, for a plain ``def`` method; a malformed form is a 400."""
         content_type = self.headers.get("content-type", "")
         media_type = content_type.split(";")[0].strip().lower()
-        if media_type == "multipart/form-data":
-            return FormData(_parse_multipart(content_type, self._body))
-        return FormData(parse_qsl(self._body.decode("latin-1"), keep_blank_values=True))
+        try:
+            if media_type == "multipart/form-data":
+                return FormData(_parse_multipart(content_type, self._body))
+            return FormData(parse_qsl(self._body.decode("latin-1"), keep_blank_values=True))
+        except ValueError as error:
+            raise HTTPException(400, f"the request body is not a valid form: {error}") from None
 
     def __repr__(self):
         return f"Request(origin={self.origin!r}, method={self.method!r}, path={self.path!r})"

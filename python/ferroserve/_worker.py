@@ -160,9 +160,16 @@ class Worker(asyncio.Protocol):
         self.send(request_id, P.REPLY, meta, body)
 
     def fail(self, request_id, error):
-        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-        sys.stderr.flush()
-        self.send(request_id, P.ERROR, {"error_type": type(error).__name__, "message": str(error)})
+        meta = {"error_type": type(error).__name__, "message": str(error)}
+        status = getattr(error, "status_code", None)
+        if isinstance(status, int) and 400 <= status <= 599:
+            # An HTTPException (ours, Starlette's or FastAPI's): the status and the detail.
+            meta["status"] = status
+            meta["message"] = str(getattr(error, "detail", None) or error)
+        if status is None or status >= 500:
+            traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+            sys.stderr.flush()
+        self.send(request_id, P.ERROR, meta)
 
     # --- batches --------------------------------------------------------------------------
 

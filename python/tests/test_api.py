@@ -88,3 +88,88 @@ class ValuesTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ConvenienceTest(unittest.TestCase):
+    """What every model server needs from the body and the return value."""
+
+    def test_sync_methods_read_the_body_without_awaiting(self):
+        r = ferroserve.Request.from_meta("http", {}, b'{"x": [1, 2]}')
+        self.assertEqual(r.body_sync(), b'{"x": [1, 2]}')
+        self.assertEqual(r.json_sync(), {"x": [1, 2]})
+        form = ferroserve.Request.from_meta("http", {}, b"a=1").form_sync()
+        self.assertEqual(form["a"], "1")
+
+    def test_a_body_that_is_not_json_is_a_400(self):
+        r = ferroserve.Request.from_meta("http", {}, b"{not json")
+        with self.assertRaises(ferroserve.HTTPException) as caught:
+            r.json_sync()
+        self.assertEqual(caught.exception.status_code, 400)
+        self.assertIn("not valid JSON", caught.exception.detail)
+        with self.assertRaises(ferroserve.HTTPException):
+            asyncio.run(r.json())
+
+    def test_model_outputs_serialise_to_json(self):
+        import dataclasses
+        import datetime
+        import decimal
+        import enum
+        import uuid
+
+        @dataclasses.dataclass
+        class Prediction:
+            label: str
+            score: float
+
+        class Color(enum.Enum):
+            RED = "red"
+
+        value = {
+            "when": datetime.datetime(2026, 11, 28, 12, 30),
+            "day": datetime.date(2026, 11, 28),
+            "took": datetime.timedelta(milliseconds=1500),
+            "price": decimal.Decimal("1.25"),
+            "tags": {"a"},
+            "best": Prediction("cat", 0.9),
+            "color": Color.RED,
+            "id": uuid.UUID(int=1),
+        }
+        meta, body = encode_value(value, "http")
+        self.assertEqual(meta["media_type"], "application/json")
+        self.assertEqual(
+            json.loads(body),
+            {
+                "when": "2026-11-28T12:30:00",
+                "day": "2026-11-28",
+                "took": 1.5,
+                "price": 1.25,
+                "tags": ["a"],
+                "best": {"label": "cat", "score": 0.9},
+                "color": "red",
+                "id": "00000000-0000-0000-0000-000000000001",
+            },
+        )
+        with self.assertRaises(TypeError):
+            encode_value(object(), "http")
+
+    def test_numpy_arrays_and_scalars_serialise_to_json(self):
+        try:
+            import numpy
+        except ImportError:
+            self.skipTest("numpy is not installed (.ci/run installs it)")
+        value = {"labels": numpy.array([0, 2, 1]), "score": numpy.float32(0.5), "n": numpy.int64(3)}
+        _, body = encode_value(value, "http")
+        self.assertEqual(json.loads(body), {"labels": [0, 2, 1], "score": 0.5, "n": 3})
+
+    def test_pydantic_models_serialise_to_json(self):
+        try:
+            import pydantic
+        except ImportError:
+            self.skipTest("pydantic is not installed (.ci/run installs it)")
+
+        class Answer(pydantic.BaseModel):
+            label: str
+            score: float
+
+        _, body = encode_value([Answer(label="dog", score=0.75)], "http")
+        self.assertEqual(json.loads(body), [{"label": "dog", "score": 0.75}])

@@ -34,6 +34,13 @@ pub const DEFAULT_MAX_QUEUED_REQUESTS: usize = 1000;
 pub const RESERVED_PREFIX: &str = "/-/";
 /// Default `http.max_body_bytes`: 64 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Default `http.header_timeout_s`.
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default `http.body_timeout_s`.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Largest `http.max_connections`.
+pub const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// Where the HTTP proxy listens, and what it wraps around every request.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +54,16 @@ pub struct HttpOptions {
     /// The largest request body, in bytes (default 64 MiB; an endpoint may set its own): a
     /// larger one is answered 413 as soon as its length says so or its bytes pass it.
     pub max_body_bytes: usize,
+    /// How long a client has to send a request's whole head (default 10 s), counted from
+    /// when the connection is ready for it: a slow head, and a keep-alive connection idle
+    /// that long, are closed.
+    pub header_timeout: std::time::Duration,
+    /// The longest pause while a request body arrives (default 30 s); past it, `408`.
+    pub body_timeout: std::time::Duration,
+    /// The most connections open at once; `None` (the default) takes what the
+    /// file-descriptor limit leaves. At the cap, the connections idle the longest are
+    /// closed to make room, and new ones wait.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for HttpOptions {
@@ -56,6 +73,9 @@ impl Default for HttpOptions {
             port: DEFAULT_PORT,
             middlewares: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: None,
         }
     }
 }
@@ -68,6 +88,34 @@ impl HttpOptions {
             port,
             ..Self::default()
         }
+    }
+
+    /// Checks every value; the error's key is `http.FIELD`.
+    pub fn validate(&self) -> Result<(), crate::error::ServeError> {
+        fn invalid(key: &'static str) -> impl Fn(String) -> crate::error::ServeError {
+            move |message| crate::error::ServeError::invalid(format!("http.{key}"), message)
+        }
+        limits::within(self.max_body_bytes, 1, usize::MAX).map_err(invalid("max_body_bytes"))?;
+        limits::duration(self.header_timeout).map_err(invalid("header_timeout_s"))?;
+        limits::duration(self.body_timeout).map_err(invalid("body_timeout_s"))?;
+        if let Some(n) = self.max_connections {
+            limits::within(n, 1, MAX_CONNECTIONS).map_err(invalid("max_connections"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets `header_timeout`.
+    #[must_use]
+    pub fn header_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets `max_connections`.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
+        self
     }
 
     /// Sets `max_body_bytes`.

@@ -58,6 +58,9 @@ pub enum ServeError {
         /// The limit that was passed, in bytes.
         limit: u64,
     },
+    /// The request body stopped arriving for longer than `http.body_timeout_s` (408).
+    #[error("the request body stalled: nothing arrived for {}s", .0.as_secs_f64())]
+    BodyTimeout(Duration),
     /// The request took longer than the `timeout` middleware allows (504).
     #[error("no answer within the {}s the timeout middleware allows", .0.as_secs_f64())]
     Timeout(Duration),
@@ -145,6 +148,14 @@ pub enum ServeError {
         /// Why.
         message: String,
     },
+    /// The HTTP proxy cannot listen where it was asked to.
+    #[error("cannot listen on {addr}: {reason}")]
+    CannotListen {
+        /// `host:port`.
+        addr: String,
+        /// Why, in words an operator can act on.
+        reason: String,
+    },
     /// The server is shutting down.
     #[error("ferroserve is shutting down")]
     ShuttingDown,
@@ -164,6 +175,7 @@ impl ServeError {
             | Self::MethodNotFound { .. } => ErrorKind::NotFound,
             Self::MethodNotAllowed { .. }
             | Self::PayloadTooLarge { .. }
+            | Self::BodyTimeout(_)
             | Self::BadRequest(_)
             | Self::InvalidConfig { .. } => ErrorKind::Client,
             Self::Conflict(_) => ErrorKind::Conflict,
@@ -175,7 +187,7 @@ impl ServeError {
             | Self::Panicked { .. }
             | Self::ReplicaDied { .. }
             | Self::StartFailed { .. } => ErrorKind::ReplicaFailure,
-            Self::Internal(_) => ErrorKind::Internal,
+            Self::CannotListen { .. } | Self::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -190,6 +202,7 @@ impl ServeError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => match self.kind() {
                 ErrorKind::Client => StatusCode::BAD_REQUEST,
                 ErrorKind::NotFound => StatusCode::NOT_FOUND,

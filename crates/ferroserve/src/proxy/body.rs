@@ -1,12 +1,23 @@
 //! Request bodies under a limit: refused at once when their declared length is over it, cut off as soon as more arrives than it allows — never buffered whole first.
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::CONTENT_LENGTH;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::error::{BodyTooLarge, ServeError};
 use crate::layer::{BoxError, ProxyBody, box_error};
+
+/// The rules a request body is read under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyRules {
+    /// `http.max_body_bytes` (an endpoint may set its own).
+    pub(crate) max_bytes: usize,
+    /// `http.body_timeout_s`: the longest pause between two pieces of a body.
+    pub(crate) idle: Duration,
+}
 
 /// `PayloadTooLarge` when `headers` declare a body of more than `limit` bytes.
 pub(crate) fn check_declared(headers: &HeaderMap, limit: usize) -> Result<(), ServeError> {
@@ -39,31 +50,69 @@ fn over_limit(error: BoxError, limit: usize) -> BoxError {
     }
 }
 
-/// Reads a whole body of at most `limit` bytes: 413 past it (or past a limit set further
-/// out), 400 when the body cannot be read.
-pub(crate) async fn collect<B>(body: B, limit: usize) -> Result<Bytes, ServeError>
+/// Reads a whole body of at most `limit` bytes, waiting at most `idle` for each piece of
+/// it: 413 past the limit (or past a limit set further out), 408 when it stalls, 400 when
+/// it cannot be read.
+pub(crate) async fn collect<B>(body: B, limit: usize, idle: Duration) -> Result<Bytes, ServeError>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    match Limited::new(body.map_err(box_error), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            let e = over_limit(e, limit);
-            Err(match e.downcast_ref::<BodyTooLarge>() {
-                Some(too_large) => ServeError::PayloadTooLarge {
-                    limit: too_large.limit,
-                },
-                None => ServeError::BadRequest(format!("could not read the request body: {e}")),
-            })
+    let mut body = std::pin::pin!(Limited::new(body.map_err(box_error), limit));
+    let mut parts: Vec<Bytes> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(ServeError::BodyTimeout(idle)),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame,
+        };
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    parts.push(data);
+                }
+            }
+            Err(e) => {
+                let e = over_limit(e, limit);
+                return Err(match e.downcast_ref::<BodyTooLarge>() {
+                    Some(too_large) => ServeError::PayloadTooLarge {
+                        limit: too_large.limit,
+                    },
+                    None => ServeError::BadRequest(format!("could not read the request body: {e}")),
+                });
+            }
         }
     }
+    Ok(match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => {
+            let mut whole = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            parts.iter().for_each(|p| whole.extend_from_slice(p));
+            whole.freeze()
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::{Full, StreamBody};
+
+    const IDLE: Duration = Duration::from_secs(5);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_times_out() {
+        let stalled = futures_util::stream::pending::<Result<http_body::Frame<Bytes>, BoxError>>();
+        let err = collect(StreamBody::new(stalled), 1024, Duration::from_secs(30))
+            .await
+            .expect_err("stalls");
+        assert_eq!(err.status(), http::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            err.to_string(),
+            "the request body stalled: nothing arrived for 30s"
+        );
+    }
 
     fn chunks(n: usize, size: usize) -> ProxyBody {
         let stream = futures_util::stream::iter((0..n).map(move |_| {
@@ -74,13 +123,13 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_up_to_the_limit_are_read_whole() {
-        let body = collect(Full::new(Bytes::from_static(b"hello")), 5).await;
+        let body = collect(Full::new(Bytes::from_static(b"hello")), 5, IDLE).await;
         assert_eq!(body.expect("at the limit"), "hello");
     }
 
     #[tokio::test]
     async fn a_streamed_body_is_cut_off_at_the_limit() {
-        let err = collect(chunks(100, 1024), 10_000)
+        let err = collect(chunks(100, 1024), 10_000, IDLE)
             .await
             .expect_err("too large");
         assert!(
@@ -88,7 +137,7 @@ mod tests {
             "{err}"
         );
         // A limit further out (a body_limit middleware) is named as that limit.
-        let err = collect(limited(chunks(100, 1024), 2048), 1 << 20)
+        let err = collect(limited(chunks(100, 1024), 2048), 1 << 20, IDLE)
             .await
             .expect_err("too large");
         assert!(

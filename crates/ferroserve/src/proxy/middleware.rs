@@ -20,13 +20,13 @@ use crate::error::ServeError;
 use crate::layer::{IntoProxyResponse, ProxyBody, ProxyLayer, ProxyService};
 use crate::router::SnapshotCell;
 
-use super::body;
+use super::body::{self, BodyRules};
 
 /// The proxy's handler alone, as a [`ProxyService`].
-fn handler(cell: Arc<SnapshotCell>, max_body: usize) -> ProxyService {
+fn handler(cell: Arc<SnapshotCell>, rules: BodyRules) -> ProxyService {
     BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<ProxyBody>| {
         let cell = cell.clone();
-        async move { Ok::<_, Infallible>(super::handle(&cell, max_body, req).await.into_proxy()) }
+        async move { Ok::<_, Infallible>(super::handle(&cell, rules, req).await.into_proxy()) }
     }))
 }
 
@@ -35,12 +35,12 @@ fn handler(cell: Arc<SnapshotCell>, max_body: usize) -> ProxyService {
 pub(crate) fn build(
     middlewares: &[Middleware],
     cell: &Arc<SnapshotCell>,
-    max_body: usize,
+    rules: BodyRules,
 ) -> Result<Option<ProxyService>, ServeError> {
     if middlewares.is_empty() {
         return Ok(None);
     }
-    let mut service = handler(cell.clone(), max_body);
+    let mut service = handler(cell.clone(), rules);
     for middleware in middlewares.iter().rev() {
         service = match middleware {
             Middleware::Cors(options) => cors(options)?.wrap_service(service),

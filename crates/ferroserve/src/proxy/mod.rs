@@ -1,6 +1,7 @@
 //! The HTTP ingress: accepts connections, matches routes and methods, hands requests to the router.
 
 mod body;
+mod connections;
 pub(crate) mod convert;
 mod informational;
 mod middleware;
@@ -10,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use body::BodyRules;
 use bytes::Bytes;
+use connections::{AcceptErrors, Activity, Registry};
 use futures_util::FutureExt;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, StatusCode};
@@ -19,7 +22,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use informational::{PendingStatus, StatusPatchIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,21 +50,43 @@ impl HttpServer {
         options: &HttpOptions,
         cell: Arc<SnapshotCell>,
     ) -> Result<Self, ServeError> {
-        let stack = middleware::build(&options.middlewares, &cell, options.max_body_bytes)?;
+        options.validate()?;
+        let rules = BodyRules {
+            max_bytes: options.max_body_bytes,
+            idle: options.body_timeout,
+        };
+        let stack = middleware::build(&options.middlewares, &cell, rules)?;
+        let max_connections = options
+            .max_connections
+            .unwrap_or_else(connections::default_max_connections);
         let listener = TcpListener::bind((options.host.as_str(), options.port))
             .await
-            .map_err(|e| {
-                ServeError::BadRequest(format!(
-                    "cannot listen on {}:{}: {e}",
-                    options.host, options.port
-                ))
+            .map_err(|e| ServeError::CannotListen {
+                addr: format!("{}:{}", options.host, options.port),
+                reason: match e.kind() {
+                    std::io::ErrorKind::AddrInUse => format!(
+                        "port {} is already in use (stop what listens there, or pick another port with --port or FERROSERVE_PORT)",
+                        options.port
+                    ),
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "not allowed to listen on port {} (ports below 1024 need privileges)",
+                        options.port
+                    ),
+                    _ => e.to_string(),
+                },
             })?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| ServeError::Internal(format!("no local address: {e}")))?;
         let (stop, stopped) = watch::channel(false);
-        let max_body = options.max_body_bytes;
-        let task = tokio::spawn(accept_loop(listener, cell, max_body, stack, stopped));
+        let serving = Serving {
+            cell,
+            rules,
+            stack,
+            registry: Arc::new(Registry::new(max_connections)),
+            header_timeout: options.header_timeout,
+        };
+        let task = tokio::spawn(accept_loop(listener, serving, stopped));
         Ok(Self {
             local_addr,
             stop,
@@ -84,75 +108,113 @@ impl HttpServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection of one server shares.
+struct Serving {
     cell: Arc<SnapshotCell>,
-    max_body: usize,
+    rules: BodyRules,
     stack: Option<ProxyService>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
+    registry: Arc<Registry>,
+    header_timeout: Duration,
+}
+
+async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch::Receiver<bool>) {
+    // The header timeout is kept per connection (`connections::serve`), not by hyper's timer:
+    // hyper resets a timer for every request head, which cost 6 % of throughput here.
     let http = http1::Builder::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!("TCP_NODELAY: {e}");
-                    }
-                    let pending = Arc::new(PendingStatus::default());
-                    let io = TokioIo::new(StatusPatchIo::new(stream, pending.clone()));
-                    match &stack {
-                        // No middleware: the handler's future, unboxed.
-                        None => {
-                            // A per-connection Arc: each request clones a count only this
-                            // connection touches, not one every core contends on.
-                            let connection = Arc::new(Connection { cell: cell.clone(), max_body, pending });
-                            let service = service_fn(move |req| {
-                                let connection = connection.clone();
-                                async move {
-                                    let response = handle(&connection.cell, connection.max_body, req).await;
-                                    Ok::<_, Infallible>(connection.pending.prepare(response))
-                                }
-                            });
-                            spawn_connection(graceful.watch(http.serve_connection(io, service)));
-                        }
-                        Some(stack) => {
-                            let service = Stacked { stack: stack.clone(), pending };
-                            spawn_connection(graceful.watch(http.serve_connection(io, service)));
-                        }
-                    }
+    let registry = &serving.registry;
+    let sweeper = {
+        let (registry, timeout) = (registry.clone(), serving.header_timeout);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(connections::sweep_period(timeout));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                registry.sweep(timeout);
+            }
+        })
+    };
+    let mut errors = AcceptErrors::default();
+    'serving: loop {
+        // At the cap, make room by closing the connections idle the longest; new ones wait
+        // in the listen backlog meanwhile.
+        while registry.is_full() {
+            registry.shed_idle();
+            tokio::select! {
+                () = registry.wait_for_room(Duration::from_millis(50)) => {}
+                _ = stopped.changed() => break 'serving,
+            }
+        }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => break 'serving,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                let backoff = errors.failed(&e);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => continue,
+                    _ = stopped.changed() => break 'serving,
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            _ = stopped.changed() => break,
+            }
+        };
+        errors.succeeded();
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+        let admitted = registry.admit();
+        let activity = admitted.activity().clone();
+        let pending = Arc::new(PendingStatus::default());
+        let io = TokioIo::new(StatusPatchIo::new(stream, pending.clone()));
+        match &serving.stack {
+            // No middleware: the handler's future, unboxed.
+            None => {
+                // A per-connection Arc: each request clones a count only this connection
+                // touches, not one every core contends on.
+                let connection = Arc::new(Connection {
+                    cell: serving.cell.clone(),
+                    rules: serving.rules,
+                    pending,
+                    activity,
+                });
+                let service = service_fn(move |req| {
+                    let connection = connection.clone();
+                    async move {
+                        let _busy = connection.activity.busy();
+                        let response = handle(&connection.cell, connection.rules, req).await;
+                        Ok::<_, Infallible>(connection.pending.prepare(response))
+                    }
+                });
+                let connection = http.serve_connection(io, service);
+                tokio::spawn(connections::serve(connection, admitted));
+            }
+            Some(stack) => {
+                let service = Stacked {
+                    stack: stack.clone(),
+                    pending,
+                    activity,
+                };
+                let connection = http.serve_connection(io, service);
+                tokio::spawn(connections::serve(connection, admitted));
+            }
         }
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Each connection finishes the request it runs, then closes.
+    registry.stop_all();
+    let all_closed = registry.wait_all_closed(SHUTDOWN_GRACE).await;
+    sweeper.abort();
+    if !all_closed {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
     }
-}
-
-fn spawn_connection(serving: impl Future<Output = Result<(), hyper::Error>> + Send + 'static) {
-    tokio::spawn(async move {
-        if let Err(e) = serving.await {
-            tracing::debug!("connection closed: {e}");
-        }
-    });
 }
 
 /// A connection's service when middlewares are configured: the boxed stack.
 struct Stacked {
     stack: ProxyService,
     pending: Arc<PendingStatus>,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Stacked {
@@ -162,9 +224,11 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let pending = self.pending.clone();
+        let busy = self.activity.busy();
         let req = req.map(|body| body.map_err(box_error).boxed_unsync());
         // `map`, not an async block: see `Answering::call` in `crate::layer`.
         Box::pin(self.stack.clone().oneshot(req).map(move |result| {
+            drop(busy);
             let Ok(response) = result;
             Ok(pending.prepare(response))
         }))
@@ -174,17 +238,18 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
 /// What the requests of one connection share.
 struct Connection {
     cell: Arc<SnapshotCell>,
-    /// `http.max_body_bytes`.
-    max_body: usize,
+    rules: BodyRules,
     /// A 1xx status this connection still has to put on the wire.
     pending: Arc<PendingStatus>,
+    /// Whether it runs a request, for shedding idle connections at the cap.
+    activity: Arc<Activity>,
 }
 
-/// Serves one HTTP request; its body may be `max_body` bytes at most, unless its endpoint
-/// sets its own limit.
+/// Serves one HTTP request; its body is read under `rules` (an endpoint may set its own
+/// size limit).
 pub(crate) async fn handle<B>(
     cell: &SnapshotCell,
-    max_body: usize,
+    rules: BodyRules,
     req: http::Request<B>,
 ) -> http::Response<PlainBody>
 where
@@ -211,9 +276,9 @@ where
     let body = if body.is_end_stream() {
         Bytes::new()
     } else {
-        let limit = endpoint.config.max_body_bytes.unwrap_or(max_body);
+        let limit = endpoint.config.max_body_bytes.unwrap_or(rules.max_bytes);
         let read = match body::check_declared(&parts.headers, limit) {
-            Ok(()) => body::collect(body, limit).await,
+            Ok(()) => body::collect(body, limit, rules.idle).await,
             Err(too_large) => Err(too_large),
         };
         match read {

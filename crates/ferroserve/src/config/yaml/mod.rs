@@ -73,6 +73,9 @@ struct HttpFile {
     host: Option<String>,
     port: Option<u16>,
     max_body_bytes: Option<Spanned<usize>>,
+    header_timeout_s: Option<Spanned<f64>>,
+    body_timeout_s: Option<Spanned<f64>>,
+    max_connections: Option<Spanned<usize>>,
     #[serde(default)]
     middlewares: Vec<Spanned<MiddlewareFile>>,
 }
@@ -174,6 +177,31 @@ impl AppConfig {
                     return errors.at(line_of(&bytes), "http.max_body_bytes", message);
                 }
                 http.max_body_bytes = bytes.value;
+            }
+            for (key, value, field) in [
+                (
+                    "http.header_timeout_s",
+                    h.header_timeout_s,
+                    &mut http.header_timeout,
+                ),
+                (
+                    "http.body_timeout_s",
+                    h.body_timeout_s,
+                    &mut http.body_timeout,
+                ),
+            ] {
+                if let Some(seconds) = value {
+                    match super::limits::seconds(seconds.value) {
+                        Ok(duration) => *field = duration,
+                        Err(message) => return errors.at(line_of(&seconds), key, message),
+                    }
+                }
+            }
+            if let Some(n) = h.max_connections {
+                if let Err(message) = super::limits::within(n.value, 1, super::MAX_CONNECTIONS) {
+                    return errors.at(line_of(&n), "http.max_connections", message);
+                }
+                http.max_connections = Some(n.value);
             }
             for (i, item) in h.middlewares.into_iter().enumerate() {
                 let line = line_of(&item);

@@ -111,6 +111,8 @@ pub(super) struct ReplyMeta {
 struct ErrorMeta {
     error_type: String,
     message: String,
+    /// The status an `HTTPException` asked for (4xx or 5xx).
+    status: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -149,8 +151,48 @@ pub(super) fn response_of(meta: ReplyMeta, body: Bytes) -> Result<Response, Back
 }
 
 pub(super) fn error_of(frame: &Frame) -> BackendError {
-    match serde_json::from_slice::<ErrorMeta>(&frame.meta) {
-        Ok(error) => BackendError::msg(format!("{}: {}", error.error_type, error.message)),
-        Err(_) => BackendError::msg("the worker reported an error it could not describe"),
+    let Ok(error) = serde_json::from_slice::<ErrorMeta>(&frame.meta) else {
+        return BackendError::msg("the worker reported an error it could not describe");
+    };
+    match error
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .filter(|s| s.is_client_error() || s.is_server_error())
+    {
+        // An error answer the code chose: its status, and its detail as the message.
+        Some(status) => BackendError::msg(error.message).with_status(status),
+        None => BackendError::msg(format!("{}: {}", error.error_type, error.message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::python::frame::kind;
+
+    fn error_frame(meta: &str) -> Frame {
+        Frame {
+            id: 1,
+            kind: kind::ERROR,
+            meta: meta.as_bytes().to_vec(),
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn an_http_exception_keeps_its_status_and_detail() {
+        let e = error_of(&error_frame(
+            r#"{"error_type":"HTTPException","message":"no such model","status":404}"#,
+        ));
+        assert_eq!(e.status(), Some(StatusCode::NOT_FOUND));
+        assert_eq!(e.message(), "no such model");
+        let e = error_of(&error_frame(
+            r#"{"error_type":"ValueError","message":"bad"}"#,
+        ));
+        assert_eq!((e.status(), e.message()), (None, "ValueError: bad"));
+        let e = error_of(&error_frame(
+            r#"{"error_type":"X","message":"m","status":200}"#,
+        ));
+        assert_eq!(e.status(), None, "only error statuses are kept");
     }
 }
