@@ -9,6 +9,8 @@ class Crashy:
         self.pid = os.getpid()
 
     async def __call__(self, request):
+        if getattr(request, "query_params", {}).get("slow"):
+            await asyncio.sleep(0.005)
         return {"pid": self.pid}
 
     async def slow(self, request):

@@ -125,6 +125,11 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         user_config: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
     fn check_health(&self) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Whether it can take a request now: false once a worker's process or connection is
+    /// gone, before the controller has replaced it. In-process instances always can.
+    fn is_alive(&self) -> bool {
+        true
+    }
     fn methods(&self) -> Methods;
     fn batch_methods(&self) -> Methods;
     fn call_batch(

@@ -96,6 +96,14 @@ pub struct EndpointConfig {
     /// `http.max_body_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<usize>,
+    /// When a backend with traffic has no live replica, send its share to the endpoint's
+    /// other backends until it is back (default on; logged). Shadows never fail over.
+    #[serde(default = "yes")]
+    pub failover: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn get_only() -> Vec<Method> {
@@ -133,6 +141,7 @@ impl EndpointConfig {
             traffic,
             shadow: IndexMap::new(),
             max_body_bytes: None,
+            failover: true,
         }
     }
 
@@ -166,6 +175,13 @@ impl EndpointConfig {
             validate_shadow(&self.traffic, backend, *proportion)?;
         }
         Ok(())
+    }
+
+    /// Turns failover to the endpoint's other backends on or off.
+    #[must_use]
+    pub fn failover(mut self, on: bool) -> Self {
+        self.failover = on;
+        self
     }
 
     /// Sets the largest request body for this endpoint, in bytes.

@@ -118,6 +118,10 @@ impl Replica for LocalReplica {
         })
     }
 
+    fn is_alive(&self) -> bool {
+        self.instance.is_alive()
+    }
+
     fn check_health(&self) -> BoxFuture<'_, Result<(), ServeError>> {
         Box::pin(async move {
             match AssertUnwindSafe(self.instance.check_health())

@@ -58,6 +58,12 @@ pub(crate) trait Replica: Send + Sync + 'static {
     /// Whether it can serve.
     fn check_health(&self) -> BoxFuture<'_, Result<(), ServeError>>;
 
+    /// Whether it can take a request now (a worker whose socket broke cannot, from that
+    /// moment, before the controller has replaced it).
+    fn is_alive(&self) -> bool {
+        true
+    }
+
     /// Requests running now.
     fn in_flight(&self) -> usize {
         self.slots().0.load(Ordering::Relaxed)

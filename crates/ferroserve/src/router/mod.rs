@@ -40,10 +40,36 @@ pub(crate) async fn call(
         // The queue path is boxed so that the common path's future stays small.
         fast => {
             drop(fast);
-            Box::pin(wait_for_slot(cell, backend)).await?
+            Box::pin(slow_slot(cell, endpoint, backend, req.shard_key())).await?
         }
     };
     slot.call(req).await
+}
+
+/// A slot when the chosen backend had none free: its queue, or, when it has no live
+/// replica and the endpoint allows failover, one of the endpoint's other backends.
+async fn slow_slot(
+    cell: &SnapshotCell,
+    endpoint: &EndpointState,
+    backend: &BackendState,
+    shard_key: Option<&str>,
+) -> Result<Slot<'static>, ServeError> {
+    if endpoint.config.failover && !backend.replicas.has_live() {
+        let live = |b: &std::sync::Arc<BackendState>| b.replicas.has_live();
+        let point = shard_key.map_or_else(fastrand::f64, shard_point);
+        if let Some(other) = endpoint.traffic.choose_among(point, live) {
+            endpoint.failover_seen(|| {
+                tracing::warn!(
+                    endpoint = &*endpoint.name,
+                    from = &*backend.name,
+                    to = &*other.name,
+                    "backend has no live replica: its traffic goes to the endpoint's other backends until it is back"
+                );
+            });
+            return wait_for_slot(cell, other).await;
+        }
+    }
+    wait_for_slot(cell, backend).await
 }
 
 /// A point in [0, 1) fixed by `key` (64-bit FNV-1a): the same key, the same backend.
@@ -91,7 +117,7 @@ async fn wait_for_slot(
     cell: &SnapshotCell,
     backend: &BackendState,
 ) -> Result<Slot<'static>, ServeError> {
-    if backend.replicas.is_empty() {
+    if !backend.replicas.has_live() {
         return Err(ServeError::NoReplicas(backend.name.to_string()));
     }
     let name = &backend.name;
@@ -106,7 +132,7 @@ async fn wait_for_slot(
                 .get(&**name)
                 .ok_or_else(|| ServeError::BackendNotFound(name.to_string()))?;
             // Every replica died: fail now rather than wait for a restart that may not come.
-            if current.replicas.is_empty() {
+            if !current.replicas.has_live() {
                 return Err(ServeError::NoReplicas(name.to_string()));
             }
             Ok(current.replicas.try_acquire().map(Slot::into_owned))

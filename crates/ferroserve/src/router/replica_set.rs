@@ -81,18 +81,21 @@ impl ReplicaSet {
         &self.queue
     }
 
-    /// A slot on `replica` if it runs fewer than the cap.
+    /// Whether any replica can take a request now.
+    pub(crate) fn has_live(&self) -> bool {
+        self.replicas.iter().any(|r| r.is_alive())
+    }
+
+    /// A slot on `replica` if it is alive and runs fewer than the cap.
     fn reserve<'a>(&'a self, replica: &'a Arc<dyn Replica>) -> Option<Slot<'a>> {
+        if !replica.is_alive() {
+            return None;
+        }
         // `then`, not `then_some`: a slot made eagerly would release on drop.
         replica.try_reserve(self.max_concurrent).then(|| Slot {
             replica: Some(Cow::Borrowed(replica)),
             queue: Cow::Borrowed(&self.queue),
         })
-    }
-
-    /// Whether there is no replica.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.replicas.is_empty()
     }
 
     /// Takes a slot on the less busy of two random replicas; if both are full, on any

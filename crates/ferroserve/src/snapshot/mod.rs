@@ -12,6 +12,8 @@ pub(crate) use traffic::WeightedChoice;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
@@ -38,9 +40,21 @@ pub(crate) struct EndpointState<R> {
     pub(crate) traffic: WeightedChoice<Arc<BackendState<R>>>,
     /// Shadow backends and the share of requests each gets a copy of.
     pub(crate) shadows: Box<[(f64, Arc<BackendState<R>>)]>,
+    /// When a failover was last logged, in seconds since the Unix epoch.
+    failover_logged: AtomicU64,
 }
 
 impl<R> EndpointState<R> {
+    /// Runs `log` for a failover at most once a second per endpoint (and snapshot).
+    pub(crate) fn failover_seen(&self, log: impl FnOnce()) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.failover_logged.swap(now, Ordering::Relaxed) != now {
+            log();
+        }
+    }
+
     /// Whether the route allows this HTTP method.
     pub(crate) fn allows(&self, method: &Method) -> bool {
         self.config.methods.iter().any(|m| m == method)
@@ -102,6 +116,7 @@ impl<R> Snapshot<R> {
                 allow: HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("GET")),
                 config: config.clone(),
                 traffic,
+                failover_logged: AtomicU64::new(0),
             });
             if let Some(route) = &config.route {
                 routes.insert(route, endpoint.clone());

@@ -29,6 +29,30 @@ impl<T> WeightedChoice<T> {
         self.choose_at(fastrand::f64())
     }
 
+    /// Picks, by weight, among the items `keep` accepts, at `point` in [0, 1); `None` when
+    /// it accepts none with a weight above 0. For failover: O(n), off the common path.
+    pub(crate) fn choose_among(&self, point: f64, keep: impl Fn(&T) -> bool) -> Option<&T> {
+        let mut previous = 0.0;
+        let kept: Vec<(f64, &T)> = self
+            .items
+            .iter()
+            .filter_map(|(cumulative, item)| {
+                let weight = cumulative - previous;
+                previous = *cumulative;
+                (weight > 0.0 && keep(item)).then_some((weight, item))
+            })
+            .collect();
+        let total: f64 = kept.iter().map(|(w, _)| w).sum();
+        let mut target = point * total;
+        for (weight, item) in &kept {
+            if target < *weight {
+                return Some(item);
+            }
+            target -= weight;
+        }
+        kept.last().map(|(_, item)| *item)
+    }
+
     /// Picks the item at `point` in [0, 1): the same point always picks the same item,
     /// which makes a shard key's choice sticky.
     pub(crate) fn choose_at(&self, point: f64) -> &T {
@@ -79,6 +103,20 @@ mod tests {
         assert_eq!(*choice.choose_at(0.49), 1);
         assert_eq!(*choice.choose_at(0.5), 2);
         assert_eq!(*choice.choose_at(0.999_999), 2);
+    }
+
+    #[test]
+    fn failover_picks_among_the_kept_by_weight() {
+        let choice = WeightedChoice::new([(0.6, 'a'), (0.3, 'b'), (0.0, 'z'), (0.1, 'c')]);
+        assert_eq!(choice.choose_among(0.5, |c| *c != 'a'), Some(&'b'));
+        assert_eq!(choice.choose_among(0.74, |c| *c != 'a'), Some(&'b'));
+        assert_eq!(choice.choose_among(0.76, |c| *c != 'a'), Some(&'c'));
+        assert_eq!(
+            choice.choose_among(0.99, |c| *c == 'z'),
+            None,
+            "weight 0 never"
+        );
+        assert_eq!(choice.choose_among(0.5, |_| false), None);
     }
 
     #[test]

@@ -108,6 +108,7 @@ struct EndpointFile {
     traffic: Option<Spanned<IndexMap<Spanned<String>, Spanned<f64>>>>,
     shadow: Option<IndexMap<Spanned<String>, Spanned<f64>>>,
     max_body_bytes: Option<Spanned<usize>>,
+    failover: Option<bool>,
 }
 
 /// Builds errors for one file, and resolves paths relative to it.
@@ -516,6 +517,9 @@ fn endpoint_spec(
             );
         }
         config.methods = parsed;
+    }
+    if let Some(failover) = spec.failover {
+        config.failover = failover;
     }
     if let Some(bytes) = spec.max_body_bytes {
         if let Err(message) = super::limits::within(bytes.value, 1, usize::MAX) {

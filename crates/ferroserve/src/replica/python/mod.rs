@@ -138,6 +138,10 @@ impl DynBackend for WorkerBackend {
         )
     }
 
+    fn is_alive(&self) -> bool {
+        self.link.dead.get().is_none()
+    }
+
     fn methods(&self) -> Methods {
         self.methods.clone()
     }
