@@ -15,6 +15,9 @@ use crate::proxy::HttpServer;
 use crate::replica::factory_of;
 use crate::router::SnapshotCell;
 
+/// How long a shutdown waits for replicas to stop (a worker gets 2 s, then a kill).
+const REPLICA_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running Ferroserve instance.
 ///
 /// ```no_run
@@ -196,7 +199,14 @@ impl Serve {
         if let Some(http) = http {
             http.shutdown().await;
         }
-        self.controller.shutdown();
+        let replicas = self.controller.shutdown();
+        let stopped = futures_util::future::join_all(replicas.iter().map(|r| r.stop()));
+        if tokio::time::timeout(REPLICA_STOP_TIMEOUT, stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!("replicas still stopping after {REPLICA_STOP_TIMEOUT:?}");
+        }
     }
 }
 

@@ -130,6 +130,10 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn is_alive(&self) -> bool {
         true
     }
+    /// Stops it for good (a worker: a SHUTDOWN frame, then a kill) and waits until it has.
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
     fn methods(&self) -> Methods;
     fn batch_methods(&self) -> Methods;
     fn call_batch(

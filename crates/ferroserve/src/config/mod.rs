@@ -36,6 +36,9 @@ pub const RESERVED_PREFIX: &str = "/-/";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default `http.header_timeout_s`.
 pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default `http.graceful_shutdown_timeout_s`.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(30);
 /// Default `http.body_timeout_s`.
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -64,6 +67,9 @@ pub struct HttpOptions {
     /// file-descriptor limit leaves. At the cap, the connections idle the longest are
     /// closed to make room, and new ones wait.
     pub max_connections: Option<usize>,
+    /// At shutdown, how long requests in flight may take to finish (default 30 s); those
+    /// still running then are answered `503`.
+    pub graceful_shutdown_timeout: std::time::Duration,
 }
 
 impl Default for HttpOptions {
@@ -76,6 +82,7 @@ impl Default for HttpOptions {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: None,
+            graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -98,6 +105,8 @@ impl HttpOptions {
         limits::within(self.max_body_bytes, 1, usize::MAX).map_err(invalid("max_body_bytes"))?;
         limits::duration(self.header_timeout).map_err(invalid("header_timeout_s"))?;
         limits::duration(self.body_timeout).map_err(invalid("body_timeout_s"))?;
+        limits::duration(self.graceful_shutdown_timeout)
+            .map_err(invalid("graceful_shutdown_timeout_s"))?;
         if let Some(n) = self.max_connections {
             limits::within(n, 1, MAX_CONNECTIONS).map_err(invalid("max_connections"))?;
         }
@@ -108,6 +117,13 @@ impl HttpOptions {
     #[must_use]
     pub fn header_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets `graceful_shutdown_timeout`.
+    #[must_use]
+    pub fn graceful_shutdown_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.graceful_shutdown_timeout = timeout;
         self
     }
 

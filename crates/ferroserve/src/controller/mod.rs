@@ -264,19 +264,21 @@ impl Controller {
         Ok(())
     }
 
-    /// Serves nothing more, and stops every replica once its requests are done. Replicas
+    /// Serves nothing more, and hands back every replica, for the caller to stop. Replicas
     /// still starting are stopped as soon as they are up; nothing waits for them.
-    pub(crate) fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) -> Vec<Arc<dyn Replica>> {
         let mut state = self.lock();
         state.stopped = true;
         state.desired = Desired::default();
         let running = std::mem::take(&mut state.actual);
         self.publish(&mut state);
         drop(state);
+        let mut replicas = Vec::new();
         for (_, backend) in running {
             backend.queue.wake_all();
-            drain(backend.replicas);
+            replicas.extend(backend.replicas);
         }
+        replicas
     }
 
     /// Builds the snapshot of `state` and swaps it in.

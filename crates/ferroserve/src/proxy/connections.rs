@@ -75,6 +75,10 @@ pub(crate) struct Activity {
     shed_at_ms: AtomicU64,
     /// [`signal`] bits for its task.
     signal: AtomicU8,
+    /// Set when the shutdown grace ran out: its running request is answered 503.
+    abandoned: AtomicBool,
+    /// Wakes the request that runs when `abandoned` is set.
+    abandon: Notify,
     /// Wakes its task.
     control: Notify,
 }
@@ -109,6 +113,18 @@ impl Activity {
     fn idle_for(&self) -> Duration {
         let since = self.idle_since_ms.load(Ordering::Relaxed);
         Duration::from_millis(ms_since(self.epoch).saturating_sub(since))
+    }
+
+    /// Ends when the shutdown grace runs out with a request still running here. A request
+    /// that answers at once never polls it, so it costs nothing then.
+    pub(crate) async fn abandoned(&self) {
+        let notified = self.abandon.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.abandoned.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 
     fn tell(&self, bits: u8) {
@@ -167,6 +183,8 @@ impl Registry {
             served: AtomicBool::new(false),
             shed_at_ms: AtomicU64::new(0),
             signal: AtomicU8::new(0),
+            abandoned: AtomicBool::new(false),
+            abandon: Notify::new(),
             control: Notify::new(),
         });
         self.connections().insert(id, activity.clone());
@@ -232,6 +250,14 @@ impl Registry {
     pub(crate) fn stop_all(&self) {
         for activity in self.connections().values() {
             activity.tell(signal::STOP);
+        }
+    }
+
+    /// Answers every request still running with 503: the shutdown grace ran out.
+    pub(crate) fn abandon_all(&self) {
+        for activity in self.connections().values() {
+            activity.abandoned.store(true, Ordering::Release);
+            activity.abandon.notify_waiters();
         }
     }
 

@@ -30,12 +30,12 @@ use tower::ServiceExt;
 
 use crate::config::{HttpOptions, RESERVED_PREFIX};
 use crate::error::{ServeError, text_response};
-use crate::layer::{BoxError, ProxyBody, ProxyService, box_error};
+use crate::layer::{BoxError, IntoProxyResponse, ProxyBody, ProxyService, box_error};
 use crate::router::{self, SnapshotCell};
 use convert::PlainBody;
 
-/// How long a graceful shutdown waits for requests in flight.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long the 503s of requests abandoned at shutdown may take to go out.
+const ABANDONED_FLUSH: Duration = Duration::from_secs(2);
 
 /// The running HTTP proxy.
 pub(crate) struct HttpServer {
@@ -85,6 +85,7 @@ impl HttpServer {
             stack,
             registry: Arc::new(Registry::new(max_connections)),
             header_timeout: options.header_timeout,
+            grace: options.graceful_shutdown_timeout,
         };
         let task = tokio::spawn(accept_loop(listener, serving, stopped));
         Ok(Self {
@@ -115,6 +116,8 @@ struct Serving {
     stack: Option<ProxyService>,
     registry: Arc<Registry>,
     header_timeout: Duration,
+    /// `http.graceful_shutdown_timeout_s`.
+    grace: Duration,
 }
 
 async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch::Receiver<bool>) {
@@ -182,7 +185,11 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
                     let connection = connection.clone();
                     async move {
                         let _busy = connection.activity.busy();
-                        let response = handle(&connection.cell, connection.rules, req).await;
+                        let response = tokio::select! {
+                            biased;
+                            response = handle(&connection.cell, connection.rules, req) => response,
+                            () = connection.activity.abandoned() => ServeError::ShuttingDown.to_http(),
+                        };
                         Ok::<_, Infallible>(connection.pending.prepare(response))
                     }
                 });
@@ -203,11 +210,15 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
     drop(listener);
     // Each connection finishes the request it runs, then closes.
     registry.stop_all();
-    let all_closed = registry.wait_all_closed(SHUTDOWN_GRACE).await;
-    sweeper.abort();
-    if !all_closed {
-        tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; closing anyway");
+    let grace = serving.grace;
+    if !registry.wait_all_closed(grace).await {
+        tracing::warn!("requests still running after {grace:?}: answering them 503");
+        registry.abandon_all();
+        if !registry.wait_all_closed(ABANDONED_FLUSH).await {
+            tracing::warn!("connections still open after their 503s; closing them");
+        }
     }
+    sweeper.abort();
 }
 
 /// A connection's service when middlewares are configured: the boxed stack.
@@ -226,10 +237,18 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
         let pending = self.pending.clone();
         let busy = self.activity.busy();
         let req = req.map(|body| body.map_err(box_error).boxed_unsync());
+        let activity = self.activity.clone();
+        let abandoned = Box::pin(async move { activity.abandoned().await });
+        let answered = futures_util::future::select(self.stack.clone().oneshot(req), abandoned);
         // `map`, not an async block: see `Answering::call` in `crate::layer`.
-        Box::pin(self.stack.clone().oneshot(req).map(move |result| {
+        Box::pin(answered.map(move |either| {
             drop(busy);
-            let Ok(response) = result;
+            let response = match either {
+                futures_util::future::Either::Left((Ok(response), _)) => response,
+                futures_util::future::Either::Right(((), _)) => {
+                    ServeError::ShuttingDown.to_http().into_proxy()
+                }
+            };
             Ok(pending.prepare(response))
         }))
     }

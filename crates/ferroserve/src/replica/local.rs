@@ -122,6 +122,10 @@ impl Replica for LocalReplica {
         self.instance.is_alive()
     }
 
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        self.instance.stop()
+    }
+
     fn check_health(&self) -> BoxFuture<'_, Result<(), ServeError>> {
         Box::pin(async move {
             match AssertUnwindSafe(self.instance.check_health())

@@ -64,6 +64,12 @@ pub(crate) trait Replica: Send + Sync + 'static {
         true
     }
 
+    /// Stops it for good and waits until it has (a worker gets a SHUTDOWN frame, then a
+    /// kill after 2 s); what a shutdown ends with.
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Requests running now.
     fn in_flight(&self) -> usize {
         self.slots().0.load(Ordering::Relaxed)

@@ -75,6 +75,7 @@ struct HttpFile {
     max_body_bytes: Option<Spanned<usize>>,
     header_timeout_s: Option<Spanned<f64>>,
     body_timeout_s: Option<Spanned<f64>>,
+    graceful_shutdown_timeout_s: Option<Spanned<f64>>,
     max_connections: Option<Spanned<usize>>,
     #[serde(default)]
     middlewares: Vec<Spanned<MiddlewareFile>>,
@@ -189,6 +190,11 @@ impl AppConfig {
                     "http.body_timeout_s",
                     h.body_timeout_s,
                     &mut http.body_timeout,
+                ),
+                (
+                    "http.graceful_shutdown_timeout_s",
+                    h.graceful_shutdown_timeout_s,
+                    &mut http.graceful_shutdown_timeout,
                 ),
             ] {
                 if let Some(seconds) = value {

@@ -1,7 +1,7 @@
 //! The multiplexed connection to one worker: a writer task fed by a channel, and the requests waiting for their replies by id.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -21,6 +21,9 @@ pub(super) struct Link {
     pub(super) dead: OnceLock<String>,
     /// Told when the replica is dropped: the reader stops the worker.
     pub(super) stop: Notify,
+    /// Set once the worker process is gone, and told to whoever waits for it.
+    exited: AtomicBool,
+    exit: Notify,
 }
 
 impl Link {
@@ -32,6 +35,8 @@ impl Link {
             next_id: AtomicU64::new(1),
             dead: OnceLock::new(),
             stop: Notify::new(),
+            exited: AtomicBool::new(false),
+            exit: Notify::new(),
         }
     }
 
@@ -45,6 +50,23 @@ impl Link {
     }
 
     /// Sends a request frame and returns where its reply will arrive.
+    /// The worker process is gone: wakes whoever waits in [`Link::wait_exited`].
+    pub(super) fn exited(&self) {
+        self.exited.store(true, Ordering::Release);
+        self.exit.notify_waiters();
+    }
+
+    /// Waits until the worker process is gone.
+    pub(super) async fn wait_exited(&self) {
+        let notified = self.exit.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if self.exited.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
     pub(super) fn send(
         &self,
         kind: u8,

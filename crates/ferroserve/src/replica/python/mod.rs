@@ -142,6 +142,12 @@ impl DynBackend for WorkerBackend {
         self.link.dead.get().is_none()
     }
 
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        // The reader sends SHUTDOWN, gives the worker 2 s to exit, then kills it.
+        self.link.stop.notify_one();
+        Box::pin(self.link.wait_exited())
+    }
+
     fn methods(&self) -> Methods {
         self.methods.clone()
     }

@@ -251,6 +251,7 @@ pub(super) async fn supervise(
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
+        link.exited();
         return;
     }
     let _ = child.start_kill();
@@ -269,5 +270,6 @@ pub(super) async fn supervise(
         "{reason}; restarting it"
     );
     link.die(reason);
+    link.exited();
     let _ = env.deaths.send(death);
 }
