@@ -16,6 +16,7 @@ BATCH = 5
 RECONFIGURE = 6
 HANDLE_REPLY = 11
 SHUTDOWN = 12
+CANCEL = 13  # the caller left: cancel the call with this id (an async one; a plain one runs on)
 
 # worker -> server
 READY = 2

@@ -58,6 +58,7 @@ class Worker(asyncio.Protocol):
         self.batch_methods = set()
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferroserve-sync")
         self.handle_calls = {}
+        self.tasks = {}  # request id -> the task running an async call
         self.next_handle_id = 1
         self.closed = loop.create_future()
         self.name = "?"
@@ -107,6 +108,10 @@ class Worker(asyncio.Protocol):
             self.loop.create_task(self.init(request_id, meta))
         elif kind == P.RECONFIGURE:
             self.loop.create_task(self.reconfigure(request_id, meta.get("user_config")))
+        elif kind == P.CANCEL:
+            task = self.tasks.get(request_id)
+            if task is not None:
+                task.cancel()
         elif kind == P.SHUTDOWN:
             self.transport.close()
 
@@ -131,7 +136,7 @@ class Worker(asyncio.Protocol):
         arg = self.decode_arg(meta, body)
         reply = meta.get("reply", "http")
         if self.is_async[name]:
-            self.loop.create_task(self.run_async(request_id, method, arg, reply))
+            self.tasks[request_id] = self.loop.create_task(self.run_async(request_id, method, arg, reply))
         else:
             future = self.loop.run_in_executor(self.executor, method, arg)
             future.add_done_callback(lambda done: self.finish(request_id, done, reply))
@@ -139,10 +144,15 @@ class Worker(asyncio.Protocol):
     async def run_async(self, request_id, method, arg, reply):
         try:
             value = await method(arg)
+        except asyncio.CancelledError:
+            # Its caller left. The answer frees the replica slot the call held.
+            self.send(request_id, P.ERROR, {"error_type": "CancelledError", "message": "cancelled: the caller left"})
         except Exception as error:
             self.fail(request_id, error)
         else:
             self.answer(request_id, value, reply)
+        finally:
+            self.tasks.pop(request_id, None)
 
     def finish(self, request_id, done, reply):
         error = done.exception()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::{Backend, DynBackend, ReplicaEnv};
+use super::{Backend, DynBackend, ReplicaEnv, Slots};
 use crate::config::{BackendConfig, RegisteredNames};
 use crate::error::{BackendError, panic_message};
 use crate::request::Request;
@@ -35,12 +35,15 @@ pub(crate) struct Instance {
 /// How one kind of backend makes a replica's instance: the seam a new kind plugs into
 /// (in-process Rust below; the Python worker in `replica::python`).
 pub(crate) trait Instantiate: Send + Sync + 'static {
-    /// Makes the instance of the replica `ctx` names, or says why it could not.
+    /// Makes the instance of the replica `ctx` names, or says why it could not. `slots` is
+    /// the replica's count of running calls, for a kind whose calls can outlive their
+    /// callers (a worker's).
     fn instantiate<'a>(
         &'a self,
         ctx: &'a ReplicaContext,
         config: &'a BackendConfig,
         env: &'a ReplicaEnv,
+        slots: &'a Arc<Slots>,
     ) -> BoxFuture<'a, Result<Instance, String>>;
 }
 
@@ -62,6 +65,7 @@ impl Instantiate for RustFactory {
         ctx: &'a ReplicaContext,
         _config: &'a BackendConfig,
         _env: &'a ReplicaEnv,
+        _slots: &'a Arc<Slots>,
     ) -> BoxFuture<'a, Result<Instance, String>> {
         let make = self.0.clone();
         let ctx = ctx.clone();
@@ -123,8 +127,9 @@ impl BackendFactory {
         ctx: &ReplicaContext,
         config: &BackendConfig,
         env: &ReplicaEnv,
+        slots: &Arc<Slots>,
     ) -> Result<Instance, String> {
-        self.kind.instantiate(ctx, config, env).await
+        self.kind.instantiate(ctx, config, env, slots).await
     }
 }
 

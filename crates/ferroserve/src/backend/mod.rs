@@ -3,7 +3,7 @@
 mod env;
 mod factory;
 
-pub(crate) use env::{Death, EndpointCaller, ReplicaEnv};
+pub(crate) use env::{Death, EndpointCaller, ReplicaEnv, Slots};
 pub use factory::{BackendFactory, Registry, ReplicaContext};
 pub(crate) use factory::{Instance, Instantiate};
 

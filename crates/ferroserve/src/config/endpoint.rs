@@ -100,6 +100,40 @@ pub struct EndpointConfig {
     /// other backends until it is back (default on; logged). Shadows never fail over.
     #[serde(default = "yes")]
     pub failover: bool,
+    /// How long a request may take, queueing included (Ray's `request_timeout_s`); past
+    /// it the caller gets `504` and the call is cancelled. `None` (the default): no limit.
+    #[serde(
+        default,
+        rename = "request_timeout_s",
+        with = "optional_seconds",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub request_timeout: Option<std::time::Duration>,
+}
+
+/// An optional duration as a number of seconds.
+mod optional_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|s| {
+                crate::config::limits::seconds(s)
+                    .map_err(|m| serde::de::Error::custom(format!("request_timeout_s {m}")))
+            })
+            .transpose()
+    }
 }
 
 fn yes() -> bool {
@@ -142,6 +176,7 @@ impl EndpointConfig {
             shadow: IndexMap::new(),
             max_body_bytes: None,
             failover: true,
+            request_timeout: None,
         }
     }
 
@@ -167,6 +202,10 @@ impl EndpointConfig {
         if self.methods.is_empty() {
             return Err(ServeError::invalid("methods", "allows no HTTP method"));
         }
+        if let Some(timeout) = self.request_timeout {
+            super::limits::duration(timeout)
+                .map_err(|m| ServeError::invalid("request_timeout_s", m))?;
+        }
         if let Some(bytes) = self.max_body_bytes {
             within(bytes, 1, usize::MAX).map_err(|m| ServeError::invalid("max_body_bytes", m))?;
         }
@@ -175,6 +214,13 @@ impl EndpointConfig {
             validate_shadow(&self.traffic, backend, *proportion)?;
         }
         Ok(())
+    }
+
+    /// Sets `request_timeout_s`.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
     }
 
     /// Turns failover to the endpoint's other backends on or off.

@@ -87,7 +87,10 @@ mod tests {
                 "endpoint `e` allows GET, POST, not PUT\n",
             ),
             (
-                ServeError::Timeout(std::time::Duration::from_millis(1500)),
+                ServeError::Timeout {
+                    after: std::time::Duration::from_millis(1500),
+                    set_by: "the timeout middleware",
+                },
                 504,
                 "no answer within the 1.5s the timeout middleware allows\n",
             ),

@@ -61,9 +61,15 @@ pub enum ServeError {
     /// The request body stopped arriving for longer than `http.body_timeout_s` (408).
     #[error("the request body stalled: nothing arrived for {}s", .0.as_secs_f64())]
     BodyTimeout(Duration),
-    /// The request took longer than the `timeout` middleware allows (504).
-    #[error("no answer within the {}s the timeout middleware allows", .0.as_secs_f64())]
-    Timeout(Duration),
+    /// The request took longer than a timeout allows (504): the `timeout` middleware's,
+    /// or its endpoint's `request_timeout_s`.
+    #[error("no answer within the {}s {set_by} allows", .after.as_secs_f64())]
+    Timeout {
+        /// The time allowed.
+        after: Duration,
+        /// Which setting allowed it.
+        set_by: &'static str,
+    },
     /// No endpoint has this name.
     #[error("endpoint `{0}` does not exist")]
     EndpointNotFound(String),
@@ -182,7 +188,7 @@ impl ServeError {
             Self::Overloaded { .. } | Self::NoReplicas(_) | Self::ShuttingDown => {
                 ErrorKind::Overload
             }
-            Self::Timeout(_)
+            Self::Timeout { .. }
             | Self::Backend { .. }
             | Self::Panicked { .. }
             | Self::ReplicaDied { .. }
@@ -201,7 +207,7 @@ impl ServeError {
             Self::ReplicaDied { .. } => StatusCode::BAD_GATEWAY,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             _ => match self.kind() {
                 ErrorKind::Client => StatusCode::BAD_REQUEST,

@@ -66,7 +66,12 @@ fn timeout(inner: ProxyService, after: Duration) -> ProxyService {
             Ok::<_, Infallible>(match answer {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
-                Err(_) => ServeError::Timeout(after).to_http().into_proxy(),
+                Err(_) => ServeError::Timeout {
+                    after,
+                    set_by: "the timeout middleware",
+                }
+                .to_http()
+                .into_proxy(),
             })
         })
     }))

@@ -7,16 +7,17 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::batch::{BatchPolicy, BatchQueue};
-use super::{InFlight, Replica, ReplicaCall, ReplicaName};
-use crate::backend::{BackendFactory, DynBackend, Methods, ReplicaContext, ReplicaEnv};
+use super::{Replica, ReplicaCall, ReplicaName};
+use crate::backend::{BackendFactory, DynBackend, Methods, ReplicaContext, ReplicaEnv, Slots};
 use crate::config::BackendConfig;
 use crate::error::ServeError;
 use crate::request::Request;
 
 /// One running instance of a backend, on this machine.
 pub(crate) struct LocalReplica {
-    /// Requests running on this replica now; never above the backend's `max_concurrent_queries`.
-    in_flight: InFlight,
+    /// Requests running on this replica now; never above the backend's
+    /// `max_concurrent_queries`, counting the calls a worker still runs for callers that left.
+    slots: Arc<Slots>,
     name: ReplicaName,
     methods: Methods,
     batch_methods: Methods,
@@ -40,8 +41,9 @@ impl LocalReplica {
             backend: ctx.backend.clone(),
             message: format!("replica `{}`: {message}", ctx.replica),
         };
+        let slots = Arc::new(Slots::default());
         let made = factory
-            .instantiate(&ctx, config, env)
+            .instantiate(&ctx, config, env, &slots)
             .await
             .map_err(start_failed)?;
         let instance = made.backend;
@@ -54,7 +56,7 @@ impl LocalReplica {
             BatchQueue::start(policy, instance.clone(), name.clone())
         });
         let replica = Arc::new(Self {
-            in_flight: InFlight::default(),
+            slots,
             methods: instance.methods(),
             batch_methods,
             batches,
@@ -76,8 +78,8 @@ impl Replica for LocalReplica {
         &self.name.replica
     }
 
-    fn slots(&self) -> &InFlight {
-        &self.in_flight
+    fn slots(&self) -> &Slots {
+        &self.slots
     }
 
     fn call(&self, req: Request) -> ReplicaCall<'_> {

@@ -18,21 +18,14 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 
+use crate::backend::Slots;
 use crate::error::{BackendError, ServeError, panic_message};
 use crate::request::Request;
 use crate::response::Response;
-
-/// The in-flight count of a replica, alone on its cache line: both cores write it on every
-/// request, and the replica's other fields, read on every request, must not share the line
-/// (false sharing measured at a few percent of throughput with one replica).
-#[repr(align(64))]
-#[derive(Default)]
-pub(crate) struct InFlight(AtomicUsize);
 
 /// One running instance of a backend, as the router sees it.
 ///
@@ -42,8 +35,8 @@ pub(crate) trait Replica: Send + Sync + 'static {
     /// The replica's id, unique within its backend (`echo#2`).
     fn id(&self) -> &str;
 
-    /// Its in-flight count.
-    fn slots(&self) -> &InFlight;
+    /// Its count of running calls.
+    fn slots(&self) -> &Slots;
 
     /// Runs one request: alone, or through the replica's batch queue for a batch method.
     /// User errors and panics become typed errors, never a crash.
@@ -70,25 +63,19 @@ pub(crate) trait Replica: Send + Sync + 'static {
         Box::pin(async {})
     }
 
-    /// Requests running now.
+    /// Requests running now (with the calls a worker still runs for callers that left).
     fn in_flight(&self) -> usize {
-        self.slots().0.load(Ordering::Relaxed)
+        self.slots().count()
     }
 
     /// Takes a slot if fewer than `max` requests run.
     fn try_reserve(&self, max: usize) -> bool {
-        let count = &self.slots().0;
-        if count.fetch_add(1, Ordering::AcqRel) < max {
-            true
-        } else {
-            count.fetch_sub(1, Ordering::AcqRel);
-            false
-        }
+        self.slots().try_take(max)
     }
 
     /// Gives a slot back.
     fn release(&self) {
-        self.slots().0.fetch_sub(1, Ordering::AcqRel);
+        self.slots().give_back();
     }
 }
 

@@ -28,6 +28,24 @@ pub(crate) async fn call(
     endpoint: &EndpointState,
     req: Request,
 ) -> Result<Response, ServeError> {
+    match endpoint.config.request_timeout {
+        None => call_now(cell, endpoint, req).await,
+        // Boxed, so that endpoints without a timeout keep a small future.
+        Some(after) => Box::pin(tokio::time::timeout(after, call_now(cell, endpoint, req)))
+            .await
+            .unwrap_or(Err(ServeError::Timeout {
+                after,
+                set_by: "request_timeout_s",
+            })),
+    }
+}
+
+/// [`call`] without the endpoint's timeout.
+async fn call_now(
+    cell: &SnapshotCell,
+    endpoint: &EndpointState,
+    req: Request,
+) -> Result<Response, ServeError> {
     let backend = match req.shard_key() {
         Some(key) => endpoint.traffic.choose_at(shard_point(key)),
         None => endpoint.traffic.choose(),

@@ -6,6 +6,9 @@ use tokio::sync::Notify;
 
 use crate::error::{RETRY_AFTER, ServeError};
 
+/// How often a waiting request looks for a slot even when not woken.
+const RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Requests waiting for a free replica slot of one backend.
 ///
 /// Arrivals skip the queue only when nobody waits; every released slot wakes one waiter;
@@ -72,7 +75,9 @@ impl WaitQueue {
             if let Some(slot) = try_acquire()? {
                 return Ok(slot);
             }
-            notified.await;
+            // Woken when a slot frees; checking again now and then also catches slots
+            // freed without a wake-up (a worker finishing a call its caller left).
+            let _ = tokio::time::timeout(RECHECK, notified).await;
         }
     }
 }

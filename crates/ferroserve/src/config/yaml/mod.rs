@@ -110,6 +110,7 @@ struct EndpointFile {
     shadow: Option<IndexMap<Spanned<String>, Spanned<f64>>>,
     max_body_bytes: Option<Spanned<usize>>,
     failover: Option<bool>,
+    request_timeout_s: Option<Spanned<f64>>,
 }
 
 /// Builds errors for one file, and resolves paths relative to it.
@@ -523,6 +524,18 @@ fn endpoint_spec(
             );
         }
         config.methods = parsed;
+    }
+    if let Some(seconds) = spec.request_timeout_s {
+        match super::limits::seconds(seconds.value) {
+            Ok(timeout) => config.request_timeout = Some(timeout),
+            Err(message) => {
+                return errors.at(
+                    line_of(&seconds),
+                    format!("{key}.request_timeout_s"),
+                    message,
+                );
+            }
+        }
     }
     if let Some(failover) = spec.failover {
         config.failover = failover;

@@ -19,6 +19,7 @@ pub(super) mod kind {
     pub(crate) const HANDLE_CALL: u8 = 10;
     pub(crate) const HANDLE_REPLY: u8 = 11;
     pub(crate) const SHUTDOWN: u8 = 12;
+    pub(crate) const CANCEL: u8 = 13;
 }
 
 const HEADER_LEN: usize = 20;
@@ -96,7 +97,7 @@ mod tests {
             .lines()
             .filter_map(|line| {
                 let (name, value) = line.split_once(" = ")?;
-                let value = value.trim().parse().ok()?;
+                let value = value.split('#').next()?.trim().parse().ok()?;
                 name.chars()
                     .all(|c| c.is_ascii_uppercase() || c == '_')
                     .then(|| (name.to_owned(), value))
@@ -119,6 +120,7 @@ mod tests {
             ("HANDLE_CALL", kind::HANDLE_CALL),
             ("HANDLE_REPLY", kind::HANDLE_REPLY),
             ("SHUTDOWN", kind::SHUTDOWN),
+            ("CANCEL", kind::CANCEL),
         ];
         let mut python = python_kinds();
         python.sort_by_key(|(_, v)| *v);

@@ -2,20 +2,35 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::frame::{Frame, encode};
+use super::frame::{Frame, encode, kind};
+use crate::backend::Slots;
 use crate::error::BackendError;
+
+/// Where a reply goes.
+type ReplyTo = oneshot::Sender<Result<Frame, String>>;
+
+/// A request waiting for the worker's reply.
+enum Waiting {
+    /// Its caller waits for the reply.
+    Caller(ReplyTo),
+    /// Its caller left; the worker was told to cancel it. It holds a replica slot until
+    /// the worker answers or dies.
+    Abandoned,
+}
 
 /// The connection to one worker: a writer task fed by a channel, and the requests waiting
 /// for their replies.
 pub(super) struct Link {
     pub(super) writer: mpsc::UnboundedSender<Vec<u8>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Frame, String>>>>,
+    pending: Mutex<HashMap<u64, Waiting>>,
+    /// The replica's count of running calls: abandoned calls stay in it.
+    slots: Arc<Slots>,
     next_id: AtomicU64,
     /// Why the worker is gone, once it is.
     pub(super) dead: OnceLock<String>,
@@ -28,10 +43,11 @@ pub(super) struct Link {
 
 impl Link {
     /// A link whose frames go to `writer`.
-    pub(super) fn new(writer: mpsc::UnboundedSender<Vec<u8>>) -> Self {
+    pub(super) fn new(writer: mpsc::UnboundedSender<Vec<u8>>, slots: Arc<Slots>) -> Self {
         Self {
             writer,
             pending: Mutex::new(HashMap::new()),
+            slots,
             next_id: AtomicU64::new(1),
             dead: OnceLock::new(),
             stop: Notify::new(),
@@ -40,16 +56,13 @@ impl Link {
         }
     }
 
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Result<Frame, String>>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sends a request frame and returns where its reply will arrive.
     /// The worker process is gone: wakes whoever waits in [`Link::wait_exited`].
     pub(super) fn exited(&self) {
         self.exited.store(true, Ordering::Release);
@@ -67,19 +80,20 @@ impl Link {
         notified.await;
     }
 
+    /// Sends a request frame; its id, and where its reply will arrive.
     pub(super) fn send(
         &self,
         kind: u8,
         meta: &[u8],
         body: &[u8],
-    ) -> Result<oneshot::Receiver<Result<Frame, String>>, BackendError> {
+    ) -> Result<(u64, oneshot::Receiver<Result<Frame, String>>), BackendError> {
         if let Some(reason) = self.dead.get() {
             return Err(BackendError::replica_died(reason));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode(id, kind, meta, body)?;
         let (reply, receiver) = oneshot::channel();
-        self.pending().insert(id, reply);
+        self.pending().insert(id, Waiting::Caller(reply));
         // The worker may have died between the check and the insert; `die` drains what it
         // sees, so look again.
         if let Some(reason) = self.dead.get() {
@@ -92,7 +106,31 @@ impl Link {
                 "the connection to the worker is closed",
             ));
         }
-        Ok(receiver)
+        Ok((id, receiver))
+    }
+
+    /// A guard that, dropped while armed, abandons request `id`.
+    pub(super) fn abandon_on_drop(&self, id: u64) -> AbandonOnDrop<'_> {
+        AbandonOnDrop {
+            link: self,
+            id,
+            armed: true,
+        }
+    }
+
+    /// The caller of request `id` left: unless it is answered already, the worker is told
+    /// to cancel it, and it keeps a replica slot until the worker answers.
+    fn abandon(&self, id: u64) {
+        let mut pending = self.pending();
+        let Some(waiting) = pending.get_mut(&id) else {
+            return;
+        };
+        *waiting = Waiting::Abandoned;
+        self.slots.take();
+        drop(pending);
+        if let Ok(frame) = encode(id, kind::CANCEL, &[], &[]) {
+            let _ = self.writer.send(frame);
+        }
     }
 
     /// Sends a request and waits for its reply frame.
@@ -102,7 +140,7 @@ impl Link {
         meta: &[u8],
         body: &[u8],
     ) -> Result<Frame, BackendError> {
-        let receiver = self.send(kind, meta, body)?;
+        let (_, receiver) = self.send(kind, meta, body)?;
         match receiver.await {
             Ok(Ok(frame)) => Ok(frame),
             Ok(Err(reason)) => Err(BackendError::replica_died(reason)),
@@ -110,9 +148,15 @@ impl Link {
         }
     }
 
+    /// The worker answered a request: to its caller, or, for an abandoned one, by freeing
+    /// the slot it held.
     pub(super) fn reply(&self, frame: Frame) {
-        if let Some(waiting) = self.pending().remove(&frame.id) {
-            let _ = waiting.send(Ok(frame));
+        match self.pending().remove(&frame.id) {
+            Some(Waiting::Caller(reply)) => {
+                let _ = reply.send(Ok(frame));
+            }
+            Some(Waiting::Abandoned) => self.slots.give_back(),
+            None => {}
         }
     }
 
@@ -120,8 +164,36 @@ impl Link {
     pub(super) fn die(&self, reason: String) {
         let _ = self.dead.set(reason.clone());
         let waiting: Vec<_> = self.pending().drain().collect();
-        for (_, sender) in waiting {
-            let _ = sender.send(Err(reason.clone()));
+        for (_, waiting) in waiting {
+            match waiting {
+                Waiting::Caller(reply) => {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+                Waiting::Abandoned => self.slots.give_back(),
+            }
+        }
+    }
+}
+
+/// Abandons its request when dropped, unless disarmed: how a call whose future is dropped
+/// (its caller left) tells the worker.
+pub(super) struct AbandonOnDrop<'a> {
+    link: &'a Link,
+    id: u64,
+    armed: bool,
+}
+
+impl AbandonOnDrop<'_> {
+    /// The reply came: nothing to abandon.
+    pub(super) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.link.abandon(self.id);
         }
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::backend::{
     BackendFactory, Death, DynBackend, Instance, Instantiate, Methods, ReplicaContext, ReplicaEnv,
+    Slots,
 };
 use crate::config::{BackendConfig, PythonBackend};
 use crate::error::BackendError;
@@ -49,13 +50,14 @@ impl Instantiate for PythonKind {
         ctx: &'a ReplicaContext,
         config: &'a BackendConfig,
         env: &'a ReplicaEnv,
+        slots: &'a Arc<Slots>,
     ) -> BoxFuture<'a, Result<Instance, String>> {
         Box::pin(async move {
             self.0.validate()?;
             let started = process::start(&self.0, ctx, config).await?;
             let (read, write) = started.stream.into_split();
             let (writer, frames) = mpsc::unbounded_channel();
-            let link = Arc::new(Link::new(writer));
+            let link = Arc::new(Link::new(writer, slots.clone()));
             tokio::spawn(write_frames(frames, write));
             let death = Death {
                 backend: ctx.backend.as_str().into(),
@@ -103,7 +105,13 @@ impl DynBackend for WorkerBackend {
             self.link.send(kind::CALL, &meta, &body)
         });
         Box::pin(async move {
-            let frame = match sent?.await {
+            let (id, reply) = sent?;
+            // Dropped before the reply (the caller left or timed out): the worker is told to
+            // cancel the call, and the call keeps its replica slot until the worker is done.
+            let mut abandoned = self.link.abandon_on_drop(id);
+            let answer = reply.await;
+            abandoned.disarm();
+            let frame = match answer {
                 Ok(Ok(frame)) => frame,
                 Ok(Err(reason)) => return Err(BackendError::replica_died(reason)),
                 Err(_) => return Err(BackendError::replica_died("the worker dropped the request")),
