@@ -28,10 +28,15 @@ enum Command {
         #[arg(long, env = "FERROSERVE_PORT")]
         port: Option<u16>,
     },
-    /// Check an app file and exit: 0 when valid, 1 with the error otherwise.
+    /// Check an app file as `run` would before starting anything, and exit: 0 when valid,
+    /// 1 with the error otherwise. Imports each Python backend's module in a short-lived
+    /// interpreter.
     Check {
         /// The YAML app file.
         config: PathBuf,
+        /// Do not import the Python backends' modules.
+        #[arg(long)]
+        no_import: bool,
     },
 }
 
@@ -45,7 +50,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Check { config } => match AppConfig::load(&config, &Registry::new()) {
+        Command::Check { config, no_import } => match AppConfig::load(&config, &Registry::new())
+            .and_then(|app| {
+                ferroserve::check_app(&app, &Registry::new(), !no_import)?;
+                Ok(app)
+            }) {
             Ok(app) => {
                 eprintln!(
                     "{}: ok ({} backends, {} endpoints)",

@@ -197,3 +197,55 @@ fn a_busy_port_says_so() {
     );
     assert!(!stderr.contains("BadRequest"), "{stderr}");
 }
+
+/// Runs `ferroserve check` with `args` on `yaml`: its exit code and stderr.
+fn check(yaml: &str, args: &[&str]) -> (Option<i32>, String) {
+    let (_dir, path) = write_config(yaml);
+    let output = Command::new(ferroserve_bin())
+        .arg("check")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("ferroserve runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_imports_python_backends_unless_told_not_to() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python");
+    let python = |target: &str| {
+        format!("backends:\n  model:\n    python: {target}\n    working_dir: {examples}\n")
+    };
+    let (code, stderr) = check(&python("stateful:StatefulProcessor"), &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = check(&python("no_such_module:Model"), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 2, key `backends.model.python`")
+            && stderr.contains(
+                "cannot import `no_such_module:Model`: ModuleNotFoundError: No module named 'no_such_module'"
+            ),
+        "{stderr}"
+    );
+    let (code, stderr) = check(&python("stateful:NoSuchClass"), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("AttributeError") && stderr.contains("NoSuchClass"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(&python("no_such_module:Model"), &["--no-import"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn check_builds_the_middlewares_as_run_would() {
+    let (code, stderr) = check(
+        "http:\n  middlewares:\n    - cors: {allow_origins: [\"bad\\norigin\"]}\n",
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("allow_origins"), "{stderr}");
+}

@@ -64,7 +64,7 @@ pub use layer::{
 };
 pub use request::{Arg, CallOptions, HttpParts, Origin, Request};
 pub use response::Response;
-pub use serve::{Serve, shutdown_signal};
+pub use serve::{Serve, check_app, shutdown_signal};
 
 #[cfg(feature = "internals")]
 #[doc(hidden)]

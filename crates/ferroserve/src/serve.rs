@@ -210,6 +210,48 @@ impl Serve {
     }
 }
 
+/// Runs every check `ferroserve run` runs before it starts a replica: the HTTP options and
+/// middlewares, each backend's factory (a `rust:` name must be in `registry`), and, with
+/// `import_python`, each Python backend's module and attribute, imported in a short-lived
+/// interpreter. The error names the file, the line and the key.
+pub fn check_app(
+    app: &AppConfig,
+    registry: &Registry,
+    import_python: bool,
+) -> Result<(), ConfigError> {
+    let located = |line: usize, key: String, message: String| ConfigError {
+        file: app.file.clone(),
+        line,
+        key,
+        message,
+    };
+    if let Err(e) = crate::proxy::check(&app.http) {
+        let (key, message) = match e {
+            ServeError::InvalidConfig { key, message } => (key, message),
+            other => ("http".to_owned(), other.to_string()),
+        };
+        return Err(located(0, key, message));
+    }
+    for spec in &app.spec.backends {
+        let key = format!("backends.{}", spec.name);
+        let factory = factory_of(&spec.kind, registry).ok_or_else(|| {
+            located(
+                spec.line,
+                key.clone(),
+                ServeError::BackendNotFound(spec.name.clone()).to_string(),
+            )
+        })?;
+        let python = matches!(spec.kind, crate::config::BackendKind::Python(_));
+        if import_python || !python {
+            let key = if python { format!("{key}.python") } else { key };
+            factory
+                .check()
+                .map_err(|message| located(spec.line, key, message))?;
+        }
+    }
+    Ok(())
+}
+
 /// Waits for SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

@@ -45,6 +45,12 @@ pub(crate) trait Instantiate: Send + Sync + 'static {
         env: &'a ReplicaEnv,
         slots: &'a Arc<Slots>,
     ) -> BoxFuture<'a, Result<Instance, String>>;
+
+    /// Checks what can be checked without starting a replica (a Python module imports);
+    /// blocking, for `ferroserve check`. The default finds nothing to check.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Makes one backend instance per replica: a Rust instance in process, or a Python worker
@@ -119,6 +125,11 @@ impl BackendFactory {
         Self {
             kind: Arc::new(kind),
         }
+    }
+
+    /// Checks what can be checked without starting a replica (blocking).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        self.kind.check()
     }
 
     /// Makes the instance of one replica.

@@ -37,6 +37,18 @@ use convert::PlainBody;
 /// How long the 503s of requests abandoned at shutdown may take to go out.
 const ABANDONED_FLUSH: Duration = Duration::from_secs(2);
 
+/// Checks `options` as [`HttpServer::start`] would, without binding: the values and the
+/// middleware stack (CORS header values, ...).
+pub(crate) fn check(options: &HttpOptions) -> Result<(), ServeError> {
+    options.validate()?;
+    let rules = BodyRules {
+        max_bytes: options.max_body_bytes,
+        idle: options.body_timeout,
+    };
+    let cell = Arc::new(SnapshotCell::default());
+    middleware::build(&options.middlewares, &cell, rules).map(drop)
+}
+
 /// The running HTTP proxy.
 pub(crate) struct HttpServer {
     local_addr: SocketAddr,

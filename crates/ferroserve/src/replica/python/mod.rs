@@ -82,6 +82,11 @@ impl Instantiate for PythonKind {
             })
         })
     }
+
+    fn check(&self) -> Result<(), String> {
+        self.0.validate()?;
+        process::check_import(&self.0)
+    }
 }
 
 /// One Python replica: its worker process and the connection to it.

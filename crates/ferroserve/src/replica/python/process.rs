@@ -77,6 +77,62 @@ fn python_path(runtime: &Path, spec: &PythonBackend) -> std::ffi::OsString {
     std::env::join_paths(paths).unwrap_or_default()
 }
 
+/// Imports the backend's module and looks up its attribute in a short-lived interpreter
+/// started as a worker would be (interpreter, import path, environment, directory): what
+/// `ferroserve check` runs. Blocks for at most the start timeout.
+pub(super) fn check_import(spec: &PythonBackend) -> Result<(), String> {
+    const PROBE: &str = "import importlib, sys\n\
+module, _, attr = sys.argv[1].partition(':')\n\
+getattr(importlib.import_module(module), attr)\n";
+    let runtime = runtime::import_dir()?;
+    let python = python_executable(spec);
+    let mut command = std::process::Command::new(&python);
+    command
+        .args(["-c", PROBE, &spec.target])
+        .envs(&spec.env)
+        .env("PYTHONPATH", python_path(&runtime, spec))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(dir) = &spec.working_dir {
+        command.current_dir(dir);
+    }
+    let mut child = command.spawn().map_err(|e| {
+        format!("cannot run the Python interpreter `{python}`: {e} (set python_executable or $FERROSERVE_PYTHON)")
+    })?;
+    let deadline = std::time::Instant::now() + spec.start_timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "importing `{}` took longer than start_timeout_s ({:?})",
+                    spec.target, spec.start_timeout
+                ));
+            }
+            Err(e) => return Err(format!("cannot wait for the interpreter: {e}")),
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output");
+    Err(format!("cannot import `{}`: {}", spec.target, last.trim()))
+}
+
 /// A worker that has started and said READY.
 pub(super) struct Started {
     /// Its process.
