@@ -125,11 +125,6 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
         user_config: &'a serde_json::Value,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
     fn check_health(&self) -> BoxFuture<'_, Result<(), BackendError>>;
-    /// Whether it can take a request now: false once a worker's process or connection is
-    /// gone, before the controller has replaced it. In-process instances always can.
-    fn is_alive(&self) -> bool {
-        true
-    }
     /// Stops it for good (a worker: a SHUTDOWN frame, then a kill) and waits until it has.
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})

@@ -120,10 +120,6 @@ impl Replica for LocalReplica {
         })
     }
 
-    fn is_alive(&self) -> bool {
-        self.instance.is_alive()
-    }
-
     fn stop(&self) -> BoxFuture<'_, ()> {
         self.instance.stop()
     }

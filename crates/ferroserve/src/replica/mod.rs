@@ -54,7 +54,7 @@ pub(crate) trait Replica: Send + Sync + 'static {
     /// Whether it can take a request now (a worker whose socket broke cannot, from that
     /// moment, before the controller has replaced it).
     fn is_alive(&self) -> bool {
-        true
+        self.slots().is_alive()
     }
 
     /// Stops it for good and waits until it has (a worker gets a SHUTDOWN frame, then a

@@ -6,6 +6,11 @@ mod replica_set;
 pub(crate) use queue::WaitQueue;
 pub(crate) use replica_set::{ReplicaSet, Slot};
 
+use std::future::Future;
+
+use futures_util::FutureExt;
+use futures_util::future::Either;
+
 use crate::error::ServeError;
 use crate::fnv::fnv1a;
 use crate::request::Request;
@@ -23,20 +28,22 @@ pub(crate) type BackendState = snapshot::BackendState<ReplicaSet>;
 
 /// Runs `req` on `endpoint`: picks a backend by weight, a replica by two choices, waits in
 /// the bounded queue when every replica is full, and runs the request there.
-pub(crate) async fn call(
-    cell: &SnapshotCell,
-    endpoint: &EndpointState,
+pub(crate) fn call<'a>(
+    cell: &'a SnapshotCell,
+    endpoint: &'a EndpointState,
     req: Request,
-) -> Result<Response, ServeError> {
+) -> impl Future<Output = Result<Response, ServeError>> + 'a {
     match endpoint.config.request_timeout {
-        None => call_now(cell, endpoint, req).await,
+        None => Either::Left(call_now(cell, endpoint, req)),
         // Boxed, so that endpoints without a timeout keep a small future.
-        Some(after) => Box::pin(tokio::time::timeout(after, call_now(cell, endpoint, req)))
-            .await
-            .unwrap_or(Err(ServeError::Timeout {
-                after,
-                set_by: "request_timeout_s",
-            })),
+        Some(after) => Either::Right(Box::pin(
+            tokio::time::timeout(after, call_now(cell, endpoint, req)).map(move |answer| {
+                answer.unwrap_or(Err(ServeError::Timeout {
+                    after,
+                    set_by: "request_timeout_s",
+                }))
+            }),
+        )),
     }
 }
 

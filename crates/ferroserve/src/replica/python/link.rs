@@ -163,6 +163,7 @@ impl Link {
     /// Fails every waiting request at once with `reason`.
     pub(super) fn die(&self, reason: String) {
         let _ = self.dead.set(reason.clone());
+        self.slots.mark_dead();
         let waiting: Vec<_> = self.pending().drain().collect();
         for (_, waiting) in waiting {
             match waiting {

@@ -151,10 +151,6 @@ impl DynBackend for WorkerBackend {
         )
     }
 
-    fn is_alive(&self) -> bool {
-        self.link.dead.get().is_none()
-    }
-
     fn stop(&self) -> BoxFuture<'_, ()> {
         // The reader sends SHUTDOWN, gives the worker 2 s to exit, then kills it.
         self.link.stop.notify_one();
