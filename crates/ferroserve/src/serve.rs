@@ -160,21 +160,11 @@ impl Serve {
     ///
     /// A failure names the file, the line and the key of what failed.
     pub async fn deploy(&self, app: &AppConfig, registry: &Registry) -> Result<(), ConfigError> {
-        let located = |line: usize, key: String, e: &ServeError| ConfigError {
-            file: app.file.clone(),
-            line,
-            key,
-            message: e.to_string(),
-        };
+        let located =
+            |line: usize, key: String, e: &ServeError| located(app, line, key, e.to_string());
         for spec in &app.spec.backends {
             let key = format!("backends.{}", spec.name);
-            let factory = factory_of(&spec.kind, registry).ok_or_else(|| {
-                located(
-                    spec.line,
-                    key.clone(),
-                    &ServeError::BackendNotFound(spec.name.clone()),
-                )
-            })?;
+            let factory = resolve(app, spec, registry)?;
             self.create_backend(&spec.name, factory, spec.config.clone())
                 .await
                 .map_err(|e| located(spec.line, key, &e))?;
@@ -219,37 +209,52 @@ pub fn check_app(
     registry: &Registry,
     import_python: bool,
 ) -> Result<(), ConfigError> {
-    let located = |line: usize, key: String, message: String| ConfigError {
-        file: app.file.clone(),
-        line,
-        key,
-        message,
-    };
     if let Err(e) = crate::proxy::check(&app.http) {
         let (key, message) = match e {
             ServeError::InvalidConfig { key, message } => (key, message),
             other => ("http".to_owned(), other.to_string()),
         };
-        return Err(located(0, key, message));
+        return Err(located(app, 0, key, message));
     }
     for spec in &app.spec.backends {
         let key = format!("backends.{}", spec.name);
-        let factory = factory_of(&spec.kind, registry).ok_or_else(|| {
-            located(
-                spec.line,
-                key.clone(),
-                ServeError::BackendNotFound(spec.name.clone()).to_string(),
-            )
-        })?;
+        let factory = resolve(app, spec, registry)?;
         let python = matches!(spec.kind, crate::config::BackendKind::Python(_));
         if import_python || !python {
             let key = if python { format!("{key}.python") } else { key };
             factory
                 .check()
-                .map_err(|message| located(spec.line, key, message))?;
+                .map_err(|message| located(app, spec.line, key, message))?;
         }
     }
     Ok(())
+}
+
+/// `message` as the config error of `key` at `line` of `app`'s file.
+fn located(app: &AppConfig, line: usize, key: String, message: String) -> ConfigError {
+    ConfigError {
+        file: app.file.clone(),
+        line,
+        key,
+        message,
+    }
+}
+
+/// The factory of `spec`'s kind, or the config error naming it.
+fn resolve(
+    app: &AppConfig,
+    spec: &crate::config::BackendSpec,
+    registry: &Registry,
+) -> Result<BackendFactory, ConfigError> {
+    factory_of(&spec.kind, registry).ok_or_else(|| {
+        let missing = ServeError::BackendNotFound(spec.name.clone());
+        located(
+            app,
+            spec.line,
+            format!("backends.{}", spec.name),
+            missing.to_string(),
+        )
+    })
 }
 
 /// Waits for SIGINT or SIGTERM.

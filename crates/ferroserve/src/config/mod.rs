@@ -179,3 +179,18 @@ pub trait RegisteredNames {
     /// Every registered name, for error messages.
     fn registered(&self) -> Vec<&str>;
 }
+
+/// For tests: a registry of names in which only `model` is registered.
+#[cfg(test)]
+pub(crate) struct ModelOnly;
+
+#[cfg(test)]
+impl RegisteredNames for ModelOnly {
+    fn is_registered(&self, name: &str) -> bool {
+        name == "model"
+    }
+
+    fn registered(&self) -> Vec<&str> {
+        vec!["model"]
+    }
+}

@@ -208,19 +208,7 @@ impl AppSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AppConfig, RegisteredNames};
-
-    struct Names;
-
-    impl RegisteredNames for Names {
-        fn is_registered(&self, name: &str) -> bool {
-            name == "model"
-        }
-
-        fn registered(&self) -> Vec<&str> {
-            vec!["model"]
-        }
-    }
+    use crate::config::{AppConfig, ModelOnly as Names};
 
     const APP: &str = "\
 backends:

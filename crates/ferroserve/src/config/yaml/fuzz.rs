@@ -6,20 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::AppConfig;
-use crate::config::RegisteredNames;
-
-/// `rust: model` is registered.
-struct Names;
-
-impl RegisteredNames for Names {
-    fn is_registered(&self, name: &str) -> bool {
-        name == "model"
-    }
-
-    fn registered(&self) -> Vec<&str> {
-        vec!["model"]
-    }
-}
+use crate::config::ModelOnly as Names;
 
 /// Every key the loader knows, in one file.
 const FULL: &str = "\
