@@ -271,6 +271,9 @@ impl Registry {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let closed = self.closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            // Registered before the count is read, so a close in between still wakes us.
+            closed.as_mut().enable();
             if self.open() == 0 {
                 return true;
             }
