@@ -68,6 +68,8 @@ impl HttpServer {
             idle: options.body_timeout,
         };
         let stack = middleware::build(&options.middlewares, &cell, rules)?;
+        // Raised whatever the cap: Python workers and files need descriptors too.
+        connections::raise_fd_limit();
         let max_connections = options
             .max_connections
             .unwrap_or_else(connections::default_max_connections);
