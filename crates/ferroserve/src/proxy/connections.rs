@@ -75,6 +75,8 @@ pub(crate) struct Activity {
     shed_at_ms: AtomicU64,
     /// [`signal`] bits for its task.
     signal: AtomicU8,
+    /// Set when the server stops: each answer from then on says `Connection: close`.
+    stopping: AtomicBool,
     /// Set when the shutdown grace ran out: its running request is answered 503.
     abandoned: AtomicBool,
     /// Wakes the request that runs when `abandoned` is set.
@@ -103,6 +105,18 @@ impl Activity {
             self.served.store(true, Ordering::Relaxed);
         }
         Busy(self.clone())
+    }
+
+    /// Adds `Connection: close` to an answer once the server stops, so that the client
+    /// learns from the answer itself that the connection ends, and sends its next request
+    /// on a new one rather than on one that closes under it.
+    pub(crate) fn mark_closing<B>(&self, response: &mut http::Response<B>) {
+        if self.stopping.load(Ordering::Relaxed) {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
     }
 
     fn is_idle(&self) -> bool {
@@ -142,6 +156,8 @@ pub(crate) struct Registry {
     connections: Mutex<HashMap<u64, Arc<Activity>>>,
     /// Told when a connection closes.
     closed: Notify,
+    /// Set by [`Registry::stop_all`]: how long a connection must have been idle to be closed.
+    linger_ms: AtomicU64,
 }
 
 impl Registry {
@@ -154,6 +170,7 @@ impl Registry {
             next_id: AtomicU64::new(0),
             connections: Mutex::new(HashMap::new()),
             closed: Notify::new(),
+            linger_ms: AtomicU64::new(0),
         }
     }
 
@@ -183,6 +200,7 @@ impl Registry {
             served: AtomicBool::new(false),
             shed_at_ms: AtomicU64::new(0),
             signal: AtomicU8::new(0),
+            stopping: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             abandon: Notify::new(),
             control: Notify::new(),
@@ -246,9 +264,16 @@ impl Registry {
         dropped
     }
 
-    /// Tells every connection the server stops.
-    pub(crate) fn stop_all(&self) {
+    /// Tells every connection the server stops: a busy one closes after its running
+    /// request (whose answer says `Connection: close`); an idle one once it has been idle
+    /// for `linger`, so that a request already on its way is answered, not cut off.
+    pub(crate) fn stop_all(&self, linger: Duration) {
+        self.linger_ms.store(
+            u64::try_from(linger.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         for activity in self.connections().values() {
+            activity.stopping.store(true, Ordering::Relaxed);
             activity.tell(signal::STOP);
         }
     }
@@ -322,8 +347,11 @@ where
     let mut connection = std::pin::pin!(connection);
     let activity = admitted.activity().clone();
     let mut closing = false;
+    // Set at a stop: when to look again whether the connection has been idle long enough.
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         let control = activity.control.notified();
+        let recheck = draining.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -331,6 +359,7 @@ where
                 }
                 break;
             }
+            () = tokio::time::sleep_until(recheck), if draining.is_some() && !closing => {}
             () = control => {
                 let told = activity.signal.swap(0, Ordering::AcqRel);
                 if told & signal::DROP != 0 {
@@ -350,10 +379,26 @@ where
                     // Busy after all: asked again later if still needed.
                     activity.shed_at_ms.store(0, Ordering::Relaxed);
                 }
-                if told & signal::STOP != 0 && !closing {
-                    closing = true;
-                    connection.as_mut().close();
+                if told & signal::STOP != 0 && draining.is_none() {
+                    draining = Some(tokio::time::Instant::now());
                 }
+            }
+        }
+        if draining.is_some() && !closing {
+            // A busy connection ends after its answer, which says `Connection: close`; an
+            // idle one is closed once it has been idle for the linger.
+            let linger = Duration::from_millis(admitted.registry.linger_ms.load(Ordering::Relaxed));
+            let idle_for = if activity.is_idle() {
+                activity.idle_for()
+            } else {
+                Duration::ZERO
+            };
+            if idle_for >= linger {
+                closing = true;
+                connection.as_mut().close();
+            } else {
+                let wait = (linger - idle_for).max(Duration::from_millis(1));
+                draining = Some(tokio::time::Instant::now() + wait);
             }
         }
     }
@@ -466,7 +511,7 @@ mod tests {
         let dropped =
             |a: &Admitted| a.activity().signal.load(Ordering::Acquire) & signal::DROP != 0;
         assert!(dropped(&idle) && !dropped(&busy));
-        registry.stop_all();
+        registry.stop_all(Duration::from_millis(100));
         assert!(busy.activity().signal.load(Ordering::Acquire) & signal::STOP != 0);
         assert_eq!(
             sweep_period(Duration::from_secs(10)),

@@ -34,6 +34,11 @@ use crate::layer::{BoxError, IntoProxyResponse, ProxyBody, ProxyService, box_err
 use crate::router::{self, SnapshotCell};
 use convert::PlainBody;
 
+/// At shutdown, how long a keep-alive connection must have been idle to be closed (at most
+/// half the grace): a client that sent its next request as the server stopped gets its
+/// answer, with `Connection: close`, rather than a connection closed under the request.
+const LINGER: Duration = Duration::from_millis(250);
+
 /// How long the 503s of requests abandoned at shutdown may take to go out.
 const ABANDONED_FLUSH: Duration = Duration::from_secs(2);
 
@@ -199,11 +204,12 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
                     let connection = connection.clone();
                     async move {
                         let _busy = connection.activity.busy();
-                        let response = tokio::select! {
+                        let mut response = tokio::select! {
                             biased;
                             response = handle(&connection.cell, connection.rules, req) => response,
                             () = connection.activity.abandoned() => ServeError::ShuttingDown.to_http(),
                         };
+                        connection.activity.mark_closing(&mut response);
                         Ok::<_, Infallible>(connection.pending.prepare(response))
                     }
                 });
@@ -223,8 +229,8 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
     }
     drop(listener);
     // Each connection finishes the request it runs, then closes.
-    registry.stop_all();
     let grace = serving.grace;
+    registry.stop_all(LINGER.min(grace / 2));
     if !registry.wait_all_closed(grace).await {
         tracing::warn!("requests still running after {grace:?}: answering them 503");
         registry.abandon_all();
@@ -251,18 +257,19 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
         let pending = self.pending.clone();
         let busy = self.activity.busy();
         let req = req.map(|body| body.map_err(box_error).boxed_unsync());
-        let activity = self.activity.clone();
-        let abandoned = Box::pin(async move { activity.abandoned().await });
+        let (activity, waiting) = (self.activity.clone(), self.activity.clone());
+        let abandoned = Box::pin(async move { waiting.abandoned().await });
         let answered = futures_util::future::select(self.stack.clone().oneshot(req), abandoned);
         // `map`, not an async block: see `Answering::call` in `crate::layer`.
         Box::pin(answered.map(move |either| {
             drop(busy);
-            let response = match either {
+            let mut response = match either {
                 futures_util::future::Either::Left((Ok(response), _)) => response,
                 futures_util::future::Either::Right(((), _)) => {
                     ServeError::ShuttingDown.to_http().into_proxy()
                 }
             };
+            activity.mark_closing(&mut response);
             Ok(pending.prepare(response))
         }))
     }
