@@ -1,10 +1,13 @@
-//! The `ferroserve` command: serve the backends and endpoints of a YAML app file.
+//! The `ferroserve` command: serve an app file (`run`, `start`), check one (`check`), and operate a running server through its control API (`deploy`, `status`, `config`, `shutdown`).
+
+mod client;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ferroserve::{AppConfig, Registry, Serve};
+use ferroserve::{AppConfig, Registry};
 use tracing_subscriber::EnvFilter;
 
 /// Serve models and code behind HTTP and handles, from a YAML app file.
@@ -17,20 +20,65 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve an app file until SIGINT or SIGTERM.
+    /// Serve an app file until SIGINT or SIGTERM (start + deploy, in the foreground). SIGHUP
+    /// reloads the file: the change is deployed, and a bad file is logged while the old app
+    /// keeps serving.
+    #[command(after_help = "Example:\n  ferroserve run examples/hello.yaml --port 8000")]
     Run {
         /// The YAML app file.
         config: PathBuf,
-        /// Host to listen on (overrides `http.host`).
-        #[arg(long, env = "FERROSERVE_HOST")]
-        host: Option<String>,
-        /// Port to listen on (overrides `http.port`; 0 picks a free port).
-        #[arg(long, env = "FERROSERVE_PORT")]
-        port: Option<u16>,
+        #[command(flatten)]
+        server: server::ServerArgs,
+    },
+    /// Start a server that keeps running, with the control API; deploy apps to it with
+    /// `ferroserve deploy`. With a file, it is deployed at start; with `--state-dir`, the
+    /// app saved there (the last one deployed) is served again after a restart or crash.
+    #[command(
+        after_help = "Example:\n  ferroserve start --state-dir /var/lib/ferroserve\n  ferroserve deploy app.yaml\n  ferroserve status"
+    )]
+    Start {
+        /// An app file to deploy at start (the saved app wins if `--state-dir` has one).
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        server: server::ServerArgs,
+    },
+    /// Apply an app file to a running server and wait until every backend is HEALTHY, or
+    /// one is DEPLOY_FAILED (exit 1 with why). What changed is applied, the rest is left
+    /// alone; backends and endpoints no longer in the file are removed.
+    #[command(
+        after_help = "Example:\n  ferroserve deploy app.yaml --address http://127.0.0.1:8265"
+    )]
+    Deploy {
+        /// The YAML app file.
+        config: PathBuf,
+        /// Give up waiting after this many seconds (the deploy goes on).
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Print each backend's status and replicas, and each endpoint, as YAML.
+    #[command(after_help = "Example:\n  ferroserve status")]
+    Status {
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Print the deployed app.
+    #[command(after_help = "Example:\n  ferroserve config > deployed.yaml")]
+    Config {
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Stop a running server: it finishes the requests in flight, then exits.
+    #[command(after_help = "Example:\n  ferroserve shutdown")]
+    Shutdown {
+        #[command(flatten)]
+        client: client::ClientArgs,
     },
     /// Check an app file as `run` would before starting anything, and exit: 0 when valid,
     /// 1 with the error otherwise. Imports each Python backend's module in a short-lived
     /// interpreter.
+    #[command(after_help = "Example:\n  ferroserve check app.yaml")]
     Check {
         /// The YAML app file.
         config: PathBuf,
@@ -38,6 +86,14 @@ enum Command {
         #[arg(long)]
         no_import: bool,
     },
+}
+
+/// A runtime for the command, or the error.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -49,72 +105,58 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match cli.command {
-        Command::Check { config, no_import } => match AppConfig::load(&config, &Registry::new())
-            .and_then(|app| {
-                ferroserve::check_app(&app, &Registry::new(), !no_import)?;
-                Ok(app)
-            }) {
-            Ok(app) => {
-                eprintln!(
-                    "{}: ok ({} backends, {} endpoints)",
-                    config.display(),
-                    app.spec.backends.len(),
-                    app.spec.endpoints.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Run { config, host, port } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run(config, host, port)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    if let Command::Check { config, no_import } = &cli.command {
+        return check(config, *no_import);
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config, server } => server::serve(Some(config), server, true).await,
+            Command::Start { config, server } => server::serve(config, server, false).await,
+            Command::Deploy {
+                config,
+                timeout_s,
+                client,
+            } => client::deploy(&client, &config, timeout_s).await,
+            Command::Status { client } => client::status(&client).await,
+            Command::Config { client } => client::config(&client).await,
+            Command::Shutdown { client } => client::shutdown(&client).await,
+            Command::Check { .. } => Ok(()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run(config: PathBuf, host: Option<String>, port: Option<u16>) -> anyhow::Result<()> {
-    let mut app = AppConfig::load(&config, &Registry::new())?;
-    if let Some(host) = host {
-        app.http.host = host;
+fn check(config: &PathBuf, no_import: bool) -> ExitCode {
+    let checked = AppConfig::load(config, &Registry::new()).and_then(|app| {
+        ferroserve::check_app(&app, &Registry::new(), !no_import)?;
+        Ok(app)
+    });
+    match checked {
+        Ok(app) => {
+            eprintln!(
+                "{}: ok ({} backends, {} endpoints)",
+                config.display(),
+                app.spec.backends.len(),
+                app.spec.endpoints.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
-    if let Some(port) = port {
-        app.http.port = port;
-    }
-    let serve = Serve::start(app.http.clone()).await?;
-    if let Err(e) = serve.deploy(&app, &Registry::new()).await {
-        serve.shutdown().await;
-        return Err(e.into());
-    }
-    if let Some(addr) = serve.local_addr() {
-        // Scripts and tests read the bound address from this line.
-        println!("ferroserve listening on http://{addr}");
-        tracing::info!(
-            "serving {} endpoints from {} on http://{addr} (GET /-/routes lists them)",
-            app.spec.endpoints.len(),
-            config.display()
-        );
-    }
-    ferroserve::shutdown_signal().await;
-    tracing::info!("shutting down: finishing the requests in flight");
-    serve.shutdown().await;
-    Ok(())
 }

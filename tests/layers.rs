@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "response",
     "layer",  // core types
     "config", // pure data
+    "store",  // where it is kept
     "backend",
     "builtin",  // user code behind one seam
     "snapshot", // the read model
@@ -22,8 +23,9 @@ const LAYERS: &[&str] = &[
     "handle",
     "proxy",      // ingress
     "controller", // desired state to running replicas
-    "serve",
-    "internals", // everything together
+    "serve",      // everything together
+    "control",    // operating it
+    "internals",  // for benchmarks
 ];
 
 fn src() -> PathBuf {

@@ -93,7 +93,8 @@ async fn read_one(stream: &mut tokio::net::TcpStream) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_sent_as_the_server_stops_is_answered_with_connection_close() {
+async fn a_request_sent_as_the_server_stops_is_answered_with_connection_close_and_healthz_says_503()
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut server = spawn_cli(
         "backends:\n  echo: {builtin: echo}\nendpoints:\n  echo: {route: /echo, backend: echo}\n",
@@ -120,10 +121,14 @@ async fn a_request_sent_as_the_server_stops_is_answered_with_connection_close() 
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
-    // A request already on its way then is answered, and told the connection ends.
-    stream.write_all(request).await.expect("write");
+    // A request already on its way then is answered, and told the connection ends; the
+    // liveness probe says the server is draining.
+    stream
+        .write_all(b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
     let second = read_one(&mut stream).await;
-    assert!(second.starts_with("http/1.1 200"), "{second}");
+    assert!(second.starts_with("http/1.1 503"), "{second}");
     assert!(second.contains("connection: close"), "{second}");
     let mut rest = Vec::new();
     let n = stream

@@ -17,6 +17,7 @@ RECONFIGURE = 6
 HANDLE_REPLY = 11
 SHUTDOWN = 12
 CANCEL = 13  # the caller left: cancel the call with this id (an async one; a plain one runs on)
+HEALTH = 14  # run the instance's `check_health`, if it has one; REPLY when healthy, ERROR if not
 
 # worker -> server
 READY = 2

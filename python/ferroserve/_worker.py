@@ -108,6 +108,8 @@ class Worker(asyncio.Protocol):
             self.loop.create_task(self.init(request_id, meta))
         elif kind == P.RECONFIGURE:
             self.loop.create_task(self.reconfigure(request_id, meta.get("user_config")))
+        elif kind == P.HEALTH:
+            self.loop.create_task(self.check_health(request_id))
         elif kind == P.CANCEL:
             task = self.tasks.get(request_id)
             if task is not None:
@@ -349,6 +351,22 @@ class Worker(asyncio.Protocol):
                     await result
         except Exception as error:
             self.fail(request_id, error)
+            return
+        self.send(request_id, P.REPLY, {"status": 200}, b"")
+
+
+    async def check_health(self, request_id):
+        # Answered from the event loop: a loop that is stuck does not answer, and the server
+        # counts the check as failed when its timeout passes.
+        try:
+            check = getattr(self.instance, "check_health", None)
+            if check is not None:
+                result = check()
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as error:
+            meta = {"error_type": type(error).__name__, "message": str(error)}
+            self.send(request_id, P.ERROR, meta)
             return
         self.send(request_id, P.REPLY, {"status": 200}, b"")
 

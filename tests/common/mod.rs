@@ -64,6 +64,8 @@ pub fn client() -> reqwest::Client {
 pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The control API's address (`ferroserve run` and `start`).
+    pub control: Option<SocketAddr>,
     pub stderr: Arc<std::sync::Mutex<String>>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -71,6 +73,17 @@ pub struct Process {
 impl Process {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The temporary directory holding its `app.yaml`.
+    pub fn dir_path(&self) -> &Path {
+        self._dir.as_ref().expect("a temporary directory").path()
+    }
+
+    /// A URL of the control API.
+    pub fn control_url(&self, path: &str) -> String {
+        let addr = self.control.expect("a control API");
+        format!("http://{addr}{path}")
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -121,6 +134,7 @@ pub fn spawn_listening(
         .args(args)
         .envs(envs.iter().copied())
         .env("FERROSERVE_LOG", "info")
+        .env("FERROSERVE_CONTROL_PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -137,13 +151,20 @@ pub fn spawn_listening(
     }
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("ferroserve listening on http://") {
-                let _ = tx.send(addr.to_owned());
+    let control = Arc::new(std::sync::Mutex::new(None));
+    {
+        let control = control.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("ferroserve control API on http://") {
+                    *control.lock().expect("lock") = addr.parse().ok();
+                }
+                if let Some(addr) = line.strip_prefix("ferroserve listening on http://") {
+                    let _ = tx.send(addr.to_owned());
+                }
             }
-        }
-    });
+        });
+    }
     let addr = match rx.recv_timeout(Duration::from_secs(60)) {
         Ok(addr) => addr.parse().expect("a socket address"),
         Err(_) => {
@@ -155,9 +176,11 @@ pub fn spawn_listening(
             );
         }
     };
+    let control = *control.lock().expect("lock");
     Process {
         child,
         addr,
+        control,
         stderr,
         _dir: dir,
     }

@@ -32,8 +32,9 @@ mod form;
 pub mod layer;
 pub mod request;
 pub mod response;
-// Pure data: the app's configuration and desired state.
+// Pure data: the app's configuration and desired state, and where it is kept.
 pub mod config;
+pub mod store;
 // User code behind one seam.
 pub mod backend;
 pub mod builtin;
@@ -49,12 +50,19 @@ mod proxy;
 mod controller;
 // Everything together.
 mod serve;
+// Operating it: the control API.
+pub mod control;
 
 pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
 pub use builtin::builtins;
 pub use config::{
     AppConfig, AppSpec, BackendConfig, BackendKind, BackendSpec, ConfigError, CorsOptions,
     EndpointConfig, EndpointSpec, HttpOptions, Middleware, PythonBackend, RegisteredNames, Traffic,
+};
+pub use control::{ControlOptions, ControlServer};
+pub use controller::status::{
+    AppStatus, BackendReport, BackendStatus, EndpointReport, HealthCheck, ReplicaState,
+    ReplicaStatus,
 };
 pub use error::{BackendError, BodyError, ErrorKind, ServeError};
 pub use form::{Form, FormFile};
@@ -65,6 +73,7 @@ pub use layer::{
 pub use request::{Arg, CallOptions, HttpParts, Origin, Request};
 pub use response::Response;
 pub use serve::{Serve, check_app, shutdown_signal};
+pub use store::{FileStore, StateStore};
 
 #[cfg(feature = "internals")]
 #[doc(hidden)]

@@ -7,13 +7,18 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use crate::backend::{BackendFactory, Registry};
-use crate::config::{AppConfig, BackendConfig, ConfigError, EndpointConfig, HttpOptions, Traffic};
-use crate::controller::Controller;
+use crate::config::{
+    AppConfig, AppSpec, BackendConfig, BackendKind, ConfigError, EndpointConfig, HttpOptions,
+    Traffic,
+};
+use crate::controller::status::AppStatus;
+use crate::controller::{Controller, Planned};
 use crate::error::ServeError;
 use crate::handle::{Caller, Handle};
 use crate::proxy::HttpServer;
 use crate::replica::factory_of;
 use crate::router::SnapshotCell;
+use crate::store::StateStore;
 
 /// How long a shutdown waits for replicas to stop (a worker gets 2 s, then a kill).
 const REPLICA_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -42,6 +47,8 @@ const REPLICA_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub struct Serve {
     cell: Arc<SnapshotCell>,
     controller: Arc<Controller>,
+    /// Where the desired app is saved after every change, if anywhere.
+    store: std::sync::OnceLock<Arc<dyn StateStore>>,
     /// Taken by the first shutdown.
     http: Mutex<Option<HttpServer>>,
     local_addr: Option<SocketAddr>,
@@ -63,9 +70,34 @@ impl Serve {
         Self {
             controller: Controller::new(cell.clone(), Caller::new(&cell)),
             cell,
+            store: std::sync::OnceLock::new(),
             http: Mutex::new(None),
             local_addr: None,
         }
+    }
+
+    /// Saves the desired app to `store` after every change from now on (and once now).
+    /// The first store set is kept.
+    pub fn persist_to(&self, store: Arc<dyn StateStore>) {
+        let _ = self.store.set(store);
+        self.save();
+    }
+
+    /// Saves the desired app, if a store is set; a failure is logged (the change stands).
+    fn save(&self) {
+        if let Some(store) = self.store.get()
+            && let Err(e) = store.save(&self.app())
+        {
+            tracing::error!("cannot save the app to {}: {e}", store.describe());
+        }
+    }
+
+    /// Saves the desired app after a change that succeeded.
+    fn saved<T>(&self, outcome: Result<T, ServeError>) -> Result<T, ServeError> {
+        if outcome.is_ok() {
+            self.save();
+        }
+        outcome
     }
 
     /// The address the HTTP proxy listens on.
@@ -80,7 +112,55 @@ impl Serve {
         factory: BackendFactory,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
-        self.controller.create_backend(name, factory, config).await
+        self.create(name, factory, config, None).await
+    }
+
+    /// Adds a backend of `kind` (which the saved app records) made by `factory`.
+    pub async fn create_backend_of_kind(
+        &self,
+        name: &str,
+        kind: BackendKind,
+        factory: BackendFactory,
+        config: BackendConfig,
+    ) -> Result<(), ServeError> {
+        self.create(name, factory, config, Some(kind)).await
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        factory: BackendFactory,
+        config: BackendConfig,
+        kind: Option<BackendKind>,
+    ) -> Result<(), ServeError> {
+        let created = self
+            .controller
+            .create_backend(name, factory, config, kind)
+            .await;
+        self.saved(created)
+    }
+
+    /// Changes backend `name` to `kind` and `config`: in place when only the replica count,
+    /// `user_config` or limits change, else by a rolling update (new replicas start before
+    /// old ones stop; a new version that fails is rolled back).
+    pub async fn update_backend(
+        &self,
+        name: &str,
+        kind: BackendKind,
+        factory: BackendFactory,
+        config: BackendConfig,
+    ) -> Result<(), ServeError> {
+        let new_code = self
+            .app()
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .is_none_or(|b| b.kind != kind);
+        let updated = self
+            .controller
+            .update_backend(name, factory, config, Some(kind), new_code)
+            .await;
+        self.saved(updated)
     }
 
     /// Changes a backend's config while it serves (replicas, concurrency, `user_config`).
@@ -89,12 +169,13 @@ impl Serve {
         name: &str,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
-        self.controller.update_backend_config(name, config).await
+        let updated = self.controller.update_backend_config(name, config).await;
+        self.saved(updated)
     }
 
     /// Removes a backend; refused while an endpoint uses it.
     pub async fn delete_backend(&self, name: &str) -> Result<(), ServeError> {
-        self.controller.delete_backend(name)
+        self.saved(self.controller.delete_backend(name))
     }
 
     /// Adds an endpoint.
@@ -103,17 +184,17 @@ impl Serve {
         name: &str,
         config: EndpointConfig,
     ) -> Result<(), ServeError> {
-        self.controller.create_endpoint(name, config)
+        self.saved(self.controller.create_endpoint(name, config))
     }
 
     /// Removes an endpoint.
     pub async fn delete_endpoint(&self, name: &str) -> Result<(), ServeError> {
-        self.controller.delete_endpoint(name)
+        self.saved(self.controller.delete_endpoint(name))
     }
 
     /// Changes an endpoint's traffic weights while it serves.
     pub async fn set_traffic(&self, endpoint: &str, traffic: Traffic) -> Result<(), ServeError> {
-        self.controller.set_traffic(endpoint, traffic)
+        self.saved(self.controller.set_traffic(endpoint, traffic))
     }
 
     /// Sends a copy of `proportion` (0 to 1) of `endpoint`'s requests to `backend` as well;
@@ -124,8 +205,10 @@ impl Serve {
         backend: &str,
         proportion: f64,
     ) -> Result<(), ServeError> {
-        self.controller
-            .shadow_traffic(endpoint, backend, proportion)
+        self.saved(
+            self.controller
+                .shadow_traffic(endpoint, backend, proportion),
+        )
     }
 
     /// The backends served now, by name.
@@ -156,25 +239,80 @@ impl Serve {
         Ok(Handle::new(self.cell.clone(), endpoint))
     }
 
-    /// Creates every backend and endpoint of `app`; `rust:` backends come from `registry`.
+    /// Makes the app what `app` says; `rust:` backends come from `registry`. New backends
+    /// are created, changed ones updated (in place, or by a rolling update when their code,
+    /// `init_args`, batching or `version` changed), and backends and endpoints no longer
+    /// listed are removed. Deploying the same app again changes nothing.
     ///
-    /// A failure names the file, the line and the key of what failed.
+    /// What fails keeps what ran before; the first failure is returned, naming the file,
+    /// the line and the key.
     pub async fn deploy(&self, app: &AppConfig, registry: &Registry) -> Result<(), ConfigError> {
-        let located =
-            |line: usize, key: String, e: &ServeError| located(app, line, key, e.to_string());
-        for spec in &app.spec.backends {
-            let key = format!("backends.{}", spec.name);
-            let factory = resolve(app, spec, registry)?;
-            self.create_backend(&spec.name, factory, spec.config.clone())
-                .await
-                .map_err(|e| located(spec.line, key, &e))?;
-        }
-        for spec in &app.spec.endpoints {
-            self.create_endpoint(&spec.name, spec.config.clone())
-                .await
-                .map_err(|e| located(spec.line, format!("endpoints.{}", spec.name), &e))?;
-        }
-        Ok(())
+        let planned = app
+            .spec
+            .backends
+            .iter()
+            .map(|spec| {
+                Ok(Planned {
+                    name: spec.name.clone(),
+                    kind: spec.kind.clone(),
+                    factory: resolve(app, spec, registry)?,
+                    config: spec.config.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let endpoints = app
+            .spec
+            .endpoints
+            .iter()
+            .map(|e| (e.name.clone(), e.config.clone()))
+            .collect();
+        let failures = self.controller.apply(planned, endpoints).await;
+        self.save();
+        let Some((name, error)) = failures.into_iter().next() else {
+            return Ok(());
+        };
+        let (line, key) = match (
+            app.spec.backends.iter().find(|b| b.name == name),
+            app.spec.endpoints.iter().find(|e| e.name == name),
+        ) {
+            (Some(b), _) => (b.line, format!("backends.{name}")),
+            (None, Some(e)) => (e.line, format!("endpoints.{name}")),
+            (None, None) => (0, name),
+        };
+        Err(located(app, line, key, error.to_string()))
+    }
+
+    /// Deploys `app` in a task of its own; status shows `DEPLOYING` from the moment this
+    /// returns until it is done. What [`Serve::deploy`] would return is logged.
+    pub fn deploy_in_background(self: &Arc<Self>, app: AppConfig, registry: Registry) {
+        let serve = self.clone();
+        let queued = self.controller.queue_apply();
+        tokio::spawn(async move {
+            let outcome = serve.deploy(&app, &registry).await;
+            drop(queued);
+            match outcome {
+                Ok(()) => tracing::info!(file = app.file, "app deployed"),
+                Err(e) => tracing::error!("deploy failed; what ran before serves: {e}"),
+            }
+        });
+    }
+
+    /// Desired and actual state: each backend's status and replicas, each endpoint, and
+    /// readiness (what the control API's `GET /api/status` returns).
+    pub fn status(&self) -> AppStatus {
+        self.controller.status()
+    }
+
+    /// The deployed app, as it would be written to a file (Rust closures given to
+    /// [`Serve::create_backend`] are left out: they cannot be written down).
+    pub fn app(&self) -> AppSpec {
+        self.controller.desired_spec()
+    }
+
+    /// While `deploying`, a request for a route no endpoint serves yet is answered 503 with
+    /// `Retry-After` (the app is on its way), not 404, and `/-/ready` answers 503.
+    pub fn set_deploying(&self, deploying: bool) {
+        self.controller.hold(deploying);
     }
 
     /// Stops accepting connections, finishes the requests in flight, then stops every
@@ -186,6 +324,7 @@ impl Serve {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
+        self.controller.drain_all();
         if let Some(http) = http {
             http.shutdown().await;
         }

@@ -129,6 +129,10 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn stop(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    /// The id of the process it runs in, when that is not this one.
+    fn pid(&self) -> Option<u32> {
+        None
+    }
     fn methods(&self) -> Methods;
     fn batch_methods(&self) -> Methods;
     fn call_batch(

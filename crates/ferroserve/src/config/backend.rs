@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::limits::{
     MAX_BATCH_SIZE, MAX_BATCH_WAIT_TIMEOUT_MS, MAX_CONCURRENT_QUERIES, MAX_NUM_REPLICAS,
-    MAX_QUEUED_REQUESTS, within,
+    MAX_QUEUED_REQUESTS, seconds, within,
 };
 use super::{DEFAULT_MAX_CONCURRENT_QUERIES, DEFAULT_MAX_QUEUED_REQUESTS, DEFAULT_NUM_REPLICAS};
 use crate::error::ServeError;
@@ -31,6 +31,18 @@ pub struct BackendConfig {
     /// How long a queued request waits for a batch to fill, in milliseconds (0: run with
     /// what is queued now).
     pub batch_wait_timeout_ms: u64,
+    /// A label of the code's version: changing it (like any change of the code, `init_args`
+    /// or batching) replaces the replicas in a rolling update.
+    pub version: Option<String>,
+    /// How often each replica's health is checked, in seconds (Ray's default: 10).
+    pub health_check_period_s: f64,
+    /// How long a health check may take before it counts as failed, in seconds (30).
+    pub health_check_timeout_s: f64,
+    /// How many replicas a rolling update may start beyond `num_replicas` (1).
+    pub max_surge: usize,
+    /// How long a replica taken out of service may take to finish its requests, in
+    /// seconds (Ray's default: 20).
+    pub graceful_shutdown_timeout_s: f64,
 }
 
 impl Default for BackendConfig {
@@ -43,9 +55,21 @@ impl Default for BackendConfig {
             init_args: Value::Null,
             max_batch_size: None,
             batch_wait_timeout_ms: 0,
+            version: None,
+            health_check_period_s: DEFAULT_HEALTH_CHECK_PERIOD_S,
+            health_check_timeout_s: DEFAULT_HEALTH_CHECK_TIMEOUT_S,
+            max_surge: 1,
+            graceful_shutdown_timeout_s: DEFAULT_REPLICA_GRACEFUL_SHUTDOWN_S,
         }
     }
 }
+
+/// Default `health_check_period_s`.
+pub(crate) const DEFAULT_HEALTH_CHECK_PERIOD_S: f64 = 10.0;
+/// Default `health_check_timeout_s`.
+pub(crate) const DEFAULT_HEALTH_CHECK_TIMEOUT_S: f64 = 30.0;
+/// Default `graceful_shutdown_timeout_s` of a backend's replicas.
+pub(crate) const DEFAULT_REPLICA_GRACEFUL_SHUTDOWN_S: f64 = 20.0;
 
 impl BackendConfig {
     /// Sets `num_replicas`.
@@ -89,6 +113,59 @@ impl BackendConfig {
     pub fn max_queued_requests(mut self, n: usize) -> Self {
         self.max_queued_requests = n;
         self
+    }
+
+    /// Sets `version`.
+    #[must_use]
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Sets `health_check_period_s` and `health_check_timeout_s`.
+    #[must_use]
+    pub fn health_checks(mut self, period_s: f64, timeout_s: f64) -> Self {
+        self.health_check_period_s = period_s;
+        self.health_check_timeout_s = timeout_s;
+        self
+    }
+
+    /// Sets `max_surge`.
+    #[must_use]
+    pub fn max_surge(mut self, n: usize) -> Self {
+        self.max_surge = n;
+        self
+    }
+
+    /// Sets `graceful_shutdown_timeout_s`.
+    #[must_use]
+    pub fn graceful_shutdown_timeout_s(mut self, seconds: f64) -> Self {
+        self.graceful_shutdown_timeout_s = seconds;
+        self
+    }
+
+    /// Whether a change from `self` to `new` needs new replicas (a rolling update) rather
+    /// than a change in place: `init_args`, batching or `version` differ.
+    pub fn needs_new_replicas(&self, new: &Self) -> bool {
+        self.init_args != new.init_args
+            || self.max_batch_size != new.max_batch_size
+            || self.batch_wait_timeout_ms != new.batch_wait_timeout_ms
+            || self.version != new.version
+    }
+
+    /// `health_check_period_s` as a duration.
+    pub fn health_check_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.health_check_period_s)
+    }
+
+    /// `health_check_timeout_s` as a duration.
+    pub fn health_check_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.health_check_timeout_s)
+    }
+
+    /// `graceful_shutdown_timeout_s` as a duration.
+    pub fn graceful_shutdown_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.graceful_shutdown_timeout_s)
     }
 
     /// Sets `user_config`.
@@ -147,6 +224,25 @@ impl BackendConfig {
             (
                 "batch_wait_timeout_ms",
                 within(self.batch_wait_timeout_ms, 0, MAX_BATCH_WAIT_TIMEOUT_MS),
+            ),
+            ("max_surge", within(self.max_surge, 1, MAX_NUM_REPLICAS)),
+            (
+                "health_check_period_s",
+                seconds(self.health_check_period_s).map(|_| ()),
+            ),
+            (
+                "health_check_timeout_s",
+                seconds(self.health_check_timeout_s).map(|_| ()),
+            ),
+            (
+                "graceful_shutdown_timeout_s",
+                seconds(self.graceful_shutdown_timeout_s).map(|_| ()),
+            ),
+            (
+                "version",
+                self.version.as_ref().map_or(Ok(()), |v| {
+                    within(v.len(), 1, 256).map_err(|m| format!("length {m}"))
+                }),
             ),
         ];
         for (key, check) in checks {

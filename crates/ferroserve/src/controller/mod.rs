@@ -4,29 +4,29 @@
 //! replica that takes a minute to start delays nothing but the change of its own backend
 //! (changes of one backend run one at a time, behind that backend's own lock).
 
+mod apply;
 mod backends;
+mod health;
+mod report;
+mod rolling;
+pub(crate) mod status;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
-use crate::backend::{BackendFactory, Death, EndpointCaller, ReplicaEnv};
-use crate::config::{BackendConfig, EndpointConfig, Traffic, validate_shadow};
+use crate::backend::{BackendFactory, EndpointCaller, ReplicaEnv};
+use crate::config::{BackendConfig, BackendKind, EndpointConfig, Traffic, validate_shadow};
 use crate::error::ServeError;
 use crate::replica::Replica;
 use crate::router::{BackendState, ReplicaSet, Snapshot, SnapshotCell, WaitQueue};
+use status::{BackendStatus, ReplicaInfo, ReplicaState};
 
-/// How long removed replicas may take to finish the requests they run.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often every replica's health is checked (Ray's default `health_check_period_s`).
-const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(10);
-/// How long a health check may take before the replica counts as unhealthy (Ray's default
-/// `health_check_timeout_s`).
-const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) use apply::Planned;
 
 /// What should be served: set by the API, never by a replica starting or dying.
 #[derive(Default)]
@@ -39,6 +39,8 @@ struct Desired {
 struct DesiredBackend {
     factory: BackendFactory,
     config: BackendConfig,
+    /// What made the factory, when it can be written down (not a Rust closure).
+    kind: Option<BackendKind>,
 }
 
 /// What runs for one backend.
@@ -54,6 +56,40 @@ struct Running {
     /// Held while a change of this backend starts or reconfigures replicas, so that the
     /// changes of one backend run one at a time (and those of others at once).
     changing: Arc<tokio::sync::Mutex<()>>,
+    /// What is known of each replica: those serving, and those starting, stopping or
+    /// recovering.
+    info: IndexMap<Arc<str>, ReplicaInfo>,
+    /// Set while a change runs (`UPDATING`) and after one failed (`DEPLOY_FAILED`), with
+    /// why; otherwise the status follows from the replica count.
+    condition: Option<(BackendStatus, String)>,
+    /// When its replicas' health was last checked.
+    last_checked: Option<Instant>,
+    /// Restarts that failed in a row.
+    failed_restarts: u32,
+}
+
+impl Running {
+    fn new(generation: u64, replicas: Vec<Arc<dyn Replica>>, next_replica: u64) -> Self {
+        Self {
+            generation,
+            replicas,
+            queue: Arc::new(WaitQueue::default()),
+            next_replica,
+            deaths: Vec::new(),
+            changing: Arc::default(),
+            info: IndexMap::new(),
+            condition: None,
+            last_checked: None,
+            failed_restarts: 0,
+        }
+    }
+
+    /// Sets the state of the replica `id`, if it is known.
+    fn mark(&mut self, id: &str, state: ReplicaState) {
+        if let Some(info) = self.info.get_mut(id) {
+            info.state = state;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -65,7 +101,21 @@ struct State {
     actual: HashMap<String, Running>,
     /// Backends whose first replicas are starting: their names are taken.
     creating: HashSet<String>,
+    /// Backends whose creation failed, with why (until they are created or given again).
+    failed: IndexMap<String, String>,
+    /// Replicas starting for backends being created, by backend.
+    starting: HashMap<String, IndexMap<Arc<str>, ReplicaInfo>>,
+    /// While set, a request for a route no endpoint has is answered 503 (the app is still
+    /// being deployed), not 404.
+    held: bool,
+    /// Applies under way.
+    applying: usize,
+    /// The server is stopping.
+    draining: bool,
 }
+
+/// How long replicas of a deleted backend may take to finish the requests they run.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Owns the desired state, starts and stops replicas to match it, and publishes each
 /// change as a snapshot. A supervisor task replaces replicas whose worker died.
@@ -73,25 +123,22 @@ pub(crate) struct Controller {
     state: Mutex<State>,
     cell: Arc<SnapshotCell>,
     env: ReplicaEnv,
+    /// Itself, for the tasks it spawns (draining replicas).
+    me: Weak<Controller>,
+    /// One apply at a time.
+    applies: tokio::sync::Mutex<()>,
 }
 
 impl Controller {
     /// A controller publishing to `cell`; replicas make their handle calls through `caller`.
     pub(crate) fn new(cell: Arc<SnapshotCell>, caller: Arc<dyn EndpointCaller>) -> Arc<Self> {
-        Self::with_health_checks(cell, caller, HEALTH_CHECK_PERIOD)
-    }
-
-    /// A controller that checks every replica's health each `period`.
-    pub(crate) fn with_health_checks(
-        cell: Arc<SnapshotCell>,
-        caller: Arc<dyn EndpointCaller>,
-        period: Duration,
-    ) -> Arc<Self> {
         let (deaths, mut died) = tokio::sync::mpsc::unbounded_channel();
-        let controller = Arc::new(Self {
+        let controller = Arc::new_cyclic(|me| Self {
             state: Mutex::new(State::default()),
             env: ReplicaEnv { deaths, caller },
             cell,
+            me: me.clone(),
+            applies: tokio::sync::Mutex::new(()),
         });
         let supervised = Arc::downgrade(&controller);
         tokio::spawn(async move {
@@ -104,48 +151,17 @@ impl Controller {
         });
         let checked = Arc::downgrade(&controller);
         tokio::spawn(async move {
+            let mut tick = health::MAX_TICK;
             loop {
-                tokio::time::sleep(period).await;
+                tokio::time::sleep(tick).await;
                 let Some(controller) = checked.upgrade() else {
                     return;
                 };
                 controller.check_health().await;
+                tick = controller.health_tick();
             }
         });
         controller
-    }
-
-    /// Checks every running replica once; those that fail or time out are replaced, as a
-    /// replica whose worker died is.
-    async fn check_health(&self) {
-        let replicas: Vec<(String, Arc<dyn Replica>)> = {
-            let state = self.lock();
-            state
-                .actual
-                .iter()
-                .flat_map(|(name, running)| {
-                    running.replicas.iter().map(|r| (name.clone(), r.clone()))
-                })
-                .collect()
-        };
-        let checks = replicas.into_iter().map(|(backend, replica)| async move {
-            let outcome = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, replica.check_health()).await;
-            let why = match outcome {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("its health check took longer than {HEALTH_CHECK_TIMEOUT:?}"),
-            };
-            tracing::error!(
-                backend,
-                replica = replica.id(),
-                "unhealthy, replacing it: {why}"
-            );
-            let _ = self.env.deaths.send(Death {
-                backend: backend.into(),
-                replica: replica.id().into(),
-            });
-        });
-        futures_util::future::join_all(checks).await;
     }
 
     /// The state, for a change that does not await while it holds it.
@@ -264,11 +280,19 @@ impl Controller {
         Ok(())
     }
 
+    /// Marks the server as stopping: `/-/healthz` and `/-/ready` answer 503 from now on.
+    pub(crate) fn drain_all(&self) {
+        let mut state = self.lock();
+        state.draining = true;
+        self.publish(&mut state);
+    }
+
     /// Serves nothing more, and hands back every replica, for the caller to stop. Replicas
     /// still starting are stopped as soon as they are up; nothing waits for them.
     pub(crate) fn shutdown(&self) -> Vec<Arc<dyn Replica>> {
         let mut state = self.lock();
         state.stopped = true;
+        state.held = false;
         state.desired = Desired::default();
         let running = std::mem::take(&mut state.actual);
         self.publish(&mut state);
@@ -302,16 +326,61 @@ impl Controller {
                 Some((name.clone(), Arc::new(backend)))
             })
             .collect();
-        self.cell.publish(Snapshot::build(
-            state.version,
-            backends,
-            &state.desired.endpoints,
-        ));
+        let mut snapshot = Snapshot::build(state.version, backends, &state.desired.endpoints);
+        snapshot.held = state.held;
+        snapshot.draining = state.draining;
+        self.cell.publish(snapshot);
         tracing::debug!(version = state.version, "snapshot published");
     }
 }
 
-/// Lets removed replicas finish what they run, then drops them.
+impl Controller {
+    /// Takes `replicas` of backend `name` out of service: they are marked `STOPPING`, let
+    /// finish what they run for up to the backend's `graceful_shutdown_timeout_s`, then
+    /// dropped (a worker is sent SHUTDOWN, then killed) and forgotten.
+    fn retire(&self, name: &str, replicas: Vec<Arc<dyn Replica>>, within: Duration) {
+        if replicas.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            if let Some(running) = state.actual.get_mut(name) {
+                for replica in &replicas {
+                    running.mark(replica.id(), ReplicaState::Stopping);
+                }
+            }
+        }
+        let (me, name) = (self.me.clone(), name.to_owned());
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + within;
+            let mut ids = Vec::with_capacity(replicas.len());
+            for replica in replicas {
+                // Once only we hold it, no snapshot or request can reach it any more.
+                while Arc::strong_count(&replica) > 1 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                ids.push(Arc::<str>::from(replica.id()));
+                tracing::debug!(replica = replica.id(), "replica stopped");
+            }
+            if let Some(controller) = me.upgrade() {
+                let mut state = controller.lock();
+                if let Some(running) = state.actual.get_mut(&name) {
+                    for id in ids {
+                        if running
+                            .info
+                            .get(&id)
+                            .is_some_and(|i| i.state == ReplicaState::Stopping)
+                        {
+                            running.info.shift_remove(&id);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Lets replicas no backend knows any more finish what they run, then drops them.
 fn drain(replicas: Vec<Arc<dyn Replica>>) {
     if replicas.is_empty() {
         return;
@@ -319,7 +388,6 @@ fn drain(replicas: Vec<Arc<dyn Replica>>) {
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         for replica in replicas {
-            // Once only we hold it, no snapshot or request can reach it any more.
             while Arc::strong_count(&replica) > 1 && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

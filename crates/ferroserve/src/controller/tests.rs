@@ -5,17 +5,17 @@ use std::time::{Duration, Instant};
 
 use super::backends::restart_delay;
 use super::*;
-use crate::backend::Backend;
+use crate::backend::{Backend, Death};
 use crate::config::EndpointConfig;
 use crate::error::BackendError;
 use crate::handle::Caller;
 use crate::request::Request;
 use crate::response::Response;
 
-fn controller(health_period: Duration) -> Arc<Controller> {
+fn controller() -> Arc<Controller> {
     let cell = Arc::new(SnapshotCell::default());
     let caller = Caller::new(&cell);
-    Controller::with_health_checks(cell, caller, health_period)
+    Controller::new(cell, caller)
 }
 
 fn ok() -> BackendFactory {
@@ -56,9 +56,9 @@ fn restarts_back_off_with_repeated_deaths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_start_delays_no_other_change() {
-    let controller = controller(HEALTH_CHECK_PERIOD);
+    let controller = controller();
     controller
-        .create_backend("fast", ok(), BackendConfig::default())
+        .create_backend("fast", ok(), BackendConfig::default(), None)
         .await
         .expect("fast backend");
     controller
@@ -72,7 +72,7 @@ async fn a_slow_start_delays_no_other_change() {
         let controller = controller.clone();
         tokio::spawn(async move {
             controller
-                .create_backend("slow", slow, BackendConfig::default())
+                .create_backend("slow", slow, BackendConfig::default(), None)
                 .await
         })
     };
@@ -141,7 +141,7 @@ async fn a_slow_start_delays_no_other_change() {
 
 #[tokio::test]
 async fn a_name_being_created_is_taken() {
-    let controller = controller(HEALTH_CHECK_PERIOD);
+    let controller = controller();
     let slow = BackendFactory::new(|ctx| {
         std::thread::sleep(Duration::from_millis(300));
         Ok(crate::builtin::Echo::new(ctx))
@@ -150,13 +150,13 @@ async fn a_name_being_created_is_taken() {
         let controller = controller.clone();
         tokio::spawn(async move {
             controller
-                .create_backend("b", slow, BackendConfig::default())
+                .create_backend("b", slow, BackendConfig::default(), None)
                 .await
         })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let second = controller
-        .create_backend("b", ok(), BackendConfig::default())
+        .create_backend("b", ok(), BackendConfig::default(), None)
         .await;
     assert!(matches!(second, Err(ServeError::Conflict(_))), "{second:?}");
     first.await.expect("no panic").expect("the first one wins");
@@ -182,7 +182,7 @@ impl Backend for Flaky {
 
 #[tokio::test]
 async fn unhealthy_replicas_are_replaced() {
-    let controller = controller(Duration::from_millis(50));
+    let controller = controller();
     let sick = Arc::new(AtomicBool::new(false));
     let flags = sick.clone();
     // Only the first replica falls ill; its replacement stays well.
@@ -196,7 +196,12 @@ async fn unhealthy_replicas_are_replaced() {
         }))
     });
     controller
-        .create_backend("model", factory, BackendConfig::default())
+        .create_backend(
+            "model",
+            factory,
+            BackendConfig::default().health_checks(0.05, 1.0),
+            None,
+        )
         .await
         .expect("backend");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -211,5 +216,197 @@ async fn unhealthy_replicas_are_replaced() {
     })
     .await;
     assert!(replaced, "{:?}", published(&controller, "model"));
+    controller.shutdown();
+}
+
+/// A backend whose replicas fail their first health check when `broken` is set.
+fn maybe_broken(broken: Arc<AtomicBool>) -> BackendFactory {
+    BackendFactory::new(move |_ctx| {
+        Ok(Flaky(Arc::new(AtomicBool::new(
+            broken.load(Ordering::SeqCst),
+        ))))
+    })
+}
+
+fn planned(name: &str, kind: &str, factory: BackendFactory, config: BackendConfig) -> Planned {
+    Planned {
+        name: name.to_owned(),
+        kind: crate::config::BackendKind::Rust(kind.to_owned()),
+        factory,
+        config,
+    }
+}
+
+fn endpoints(pairs: &[(&str, &str)]) -> IndexMap<String, EndpointConfig> {
+    pairs
+        .iter()
+        .map(|(name, backend)| {
+            let route = format!("/{name}");
+            (
+                (*name).to_owned(),
+                EndpointConfig::backend(*backend).route(route),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_changes_and_removes_and_is_idempotent() {
+    let controller = controller();
+    let two = BackendConfig::default().num_replicas(2);
+    let failures = controller
+        .apply(
+            vec![
+                planned("a", "a", ok(), two.clone()),
+                planned("b", "b", ok(), BackendConfig::default()),
+            ],
+            endpoints(&[("a", "a"), ("b", "b")]),
+        )
+        .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(published(&controller, "a"), ["a#1", "a#2"]);
+    let names: Vec<String> = controller
+        .desired_spec()
+        .backends
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["a", "b"],
+        "the app's order, whichever started first"
+    );
+    let version = controller.cell.load().version;
+    // The same app again: nothing changes, nothing is published.
+    let failures = controller
+        .apply(
+            vec![
+                planned("a", "a", ok(), two.clone()),
+                planned("b", "b", ok(), BackendConfig::default()),
+            ],
+            endpoints(&[("a", "a"), ("b", "b")]),
+        )
+        .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(controller.cell.load().version, version);
+    // `b` and its endpoint are no longer listed; `a` scales to 3 in place.
+    let failures = controller
+        .apply(
+            vec![planned("a", "a", ok(), two.num_replicas(3))],
+            endpoints(&[("a", "a")]),
+        )
+        .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(published(&controller, "a"), ["a#1", "a#2", "a#3"]);
+    assert!(published(&controller, "b").is_empty());
+    let status = controller.status();
+    assert_eq!(status.status, "RUNNING");
+    assert!(status.ready, "{:?}", status.not_ready);
+    assert_eq!(status.backends["a"].status, status::BackendStatus::Healthy);
+    assert_eq!(status.backends["a"].replicas.len(), 3);
+    assert!(!status.endpoints.contains_key("b"));
+    let spec = controller.desired_spec();
+    assert_eq!(spec.backends.len(), 1);
+    assert_eq!(spec.endpoints.len(), 1);
+    controller.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_replaces_replicas_one_at_a_time_and_a_broken_one_rolls_back() {
+    let controller = controller();
+    let broken = Arc::new(AtomicBool::new(false));
+    let config = BackendConfig::default().num_replicas(2);
+    let failures = controller
+        .apply(
+            vec![planned(
+                "m",
+                "m",
+                maybe_broken(broken.clone()),
+                config.clone(),
+            )],
+            endpoints(&[("m", "m")]),
+        )
+        .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(published(&controller, "m"), ["m#1", "m#2"]);
+    // A new version: new replicas before old ones go, never fewer than 2 serving.
+    let watcher = {
+        let controller = controller.clone();
+        tokio::spawn(async move {
+            let mut fewest = usize::MAX;
+            for _ in 0..200 {
+                fewest = fewest.min(published(&controller, "m").len());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            fewest
+        })
+    };
+    let failures = controller
+        .apply(
+            vec![planned(
+                "m",
+                "m",
+                maybe_broken(broken.clone()),
+                config.clone().version("2"),
+            )],
+            endpoints(&[("m", "m")]),
+        )
+        .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(published(&controller, "m"), ["m#3", "m#4"]);
+    assert!(
+        watcher.await.expect("no panic") >= 2,
+        "never fewer than 2 serving"
+    );
+    assert_eq!(
+        controller.desired_spec().backends[0]
+            .config
+            .version
+            .as_deref(),
+        Some("2")
+    );
+    // A version whose replicas fail their first health check: rolled back.
+    broken.store(true, Ordering::SeqCst);
+    let failures = controller
+        .apply(
+            vec![planned(
+                "m",
+                "m",
+                maybe_broken(broken.clone()),
+                config.clone().version("3"),
+            )],
+            endpoints(&[("m", "m")]),
+        )
+        .await;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].1.to_string().contains("rolled back"),
+        "{}",
+        failures[0].1
+    );
+    assert_eq!(
+        published(&controller, "m"),
+        ["m#3", "m#4"],
+        "the old version serves"
+    );
+    let status = controller.status();
+    assert_eq!(
+        status.backends["m"].status,
+        status::BackendStatus::DeployFailed
+    );
+    assert!(
+        status.backends["m"].message.contains("lost its GPU"),
+        "{}",
+        status.backends["m"].message
+    );
+    assert_eq!(status.status, "DEPLOY_FAILED");
+    assert_eq!(
+        controller.desired_spec().backends[0]
+            .config
+            .version
+            .as_deref(),
+        Some("2"),
+        "the desired state is still the version that serves"
+    );
     controller.shutdown();
 }

@@ -165,6 +165,9 @@ pub enum ServeError {
     /// The server is shutting down.
     #[error("ferroserve is shutting down")]
     ShuttingDown,
+    /// The app is still being deployed, and no endpoint has this route yet.
+    #[error("the app is being deployed and `{0}` is not served yet; retry shortly")]
+    Deploying(String),
     /// An unexpected internal state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -185,9 +188,10 @@ impl ServeError {
             | Self::BadRequest(_)
             | Self::InvalidConfig { .. } => ErrorKind::Client,
             Self::Conflict(_) => ErrorKind::Conflict,
-            Self::Overloaded { .. } | Self::NoReplicas(_) | Self::ShuttingDown => {
-                ErrorKind::Overload
-            }
+            Self::Overloaded { .. }
+            | Self::NoReplicas(_)
+            | Self::ShuttingDown
+            | Self::Deploying(_) => ErrorKind::Overload,
             Self::Timeout { .. }
             | Self::Backend { .. }
             | Self::Panicked { .. }
@@ -225,7 +229,7 @@ impl ServeError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Overloaded { retry_after, .. } => Some(*retry_after),
-            Self::NoReplicas(_) | Self::ShuttingDown => Some(RETRY_AFTER),
+            Self::NoReplicas(_) | Self::ShuttingDown | Self::Deploying(_) => Some(RETRY_AFTER),
             _ => None,
         }
     }

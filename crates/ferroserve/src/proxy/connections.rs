@@ -156,7 +156,7 @@ pub(crate) struct Registry {
     connections: Mutex<HashMap<u64, Arc<Activity>>>,
     /// Told when a connection closes.
     closed: Notify,
-    /// Set by [`Registry::stop_all`]: how long a connection must have been idle to be closed.
+    /// Set by [`Registry::stop_all`]: how long after the stop an idle connection is closed.
     linger_ms: AtomicU64,
 }
 
@@ -264,9 +264,10 @@ impl Registry {
         dropped
     }
 
-    /// Tells every connection the server stops: a busy one closes after its running
-    /// request (whose answer says `Connection: close`); an idle one once it has been idle
-    /// for `linger`, so that a request already on its way is answered, not cut off.
+    /// Tells every connection the server stops: every answer from now on says
+    /// `Connection: close`, so a busy connection closes after its answer; one still open
+    /// and idle `linger` after the stop is closed. A request already on its way when the
+    /// server stops is answered, not cut off.
     pub(crate) fn stop_all(&self, linger: Duration) {
         self.linger_ms.store(
             u64::try_from(linger.as_millis()).unwrap_or(u64::MAX),
@@ -380,29 +381,30 @@ where
                     activity.shed_at_ms.store(0, Ordering::Relaxed);
                 }
                 if told & signal::STOP != 0 && draining.is_none() {
-                    draining = Some(tokio::time::Instant::now());
+                    draining = Some(tokio::time::Instant::now() + linger(&admitted));
                 }
             }
         }
-        if draining.is_some() && !closing {
-            // A busy connection ends after its answer, which says `Connection: close`; an
-            // idle one is closed once it has been idle for the linger.
-            let linger = Duration::from_millis(admitted.registry.linger_ms.load(Ordering::Relaxed));
-            let idle_for = if activity.is_idle() {
-                activity.idle_for()
-            } else {
-                Duration::ZERO
-            };
-            if idle_for >= linger {
+        if let Some(at) = draining
+            && !closing
+            && tokio::time::Instant::now() >= at
+        {
+            // Past the linger: an idle connection is closed; a busy one ends after its
+            // answer, which says `Connection: close` (looked at again a linger later).
+            if activity.is_idle() {
                 closing = true;
                 connection.as_mut().close();
             } else {
-                let wait = (linger - idle_for).max(Duration::from_millis(1));
-                draining = Some(tokio::time::Instant::now() + wait);
+                draining = Some(at + linger(&admitted));
             }
         }
     }
     drop(admitted);
+}
+
+/// How long after a stop a connection stays open for a request already on its way.
+fn linger(admitted: &Admitted) -> Duration {
+    Duration::from_millis(admitted.registry.linger_ms.load(Ordering::Relaxed))
 }
 
 /// A connection that can be closed gracefully: no new request, the running one finishes.

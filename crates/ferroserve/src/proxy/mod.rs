@@ -34,9 +34,9 @@ use crate::layer::{BoxError, IntoProxyResponse, ProxyBody, ProxyService, box_err
 use crate::router::{self, SnapshotCell};
 use convert::PlainBody;
 
-/// At shutdown, how long a keep-alive connection must have been idle to be closed (at most
-/// half the grace): a client that sent its next request as the server stopped gets its
-/// answer, with `Connection: close`, rather than a connection closed under the request.
+/// At shutdown, how long an idle keep-alive connection stays open (at most half the grace):
+/// a client that sent its next request as the server stopped gets its answer, with
+/// `Connection: close`, rather than a connection closed under the request.
 const LINGER: Duration = Duration::from_millis(250);
 
 /// How long the 503s of requests abandoned at shutdown may take to go out.
@@ -302,6 +302,9 @@ where
     }
     let snapshot = cell.load_full();
     let Some(endpoint) = snapshot.routes.lookup(path) else {
+        if snapshot.held {
+            return ServeError::Deploying(path.to_owned()).to_http();
+        }
         return ServeError::RouteNotFound(path.to_owned()).to_http();
     };
     if !endpoint.allows(req.method()) {
@@ -343,8 +346,32 @@ fn admin(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<Pla
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             response
         }
-        (&Method::GET, "/-/healthz") => text_response(StatusCode::OK, "ok\n".to_owned()),
-        (_, "/-/routes" | "/-/healthz") => ServeError::MethodNotAllowed {
+        (&Method::GET, "/-/healthz") => {
+            if cell.load().draining {
+                return ServeError::ShuttingDown.to_http();
+            }
+            text_response(StatusCode::OK, "ok\n".to_owned())
+        }
+        (&Method::GET, "/-/ready") => {
+            let snapshot = cell.load();
+            if snapshot.draining {
+                return ServeError::ShuttingDown.to_http();
+            }
+            let missing = crate::router::not_ready(&snapshot);
+            if snapshot.held || !missing.is_empty() {
+                let mut why = String::from("not ready:\n");
+                if snapshot.held {
+                    why += "the app is being deployed\n";
+                }
+                for line in missing {
+                    why += &line;
+                    why.push('\n');
+                }
+                return text_response(StatusCode::SERVICE_UNAVAILABLE, why);
+            }
+            text_response(StatusCode::OK, "ready\n".to_owned())
+        }
+        (_, "/-/routes" | "/-/healthz" | "/-/ready") => ServeError::MethodNotAllowed {
             target: path.to_owned(),
             allow: "GET".to_owned(),
             method: None,

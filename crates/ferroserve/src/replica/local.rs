@@ -124,6 +124,10 @@ impl Replica for LocalReplica {
         self.instance.stop()
     }
 
+    fn pid(&self) -> Option<u32> {
+        self.instance.pid()
+    }
+
     fn check_health(&self) -> BoxFuture<'_, Result<(), ServeError>> {
         Box::pin(async move {
             match AssertUnwindSafe(self.instance.check_health())

@@ -63,6 +63,11 @@ pub(crate) trait Replica: Send + Sync + 'static {
         Box::pin(async {})
     }
 
+    /// The id of its worker process (a Python replica).
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+
     /// Requests running now (with the calls a worker still runs for callers that left).
     fn in_flight(&self) -> usize {
         self.slots().count()

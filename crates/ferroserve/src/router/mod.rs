@@ -21,6 +21,33 @@ use crate::snapshot;
 pub(crate) type Snapshot = snapshot::Snapshot<ReplicaSet>;
 /// The cell the controller publishes [`Snapshot`]s to.
 pub(crate) type SnapshotCell = snapshot::SnapshotCell<ReplicaSet>;
+
+/// What keeps `snapshot` from being ready, sorted: every endpoint with a route needs a live
+/// replica behind each backend its traffic sends a share to.
+pub(crate) fn not_ready(snapshot: &Snapshot) -> Vec<String> {
+    let mut missing: Vec<String> = snapshot
+        .endpoints
+        .iter()
+        .filter(|(_, e)| e.config.route.is_some())
+        .flat_map(|(name, e)| {
+            e.config
+                .traffic
+                .weights()
+                .filter(|(_, weight)| *weight > 0.0)
+                .filter(|(backend, _)| {
+                    !snapshot
+                        .backends
+                        .get(*backend)
+                        .is_some_and(|b| b.replicas.has_live())
+                })
+                .map(move |(backend, _)| {
+                    format!("endpoint `{name}`: backend `{backend}` has no running replica")
+                })
+        })
+        .collect();
+    missing.sort();
+    missing
+}
 /// One endpoint of a [`Snapshot`].
 pub(crate) type EndpointState = snapshot::EndpointState<ReplicaSet>;
 /// One backend of a [`Snapshot`].

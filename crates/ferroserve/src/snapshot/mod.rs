@@ -69,6 +69,10 @@ pub(crate) struct Snapshot<R> {
     pub(crate) routes: RouteTable<Arc<EndpointState<R>>>,
     /// `GET /-/routes`, rendered once per version.
     pub(crate) routes_json: Bytes,
+    /// The app is still being deployed: a route no endpoint has yet gets 503, not 404.
+    pub(crate) held: bool,
+    /// The server is stopping: liveness and readiness answer 503.
+    pub(crate) draining: bool,
 }
 
 impl<R> Default for Snapshot<R> {
@@ -79,6 +83,8 @@ impl<R> Default for Snapshot<R> {
             backends: HashMap::new(),
             routes: RouteTable::default(),
             routes_json: Bytes::from_static(b"{}"),
+            held: false,
+            draining: false,
         }
     }
 }
@@ -131,6 +137,8 @@ impl<R> Snapshot<R> {
             backends,
             routes,
             routes_json: Bytes::from(routes_json),
+            held: false,
+            draining: false,
         }
     }
 }

@@ -12,9 +12,8 @@ use serde_saphyr::Spanned;
 use super::MiddlewareFile;
 use super::keypath::key_path_at;
 use super::{
-    AppSpec, BackendConfig, BackendKind, BackendSpec, DEFAULT_HOST, DEFAULT_MAX_QUEUED_REQUESTS,
-    DEFAULT_NUM_REPLICAS, DEFAULT_PORT, EndpointConfig, EndpointSpec, HttpOptions, PythonBackend,
-    Traffic, normalize_route, parse_method,
+    AppSpec, BackendConfig, BackendKind, BackendSpec, DEFAULT_HOST, DEFAULT_PORT, EndpointConfig,
+    EndpointSpec, HttpOptions, PythonBackend, Traffic, normalize_route, parse_method,
 };
 use super::{BUILTIN_BACKENDS, RegisteredNames};
 use crate::error::ServeError;
@@ -98,6 +97,11 @@ struct BackendFile {
     init_args: Option<Value>,
     max_batch_size: Option<Spanned<usize>>,
     batch_wait_timeout_ms: Option<Spanned<u64>>,
+    version: Option<Spanned<String>>,
+    health_check_period_s: Option<Spanned<f64>>,
+    health_check_timeout_s: Option<Spanned<f64>>,
+    max_surge: Option<Spanned<usize>>,
+    graceful_shutdown_timeout_s: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -371,15 +375,42 @@ fn backend_spec(
         );
     };
     let mut config = BackendConfig {
-        num_replicas: DEFAULT_NUM_REPLICAS,
-        max_concurrent_queries: None,
-        max_queued_requests: DEFAULT_MAX_QUEUED_REQUESTS,
         user_config: spec.user_config.unwrap_or(Value::Null),
         init_args: spec.init_args.unwrap_or(Value::Null),
-        max_batch_size: None,
-        batch_wait_timeout_ms: 0,
+        ..BackendConfig::default()
     };
     let mut field_lines: HashMap<&str, u32> = HashMap::new();
+    if let Some(v) = spec.version {
+        field_lines.insert("version", line_of(&v));
+        config.version = Some(v.value);
+    }
+    if let Some(n) = spec.max_surge {
+        field_lines.insert("max_surge", line_of(&n));
+        config.max_surge = n.value;
+    }
+    let seconds = [
+        (
+            "health_check_period_s",
+            spec.health_check_period_s,
+            &mut config.health_check_period_s,
+        ),
+        (
+            "health_check_timeout_s",
+            spec.health_check_timeout_s,
+            &mut config.health_check_timeout_s,
+        ),
+        (
+            "graceful_shutdown_timeout_s",
+            spec.graceful_shutdown_timeout_s,
+            &mut config.graceful_shutdown_timeout_s,
+        ),
+    ];
+    for (field, given, slot) in seconds {
+        if let Some(s) = given {
+            field_lines.insert(field, line_of(&s));
+            *slot = s.value;
+        }
+    }
     if let Some(n) = spec.max_queued_requests {
         field_lines.insert("max_queued_requests", line_of(&n));
         config.max_queued_requests = n.value;

@@ -20,6 +20,7 @@ pub(super) mod kind {
     pub(crate) const HANDLE_REPLY: u8 = 11;
     pub(crate) const SHUTDOWN: u8 = 12;
     pub(crate) const CANCEL: u8 = 13;
+    pub(crate) const HEALTH: u8 = 14;
 }
 
 const HEADER_LEN: usize = 20;
@@ -121,6 +122,7 @@ mod tests {
             ("HANDLE_REPLY", kind::HANDLE_REPLY),
             ("SHUTDOWN", kind::SHUTDOWN),
             ("CANCEL", kind::CANCEL),
+            ("HEALTH", kind::HEALTH),
         ];
         let mut python = python_kinds();
         python.sort_by_key(|(_, v)| *v);

@@ -55,6 +55,7 @@ impl Instantiate for PythonKind {
         Box::pin(async move {
             self.0.validate()?;
             let started = process::start(&self.0, ctx, config).await?;
+            let pid = started.child.id();
             let (read, write) = started.stream.into_split();
             let (writer, frames) = mpsc::unbounded_channel();
             let link = Arc::new(Link::new(writer, slots.clone()));
@@ -72,6 +73,7 @@ impl Instantiate for PythonKind {
             ));
             let worker = WorkerBackend {
                 link,
+                pid,
                 methods: Methods::Only(started.ready.methods),
                 batch_methods: Methods::Only(started.ready.batch_methods),
             };
@@ -92,6 +94,8 @@ impl Instantiate for PythonKind {
 /// One Python replica: its worker process and the connection to it.
 struct WorkerBackend {
     link: Arc<Link>,
+    /// The worker process's id.
+    pid: Option<u32>,
     methods: Methods,
     batch_methods: Methods,
 }
@@ -143,18 +147,30 @@ impl DynBackend for WorkerBackend {
     }
 
     fn check_health(&self) -> BoxFuture<'_, Result<(), BackendError>> {
-        // A worker is healthy while its process and connection are: a death is seen at
-        // once by the reader, which fails the link.
+        // A dead worker is seen at once by the reader, which fails the link. A live one runs
+        // the instance's `check_health` (if it has one) on its event loop: a stuck loop
+        // never answers, and the controller's timeout counts that as a failure.
         let dead = self.link.dead.get().cloned();
-        Box::pin(
-            async move { dead.map_or(Ok(()), |reason| Err(BackendError::replica_died(reason))) },
-        )
+        Box::pin(async move {
+            if let Some(reason) = dead {
+                return Err(BackendError::replica_died(reason));
+            }
+            let frame = self.link.request(kind::HEALTH, b"{}", &[]).await?;
+            match frame.kind {
+                kind::REPLY => Ok(()),
+                _ => Err(error_of(&frame)),
+            }
+        })
     }
 
     fn stop(&self) -> BoxFuture<'_, ()> {
         // The reader sends SHUTDOWN, gives the worker 2 s to exit, then kills it.
         self.link.stop.notify_one();
         Box::pin(self.link.wait_exited())
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
     }
 
     fn methods(&self) -> Methods {

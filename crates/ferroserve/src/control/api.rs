@@ -1,0 +1,259 @@
+//! The control API's routes: the declarative app (`/api/app`), status, imperative backend and endpoint changes, and shutdown; bodies in the app file's own shapes, parsed by the same loader.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::Full;
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use super::{Shared, error, json, serve_error};
+use crate::config::{AppConfig, AppSpec, ConfigError, HttpOptions, Traffic};
+use crate::error::ServeError;
+
+type Answer = http::Response<Full<Bytes>>;
+
+/// Routes one call.
+pub(super) async fn route(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Answer {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["api", "app"]) => json(StatusCode::OK, &shared.serve.app()),
+        (&Method::PUT, ["api", "app"]) => match parse_app(shared, body) {
+            Ok(app) => deploy(shared, app),
+            Err(e) => config_error(&e),
+        },
+        (&Method::DELETE, ["api", "app"]) => deploy(
+            shared,
+            AppConfig {
+                file: "DELETE /api/app".to_owned(),
+                http: HttpOptions::default(),
+                spec: AppSpec::default(),
+            },
+        ),
+        (&Method::GET, ["api", "status"]) => json(StatusCode::OK, &shared.serve.status()),
+        (&Method::POST | &Method::PUT, ["api", "backends", name]) => {
+            put_backend(shared, method == Method::POST, name, body).await
+        }
+        (&Method::DELETE, ["api", "backends", name]) => {
+            done(shared, shared.serve.delete_backend(name).await)
+        }
+        (&Method::POST, ["api", "endpoints", name]) => match parse_endpoint(shared, name, body) {
+            Ok(config) => done(shared, shared.serve.create_endpoint(name, config).await),
+            Err(e) => config_error(&e),
+        },
+        (&Method::DELETE, ["api", "endpoints", name]) => {
+            done(shared, shared.serve.delete_endpoint(name).await)
+        }
+        (&Method::PUT, ["api", "endpoints", name, "traffic"]) => {
+            let weights: IndexMap<String, f64> = match parse_json(body) {
+                Ok(weights) => weights,
+                Err(e) => return *e,
+            };
+            match Traffic::new(weights) {
+                Ok(traffic) => done(shared, shared.serve.set_traffic(name, traffic).await),
+                Err(e) => serve_error(&e),
+            }
+        }
+        (&Method::PUT, ["api", "endpoints", name, "shadow"]) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Shadow {
+                backend: String,
+                proportion: f64,
+            }
+            let shadow: Shadow = match parse_json(body) {
+                Ok(shadow) => shadow,
+                Err(e) => return *e,
+            };
+            let changed = shared
+                .serve
+                .shadow_traffic(name, &shadow.backend, shadow.proportion)
+                .await;
+            done(shared, changed)
+        }
+        (&Method::POST, ["api", "shutdown"]) => {
+            shared.shutdown_asked.notify_one();
+            json(StatusCode::ACCEPTED, &json!({ "status": "shutting down" }))
+        }
+        (_, ["api", "app" | "status" | "shutdown"])
+        | (_, ["api", "backends" | "endpoints", _])
+        | (_, ["api", "endpoints", _, "traffic" | "shadow"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{method} is not allowed on {path}"),
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no such control route: {path} (see docs/operations.md: /api/app, /api/status, /api/backends/NAME, /api/endpoints/NAME)"
+            ),
+        ),
+    }
+}
+
+/// Checks `app` now (so that a bad one gets its 400 at once), then deploys it in the
+/// background: the answer is 202, and `GET /api/status` shows the progress.
+fn deploy(shared: &Shared, app: AppConfig) -> Answer {
+    if let Err(e) = crate::serve::check_app(&app, &shared.registry, false) {
+        return config_error(&e);
+    }
+    let (backends, endpoints) = (app.spec.backends.len(), app.spec.endpoints.len());
+    shared
+        .serve
+        .deploy_in_background(app, shared.registry.clone());
+    json(
+        StatusCode::ACCEPTED,
+        &json!({ "status": "DEPLOYING", "backends": backends, "endpoints": endpoints }),
+    )
+}
+
+/// The app in a body: an app file's YAML or JSON, or what `GET /api/app` returns (its
+/// backends and endpoints as lists). Relative `working_dir`s are read from the server's
+/// working directory.
+fn parse_app(shared: &Shared, body: &[u8]) -> Result<AppConfig, ConfigError> {
+    const FILE: &str = "the request body";
+    let text = std::str::from_utf8(body).map_err(|e| ConfigError {
+        file: FILE.to_owned(),
+        line: 0,
+        key: String::new(),
+        message: format!("is not UTF-8: {e}"),
+    })?;
+    let listed = serde_saphyr::from_str::<Value>(text).ok().filter(|v| {
+        v.get("backends").is_some_and(Value::is_array)
+            || v.get("endpoints").is_some_and(Value::is_array)
+    });
+    if let Some(value) = listed {
+        let invalid = |key: String, message: String| ConfigError {
+            file: FILE.to_owned(),
+            line: 0,
+            key,
+            message,
+        };
+        let spec: AppSpec =
+            serde_json::from_value(value).map_err(|e| invalid(String::new(), e.to_string()))?;
+        spec.validate().map_err(|e| match e {
+            ServeError::InvalidConfig { key, message } => invalid(key, message),
+            other => invalid(String::new(), other.to_string()),
+        })?;
+        return Ok(AppConfig {
+            file: FILE.to_owned(),
+            http: HttpOptions::default(),
+            spec,
+        });
+    }
+    AppConfig::from_yaml(text, FILE, &shared.registry)
+}
+
+/// A body in an app file's shape for one entry, wrapped as a whole app under `section`
+/// (with `extra` beside it) and parsed by the file loader, so that keys, defaults and
+/// errors are the file's.
+fn parse_entry(
+    shared: &Shared,
+    section: &str,
+    name: &str,
+    body: &[u8],
+    extra: Value,
+) -> Result<AppConfig, ConfigError> {
+    let entry: Value = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_saphyr::from_str(text).ok())
+        .ok_or_else(|| ConfigError {
+            file: "the request body".to_owned(),
+            line: 0,
+            key: format!("{section}.{name}"),
+            message: "is not a YAML or JSON object".to_owned(),
+        })?;
+    let mut app = extra;
+    app[section] = json!({ name: entry });
+    AppConfig::from_yaml(&app.to_string(), "the request body", &shared.registry)
+}
+
+/// The endpoint in a body: `{route, methods, backend | traffic, shadow, ...}` as in a file.
+fn parse_endpoint(
+    shared: &Shared,
+    name: &str,
+    body: &[u8],
+) -> Result<crate::config::EndpointConfig, ConfigError> {
+    // The file loader checks that an endpoint's backends are in the app: the ones it
+    // names are given as stand-ins; the controller checks they really exist.
+    let value: Value = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_saphyr::from_str(text).ok())
+        .unwrap_or(Value::Null);
+    let mut named: Vec<String> = Vec::new();
+    if let Some(backend) = value.get("backend").and_then(Value::as_str) {
+        named.push(backend.to_owned());
+    }
+    for key in ["traffic", "shadow"] {
+        if let Some(map) = value.get(key).and_then(Value::as_object) {
+            named.extend(map.keys().cloned());
+        }
+    }
+    let stand_ins: serde_json::Map<String, Value> = named
+        .into_iter()
+        .map(|b| (b, json!({ "builtin": "echo" })))
+        .collect();
+    let app = parse_entry(
+        shared,
+        "endpoints",
+        name,
+        body,
+        json!({ "backends": stand_ins }),
+    )?;
+    app.spec
+        .endpoints
+        .into_iter()
+        .next()
+        .map(|e| e.config)
+        .ok_or_else(|| ConfigError {
+            file: "the request body".to_owned(),
+            line: 0,
+            key: format!("endpoints.{name}"),
+            message: "holds no endpoint".to_owned(),
+        })
+}
+
+/// Creates (`POST`) or changes (`PUT`) a backend from a body in a file's shape.
+async fn put_backend(shared: &Shared, create: bool, name: &str, body: &[u8]) -> Answer {
+    let app = match parse_entry(shared, "backends", name, body, json!({})) {
+        Ok(app) => app,
+        Err(e) => return config_error(&e),
+    };
+    let Some(spec) = app.spec.backends.first() else {
+        return error(StatusCode::BAD_REQUEST, "the body holds no backend");
+    };
+    let Some(factory) = crate::replica::factory_of(&spec.kind, &shared.registry) else {
+        return serve_error(&ServeError::BackendNotFound(name.to_owned()));
+    };
+    let serve = &shared.serve;
+    let changed = if create {
+        serve
+            .create_backend_of_kind(name, spec.kind.clone(), factory, spec.config.clone())
+            .await
+    } else {
+        serve
+            .update_backend(name, spec.kind.clone(), factory, spec.config.clone())
+            .await
+    };
+    done(shared, changed)
+}
+
+/// 200 with the new status, or the error.
+fn done(shared: &Shared, outcome: Result<(), ServeError>) -> Answer {
+    match outcome {
+        Ok(()) => json(StatusCode::OK, &shared.serve.status()),
+        Err(e) => serve_error(&e),
+    }
+}
+
+/// A body that must be JSON of type `T`, or the 400 saying why not.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Answer>> {
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, &format!("the body: {e}"))))
+}
+
+/// A config error as a 400 naming the key and the line, as the file loader says it.
+fn config_error(e: &ConfigError) -> Answer {
+    json(
+        StatusCode::BAD_REQUEST,
+        &json!({ "error": e.to_string(), "key": e.key, "line": e.line }),
+    )
+}

@@ -1,0 +1,218 @@
+//! The control API: its own HTTP listener (by default `127.0.0.1:8265`), speaking JSON, to deploy an app, read its status and change it while it serves; a bearer token off loopback.
+
+mod api;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::backend::Registry;
+use crate::error::ServeError;
+use crate::serve::Serve;
+
+/// Ray's dashboard and REST port.
+pub const DEFAULT_CONTROL_PORT: u16 = 8265;
+/// The largest request body the control API reads (an app file): 16 MiB.
+const MAX_BODY: usize = 16 << 20;
+
+/// Where the control API listens, and the token it asks for.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// The host to bind (`127.0.0.1` by default).
+    pub host: String,
+    /// The port (8265 by default; 0 picks a free one).
+    pub port: u16,
+    /// The bearer token callers must send; required when `host` is not loopback.
+    pub token: Option<String>,
+}
+
+impl Default for ControlOptions {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: DEFAULT_CONTROL_PORT,
+            token: None,
+        }
+    }
+}
+
+/// The running control API.
+pub struct ControlServer {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    shutdown_asked: Arc<Notify>,
+}
+
+/// What every request shares.
+struct Shared {
+    serve: Arc<Serve>,
+    registry: Registry,
+    token: Option<String>,
+    shutdown_asked: Arc<Notify>,
+}
+
+impl ControlServer {
+    /// Starts the control API for `serve`; `rust:` backends in apps it is given come from
+    /// `registry`. Binding off loopback without a token is refused.
+    pub async fn start(
+        options: &ControlOptions,
+        serve: Arc<Serve>,
+        registry: Registry,
+    ) -> Result<Self, ServeError> {
+        let addr = format!("{}:{}", options.host, options.port);
+        let is_loopback = matches!(options.host.as_str(), "localhost")
+            || options
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !is_loopback && options.token.is_none() {
+            return Err(ServeError::invalid(
+                "control_host",
+                format!(
+                    "the control API would listen on {addr}, off loopback, with no token: set \
+                     --control-token (or FERROSERVE_CONTROL_TOKEN), or bind it to 127.0.0.1"
+                ),
+            ));
+        }
+        let listener = TcpListener::bind(&addr).await.map_err(|e| {
+            let reason = if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!(
+                    "port {} is already in use (the control API; pick another with --control-port or FERROSERVE_CONTROL_PORT)",
+                    options.port
+                )
+            } else {
+                e.to_string()
+            };
+            ServeError::CannotListen {
+                addr: addr.clone(),
+                reason,
+            }
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Internal(e.to_string()))?;
+        let (stop, stopped) = watch::channel(false);
+        let shutdown_asked = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            serve,
+            registry,
+            token: options.token.clone(),
+            shutdown_asked: shutdown_asked.clone(),
+        });
+        tokio::spawn(accept(listener, shared, stopped));
+        Ok(Self {
+            local_addr,
+            stop,
+            shutdown_asked,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Ends when a caller asks the server to stop (`POST /api/shutdown`).
+    pub async fn shutdown_asked(&self) {
+        self.shutdown_asked.notified().await;
+    }
+
+    /// Stops accepting calls.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        let service = service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(answer(&shared, req).await) }
+        });
+        tokio::spawn(async move {
+            let connection = http1::Builder::new()
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!("control connection: {e}");
+            }
+        });
+    }
+}
+
+/// Checks the token, reads the body (at most [`MAX_BODY`]), and routes.
+async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+    if let Some(token) = &shared.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required: send `Authorization: Bearer TOKEN` (ferroserve: --token or FERROSERVE_CONTROL_TOKEN)",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
+            );
+        }
+    };
+    api::route(shared, &parts.method, parts.uri.path(), &body).await
+}
+
+/// A JSON answer.
+fn json(status: StatusCode, value: &impl serde::Serialize) -> http::Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = http::Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A JSON error: `{"error": message}`.
+fn error(status: StatusCode, message: &str) -> http::Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+/// A [`ServeError`] as a JSON error with its status.
+fn serve_error(e: &ServeError) -> http::Response<Full<Bytes>> {
+    let status = e.status();
+    let mut response = error(status, &e.to_string());
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,170 @@
+//! `run` and `start`: the HTTP proxy, the control API, the app from a file or the state directory, and the signals (SIGINT/SIGTERM stop, SIGHUP reloads the file).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use ferroserve::{
+    AppConfig, ControlOptions, ControlServer, FileStore, Registry, Serve, StateStore,
+};
+use tokio::signal::unix::{Signal, SignalKind};
+
+/// Where the server listens and keeps its state.
+#[derive(Args, Debug)]
+pub(crate) struct ServerArgs {
+    /// Host to listen on (overrides `http.host`).
+    #[arg(long, env = "FERROSERVE_HOST")]
+    host: Option<String>,
+    /// Port to listen on (overrides `http.port`; 0 picks a free port).
+    #[arg(long, env = "FERROSERVE_PORT")]
+    port: Option<u16>,
+    /// Host of the control API.
+    #[arg(long, env = "FERROSERVE_CONTROL_HOST", default_value = "127.0.0.1")]
+    control_host: String,
+    /// Port of the control API (0 picks a free port).
+    #[arg(long, env = "FERROSERVE_CONTROL_PORT", default_value_t = ferroserve::control::DEFAULT_CONTROL_PORT)]
+    control_port: u16,
+    /// The bearer token the control API asks for; required off loopback.
+    #[arg(long, env = "FERROSERVE_CONTROL_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
+    /// Save the deployed app here on every change, and serve it again at start.
+    #[arg(long, env = "FERROSERVE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// Serves until SIGINT, SIGTERM or `ferroserve shutdown`. With `reload`, SIGHUP deploys
+/// `config` again.
+pub(crate) async fn serve(
+    config: Option<PathBuf>,
+    args: ServerArgs,
+    reload: bool,
+) -> anyhow::Result<()> {
+    // First of all: from here on SIGTERM, SIGINT and SIGHUP no longer kill the process
+    // (a SIGTERM a moment after start still gets a graceful shutdown).
+    let mut stops = Signals::new()?;
+    let registry = Registry::new();
+    let file_app = config
+        .as_ref()
+        .map(|path| AppConfig::load(path, &registry))
+        .transpose()?;
+    let mut http = file_app
+        .as_ref()
+        .map(|app| app.http.clone())
+        .unwrap_or_default();
+    if let Some(host) = args.host {
+        http.host = host;
+    }
+    if let Some(port) = args.port {
+        http.port = port;
+    }
+    let store = args
+        .state_dir
+        .map(FileStore::open)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let saved = match &store {
+        Some(store) => store.load().map_err(anyhow::Error::msg)?,
+        None => None,
+    };
+    let serve = Arc::new(Serve::start(http).await?);
+    serve.set_deploying(true);
+    let control_options = ControlOptions {
+        host: args.control_host,
+        port: args.control_port,
+        token: args.control_token,
+    };
+    let control =
+        match ControlServer::start(&control_options, serve.clone(), registry.clone()).await {
+            Ok(control) => control,
+            Err(e) => {
+                serve.shutdown().await;
+                return Err(e.into());
+            }
+        };
+    // Scripts and tests read the addresses from these lines; "listening" comes once the app
+    // is deployed (until then, its routes answer 503 with Retry-After).
+    println!("ferroserve control API on http://{}", control.local_addr());
+    if let Some(addr) = serve.local_addr() {
+        println!("ferroserve proxy on http://{addr} (deploying)");
+    }
+    let app = match (saved, file_app) {
+        (Some(spec), file) => {
+            let from = store.as_ref().map_or_else(String::new, |s| s.describe());
+            if let Some(file) = file {
+                tracing::warn!(
+                    "serving the app saved in {from}, not {} (deploy the file to change it)",
+                    file.file
+                );
+            } else {
+                tracing::info!("serving the app saved in {from}");
+            }
+            Some(AppConfig {
+                file: from,
+                http: Default::default(),
+                spec,
+            })
+        }
+        (None, file) => file,
+    };
+    if let Some(app) = &app
+        && let Err(e) = serve.deploy(app, &registry).await
+    {
+        control.stop();
+        serve.shutdown().await;
+        return Err(e.into());
+    }
+    serve.set_deploying(false);
+    if let Some(store) = store {
+        serve.persist_to(Arc::new(store));
+    }
+    if let Some(addr) = serve.local_addr() {
+        println!("ferroserve listening on http://{addr}");
+        let endpoints = app.as_ref().map_or(0, |a| a.spec.endpoints.len());
+        tracing::info!(
+            "serving {endpoints} endpoints on http://{addr} (GET /-/routes lists them); control API on http://{}",
+            control.local_addr()
+        );
+    }
+    loop {
+        tokio::select! {
+            _ = stops.terminate.recv() => break,
+            _ = stops.interrupt.recv() => break,
+            () = control.shutdown_asked() => break,
+            _ = stops.hangup.recv(), if reload => {
+                let Some(path) = &config else { continue };
+                match AppConfig::load(path, &registry) {
+                    Ok(app) => {
+                        tracing::info!("SIGHUP: deploying {} again", path.display());
+                        serve.deploy_in_background(app, registry.clone());
+                    }
+                    Err(e) => tracing::error!("SIGHUP: the file is not applied, the app as it was serves: {e}"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+    control.stop();
+    serve.shutdown().await;
+    Ok(())
+}
+
+/// The signals the server acts on, listened for from its first moment.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        let listen = |kind: SignalKind| {
+            tokio::signal::unix::signal(kind).context("cannot listen for signals")
+        };
+        Ok(Self {
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+            hangup: listen(SignalKind::hangup())?,
+        })
+    }
+}
