@@ -79,6 +79,10 @@ fn client() -> anyhow::Result<reqwest::Client> {
 /// Checks `path` here (so that its errors name its lines, and its relative paths are read
 /// from where it is), sends it, and waits for every backend to be HEALTHY.
 pub(crate) async fn deploy(args: &ClientArgs, path: &Path, timeout_s: u64) -> anyhow::Result<()> {
+    // From an absolute path, relative `working_dir`s become absolute: the server may run
+    // in another directory.
+    let path =
+        &std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
     let app = AppConfig::load(path, &AnyName)?;
     let http = client()?;
     let body = serde_json::to_string(&app.spec)?;

@@ -412,3 +412,30 @@ endpoints:
         .expect("answers");
     assert_eq!(answer.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_resolves_working_dirs_against_the_file_not_the_server() {
+    let server = spawn_listening(&ferroserve_bin(), &["start", "--port", "0"], &[], None);
+    // Run from `examples/`, with a relative path: `working_dir: .` is examples/python.
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let control = server.control_url("");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(ferroserve_bin())
+            .args(["deploy", "python/app.yaml", "--timeout-s", "60"])
+            .current_dir(examples)
+            .env("FERROSERVE_ADDRESS", control)
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("no panic");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("deployed in"), "{stderr}");
+    let counter = client()
+        .get(server.url("/counter"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(counter.status(), 200);
+}
