@@ -107,12 +107,19 @@ pub(crate) async fn serve(
         }
         (None, file) => file,
     };
-    if let Some(app) = &app
-        && let Err(e) = serve.deploy(app, &registry).await
-    {
-        control.stop();
-        serve.shutdown().await;
-        return Err(e.into());
+    if let Some(app) = &app {
+        // Models can take minutes to load: a stop meanwhile is heeded at once.
+        let deployed = tokio::select! {
+            deployed = serve.deploy(app, &registry) => deployed.map_err(anyhow::Error::from),
+            _ = stops.terminate.recv() => Err(anyhow::anyhow!("stopped (SIGTERM) while deploying")),
+            _ = stops.interrupt.recv() => Err(anyhow::anyhow!("stopped (SIGINT) while deploying")),
+            () = control.shutdown_asked() => Err(anyhow::anyhow!("stopped (shutdown) while deploying")),
+        };
+        if let Err(e) = deployed {
+            control.stop();
+            serve.shutdown().await;
+            return Err(e);
+        }
     }
     serve.set_deploying(false);
     if let Some(store) = store {

@@ -14,6 +14,8 @@ fn the_python_unit_tests_pass() {
         .args(["-m", "unittest", "discover", "-s", "tests"])
         .current_dir(python_dir())
         .env("PYTHONPATH", python_dir())
+        // The client tests start this binary as their server.
+        .env("FERROSERVE_BIN", env!("CARGO_BIN_EXE_ferroserve"))
         .output()
         .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -303,6 +303,9 @@ class Worker(asyncio.Protocol):
         self.name = target
         if not module_name or not attr:
             raise InitError(f"`{target}` is not of the form module:attribute")
+        pickled = meta.get("pickled")
+        if pickled is not None:
+            return self.make_from(meta, self.unpickle(target, pickled))
         try:
             module = importlib.import_module(module_name)
         except Exception as error:
@@ -312,6 +315,24 @@ class Worker(asyncio.Protocol):
             obj = getattr(module, attr)
         except AttributeError:
             raise InitError(f"module `{module_name}` has no attribute `{attr}`") from None
+        self.make_from(meta, obj)
+
+    def unpickle(self, target, pickled):
+        # Pickled by the client with cloudpickle: loading it needs cloudpickle importable here.
+        import base64
+        import pickle
+
+        try:
+            return pickle.loads(base64.b64decode(pickled))
+        except Exception as error:
+            traceback.print_exc(file=sys.stderr)
+            hint = ""
+            if isinstance(error, ModuleNotFoundError) and error.name == "cloudpickle":
+                hint = " (pip install cloudpickle into the workers' interpreter)"
+            raise InitError(f"cannot unpickle `{target}`: {type(error).__name__}: {error}{hint}") from error
+
+    def make_from(self, meta, obj):
+        target = self.name
         if inspect.isclass(obj):
             init_args = meta.get("init_args")
             try:

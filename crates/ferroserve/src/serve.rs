@@ -84,7 +84,11 @@ impl Serve {
     }
 
     /// Saves the desired app, if a store is set; a failure is logged (the change stands).
+    /// Once the server stops, nothing is saved: what it empties is not the app.
     fn save(&self) {
+        if self.controller.is_stopped() {
+            return;
+        }
         if let Some(store) = self.store.get()
             && let Err(e) = store.save(&self.app())
         {
@@ -98,6 +102,11 @@ impl Serve {
             self.save();
         }
         outcome
+    }
+
+    /// Calls endpoints as handles do (for the control API's calls from scripts).
+    pub(crate) fn caller(&self) -> Arc<dyn crate::backend::EndpointCaller> {
+        Caller::new(&self.cell)
     }
 
     /// The address the HTTP proxy listens on.
@@ -133,10 +142,13 @@ impl Serve {
         config: BackendConfig,
         kind: Option<BackendKind>,
     ) -> Result<(), ServeError> {
-        let created = self
-            .controller
-            .create_backend(name, factory, config, kind)
-            .await;
+        let (controller, name) = (self.controller.clone(), name.to_owned());
+        let created = to_completion(async move {
+            controller
+                .create_backend(&name, factory, config, kind)
+                .await
+        })
+        .await;
         self.saved(created)
     }
 
@@ -156,10 +168,13 @@ impl Serve {
             .iter()
             .find(|b| b.name == name)
             .is_none_or(|b| b.kind != kind);
-        let updated = self
-            .controller
-            .update_backend(name, factory, config, Some(kind), new_code)
-            .await;
+        let (controller, name) = (self.controller.clone(), name.to_owned());
+        let updated = to_completion(async move {
+            controller
+                .update_backend(&name, factory, config, Some(kind), new_code)
+                .await
+        })
+        .await;
         self.saved(updated)
     }
 
@@ -169,7 +184,10 @@ impl Serve {
         name: &str,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
-        let updated = self.controller.update_backend_config(name, config).await;
+        let (controller, name) = (self.controller.clone(), name.to_owned());
+        let updated =
+            to_completion(async move { controller.update_backend_config(&name, config).await })
+                .await;
         self.saved(updated)
     }
 
@@ -266,7 +284,10 @@ impl Serve {
             .iter()
             .map(|e| (e.name.clone(), e.config.clone()))
             .collect();
-        let failures = self.controller.apply(planned, endpoints).await;
+        let controller = self.controller.clone();
+        let failures = to_completion(async move { Ok(controller.apply(planned, endpoints).await) })
+            .await
+            .unwrap_or_else(|e| vec![("app".to_owned(), e)]);
         self.save();
         let Some((name, error)) = failures.into_iter().next() else {
             return Ok(());
@@ -337,6 +358,16 @@ impl Serve {
             tracing::warn!("replicas still stopping after {REPLICA_STOP_TIMEOUT:?}");
         }
     }
+}
+
+/// Runs a change to completion on a task of its own: a caller that stops waiting (a client
+/// that disconnects, a dropped future) does not leave it half done.
+async fn to_completion<T: Send + 'static>(
+    change: impl Future<Output = Result<T, ServeError>> + Send + 'static,
+) -> Result<T, ServeError> {
+    tokio::spawn(change)
+        .await
+        .map_err(|e| ServeError::Internal(format!("a change did not finish: {e}")))?
 }
 
 /// Runs every check `ferroserve run` runs before it starts a replica: the HTTP options and

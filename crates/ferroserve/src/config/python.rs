@@ -29,6 +29,11 @@ pub struct PythonBackend {
         default = "default_start_timeout"
     )]
     pub start_timeout: Duration,
+    /// The class or function itself, pickled (cloudpickle) and base64-encoded: for one
+    /// defined in a script or a notebook, which no module can import. `target` then only
+    /// names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pickled: Option<String>,
 }
 
 fn default_start_timeout() -> Duration {
@@ -68,6 +73,7 @@ impl PythonBackend {
             python_executable: None,
             env: BTreeMap::new(),
             start_timeout: DEFAULT_START_TIMEOUT,
+            pickled: None,
         }
     }
 

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{Shared, error, json, serve_error};
-use crate::config::{AppConfig, AppSpec, ConfigError, HttpOptions, Traffic};
+use crate::config::{AppConfig, AppSpec, BackendSpec, ConfigError, HttpOptions, Traffic};
 use crate::error::ServeError;
 
 type Answer = http::Response<Full<Bytes>>;
@@ -70,11 +70,12 @@ pub(super) async fn route(shared: &Shared, method: &Method, path: &str, body: &[
                 .await;
             done(shared, changed)
         }
+        (&Method::POST, ["api", "call"]) => call(shared, body).await,
         (&Method::POST, ["api", "shutdown"]) => {
             shared.shutdown_asked.notify_one();
             json(StatusCode::ACCEPTED, &json!({ "status": "shutting down" }))
         }
-        (_, ["api", "app" | "status" | "shutdown"])
+        (_, ["api", "app" | "status" | "shutdown" | "call"])
         | (_, ["api", "backends" | "endpoints", _])
         | (_, ["api", "endpoints", _, "traffic" | "shadow"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -211,14 +212,51 @@ fn parse_endpoint(
         })
 }
 
-/// Creates (`POST`) or changes (`PUT`) a backend from a body in a file's shape.
-async fn put_backend(shared: &Shared, create: bool, name: &str, body: &[u8]) -> Answer {
-    let app = match parse_entry(shared, "backends", name, body, json!({})) {
-        Ok(app) => app,
-        Err(e) => return config_error(&e),
+/// A backend as `GET /api/app` lists it (`python` an object, which can carry a pickled
+/// class or function), named `name`.
+fn parse_listed_backend(name: &str, body: &[u8]) -> Option<Result<BackendSpec, ConfigError>> {
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    if !value.get("python").is_some_and(Value::is_object) {
+        return None;
+    }
+    value["name"] = Value::from(name);
+    let invalid = |message: String| ConfigError {
+        file: "the request body".to_owned(),
+        line: 0,
+        key: format!("backends.{name}"),
+        message,
     };
-    let Some(spec) = app.spec.backends.first() else {
-        return error(StatusCode::BAD_REQUEST, "the body holds no backend");
+    let spec = serde_json::from_value::<BackendSpec>(value).map_err(|e| invalid(e.to_string()));
+    Some(spec.and_then(|spec| {
+        let app = AppSpec {
+            backends: vec![spec],
+            endpoints: Vec::new(),
+        };
+        app.validate().map_err(|e| invalid(e.to_string()))?;
+        Ok(app.backends.into_iter().next().expect("one backend"))
+    }))
+}
+
+/// Creates (`POST`) or changes (`PUT`) a backend from a body in a file's shape, or as
+/// `GET /api/app` lists one.
+async fn put_backend(shared: &Shared, create: bool, name: &str, body: &[u8]) -> Answer {
+    let parsed = parse_listed_backend(name, body).unwrap_or_else(|| {
+        parse_entry(shared, "backends", name, body, json!({})).and_then(|app| {
+            app.spec
+                .backends
+                .into_iter()
+                .next()
+                .ok_or_else(|| ConfigError {
+                    file: "the request body".to_owned(),
+                    line: 0,
+                    key: format!("backends.{name}"),
+                    message: "holds no backend".to_owned(),
+                })
+        })
+    });
+    let spec = match parsed {
+        Ok(spec) => spec,
+        Err(e) => return config_error(&e),
     };
     let Some(factory) = crate::replica::factory_of(&spec.kind, &shared.registry) else {
         return serve_error(&ServeError::BackendNotFound(name.to_owned()));
@@ -234,6 +272,41 @@ async fn put_backend(shared: &Shared, create: bool, name: &str, body: &[u8]) -> 
             .await
     };
     done(shared, changed)
+}
+
+/// A handle call from a Python script, through the same router as HTTP. The body and the
+/// answer are each a little-endian u32 length, that much JSON meta, then the payload: the
+/// meta of a worker's handle call (endpoint, method, argument kind, HTTP options) and its
+/// argument; then the answer's meta (`kind`, `status`, `media_type`, or `error`) and body.
+async fn call(shared: &Shared, body: &[u8]) -> Answer {
+    let Some((meta, arg)) = split_meta(body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a call is a u32 meta length, the JSON meta, then the argument",
+        );
+    };
+    let caller = shared.serve.caller();
+    let answer =
+        crate::replica::call_from_python(&*caller, meta, Bytes::copy_from_slice(arg)).await;
+    let (meta, payload) = crate::replica::python_reply(answer);
+    let meta = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
+    let mut out = Vec::with_capacity(4 + meta.len() + payload.len());
+    out.extend_from_slice(&u32::try_from(meta.len()).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&payload);
+    let mut response = http::Response::new(Full::new(Bytes::from(out)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-ferroserve-call"),
+    );
+    response
+}
+
+/// `body` as (meta, rest), after its u32 little-endian meta length.
+fn split_meta(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
+    let end = 4usize.checked_add(usize::try_from(len).ok()?)?;
+    Some((body.get(4..end)?, body.get(end..)?))
 }
 
 /// 200 with the new status, or the error.

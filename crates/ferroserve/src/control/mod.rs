@@ -24,6 +24,10 @@ use crate::serve::Serve;
 pub const DEFAULT_CONTROL_PORT: u16 = 8265;
 /// The largest request body the control API reads (an app file): 16 MiB.
 const MAX_BODY: usize = 16 << 20;
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The most connections the control API serves at once; past it, new ones are closed.
+const MAX_CONNECTIONS: usize = 256;
 
 /// Where the control API listens, and the token it asks for.
 #[derive(Debug, Clone)]
@@ -134,6 +138,7 @@ impl ControlServer {
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -141,6 +146,12 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
         };
         let Ok((stream, _)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(permit) = room.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "the control API has {MAX_CONNECTIONS} connections open; closing a new one"
+            );
             continue;
         };
         let shared = shared.clone();
@@ -156,6 +167,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
             if let Err(e) = connection.await {
                 tracing::debug!("control connection: {e}");
             }
+            drop(permit);
         });
     }
 }
@@ -168,7 +180,7 @@ async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes())) {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
                 "a bearer token is required: send `Authorization: Bearer TOKEN` (ferroserve: --token or FERROSERVE_CONTROL_TOKEN)",
@@ -180,16 +192,33 @@ async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response
         }
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
-            );
-        }
-    };
+    let body =
+        match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+                );
+            }
+        };
     api::route(shared, &parts.method, parts.uri.path(), &body).await
+}
+
+/// Whether two secrets are equal, in a time that does not tell how much of them matched.
+fn same_secret(given: &[u8], token: &[u8]) -> bool {
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
 }
 
 /// A JSON answer.

@@ -62,6 +62,8 @@ impl Controller {
             .map(|(name, d)| (name.clone(), (d.kind.clone(), d.config.clone())))
             .collect();
         let listed: Vec<String> = backends.iter().map(|p| p.name.clone()).collect();
+        // A failed creation of a backend no longer listed is over.
+        self.lock().failed.retain(|name, _| listed.contains(name));
         let changes = backends.into_iter().map(|p| {
             let before = existing.get(&p.name).cloned();
             async move {
@@ -163,6 +165,24 @@ impl Controller {
                 }
             }
         }
+        // An old config kept for a failed endpoint may claim a route a new endpoint took:
+        // the kept one gives way (two endpoints on one route is not a valid app).
+        let kept: Vec<String> = failures.iter().map(|(n, _)| n.clone()).collect();
+        let mut routes: HashMap<String, String> = HashMap::new();
+        for (name, config) in &next {
+            if let Some(route) = &config.route
+                && !kept.contains(name)
+            {
+                routes.insert(route.clone(), name.clone());
+            }
+        }
+        next.retain(|name, config| {
+            !kept.contains(name)
+                || config
+                    .route
+                    .as_ref()
+                    .is_none_or(|route| !routes.contains_key(route))
+        });
         if next != state.desired.endpoints {
             state.desired.endpoints = next;
             self.publish(&mut state);

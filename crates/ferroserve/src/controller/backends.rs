@@ -252,15 +252,17 @@ impl Controller {
             running.changing.clone()
         };
         let _one_change_at_a_time = changing.lock().await;
-        let current = self.current(name)?;
+        let mut current = self.current(name)?;
+        // Held here, the old replicas could not be dropped (and stopped) when they leave.
+        let old = std::mem::take(&mut current.replicas);
         self.set_condition(
             name,
             Some((BackendStatus::Updating, "applying a change".to_owned())),
         );
         let outcome = if new_code || current.config.needs_new_replicas(&config) {
-            self.roll(name, &current, factory, config, kind).await
+            self.roll(name, &current, old, factory, config, kind).await
         } else {
-            self.change_in_place(name, &current, config).await
+            self.change_in_place(name, &current, old, config).await
         };
         match &outcome {
             Ok(()) => self.set_condition(name, None),
@@ -277,11 +279,11 @@ impl Controller {
         &self,
         name: &str,
         current: &Current,
+        mut by_load: Vec<Arc<dyn Replica>>,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
         let wanted = config.num_replicas;
         // The least busy are removed first.
-        let mut by_load = current.replicas.clone();
         by_load.sort_by_key(|r| std::cmp::Reverse(r.in_flight()));
         let kept = &by_load[..wanted.min(by_load.len())];
         if current.config.user_config != config.user_config {
@@ -291,7 +293,23 @@ impl Controller {
                         info.state = ReplicaState::Updating;
                     }
                 });
-                let done = replica.reconfigure(&config.user_config).await;
+                let limit = config.health_check_timeout();
+                let done = tokio::time::timeout(limit, replica.reconfigure(&config.user_config))
+                    .await
+                    .unwrap_or_else(|_| {
+                        // A replica stuck in `reconfigure` is replaced, as an unhealthy one is.
+                        let _ = self.env.deaths.send(Death {
+                            backend: name.into(),
+                            replica: replica.id().into(),
+                        });
+                        Err(ServeError::StartFailed {
+                            backend: name.to_owned(),
+                            message: format!(
+                                "replica `{}`: reconfigure took longer than {limit:?}; it is replaced",
+                                replica.id()
+                            ),
+                        })
+                    });
                 self.with_infos(name, |infos| {
                     if let Some(info) = infos.get_mut(replica.id()) {
                         info.state = ReplicaState::Running;
@@ -305,7 +323,8 @@ impl Controller {
         let fresh = self
             .start_replicas(name, &current.factory, &config, first, missing, 0)
             .await?;
-        let removed = by_load[kept.len()..].to_vec();
+        let removed = by_load.split_off(kept.len());
+        drop(by_load);
         let desired = DesiredBackend {
             factory: current.factory.clone(),
             config,
@@ -344,7 +363,19 @@ impl Controller {
         for replica in &fresh {
             running.mark(replica.id(), ReplicaState::Running);
         }
+        // One that died while the others started: replaced at once, as any dead replica.
+        let dead: Vec<Arc<str>> = fresh
+            .iter()
+            .filter(|r| !r.is_alive())
+            .map(|r| Arc::from(r.id()))
+            .collect();
         running.replicas.extend(fresh);
+        for replica in dead {
+            let _ = self.env.deaths.send(Death {
+                backend: name.into(),
+                replica,
+            });
+        }
         let queue = running.queue.clone();
         let count = running.replicas.len();
         let mut within = None;
@@ -437,7 +468,12 @@ impl Controller {
             found
         };
         let forget = |controller: &Self| {
-            if let Some(running) = controller.lock().actual.get_mut(name) {
+            if let Some(running) = controller
+                .lock()
+                .actual
+                .get_mut(name)
+                .filter(|r| r.generation == generation)
+            {
                 running.info.shift_remove(&*death.replica);
             }
         };

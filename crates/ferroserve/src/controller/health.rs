@@ -33,9 +33,11 @@ impl Controller {
             .clamp(MIN_TICK, MAX_TICK)
     }
 
-    /// Checks the running replicas of every backend whose period has passed; records each
-    /// outcome, and replaces a replica that failed [`FAILURE_THRESHOLD`] checks in a row.
-    pub(super) async fn check_health(&self) {
+    /// Starts the checks of every backend whose period has passed and whose last checks
+    /// are over, each backend on a task of its own (one stuck check delays no other
+    /// backend); records each outcome, and replaces a replica that failed
+    /// [`FAILURE_THRESHOLD`] checks in a row.
+    pub(super) fn check_health(&self) {
         let due: Vec<Due> = {
             let mut state = self.lock();
             let now = Instant::now();
@@ -46,33 +48,44 @@ impl Controller {
                 .filter_map(|(name, running)| {
                     let config = &state.desired.backends.get(name)?.config;
                     let period = config.health_check_period();
-                    if running
-                        .last_checked
-                        .is_some_and(|at| now.duration_since(at) < period)
+                    if running.checking
+                        || running
+                            .last_checked
+                            .is_some_and(|at| now.duration_since(at) < period)
                     {
                         return None;
                     }
                     running.last_checked = Some(now);
+                    running.checking = true;
                     let timeout = config.health_check_timeout();
                     Some((name.clone(), timeout, running.replicas.clone()))
                 })
                 .collect()
         };
-        let checks = due.into_iter().flat_map(|(backend, timeout, replicas)| {
-            replicas.into_iter().map(move |replica| {
-                let backend = backend.clone();
-                async move {
-                    let outcome = match tokio::time::timeout(timeout, replica.check_health()).await
-                    {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("its health check took longer than {timeout:?}")),
-                    };
-                    self.record_check(&backend, replica.id(), outcome);
+        for (backend, timeout, replicas) in due {
+            let Some(controller) = self.me.upgrade() else {
+                return;
+            };
+            tokio::spawn(async move {
+                let checks = replicas.into_iter().map(|replica| {
+                    let (controller, backend) = (&controller, &backend);
+                    async move {
+                        let outcome = match tokio::time::timeout(timeout, replica.check_health())
+                            .await
+                        {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err(format!("its health check took longer than {timeout:?}")),
+                        };
+                        controller.record_check(backend, replica.id(), outcome);
+                    }
+                });
+                futures_util::future::join_all(checks).await;
+                if let Some(running) = controller.lock().actual.get_mut(&backend) {
+                    running.checking = false;
                 }
-            })
-        });
-        futures_util::future::join_all(checks).await;
+            });
+        }
     }
 
     /// Records one check of replica `id`; a third failure in a row replaces it.

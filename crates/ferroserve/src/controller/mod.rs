@@ -64,6 +64,8 @@ struct Running {
     condition: Option<(BackendStatus, String)>,
     /// When its replicas' health was last checked.
     last_checked: Option<Instant>,
+    /// Its checks are running.
+    checking: bool,
     /// Restarts that failed in a row.
     failed_restarts: u32,
 }
@@ -80,6 +82,7 @@ impl Running {
             info: IndexMap::new(),
             condition: None,
             last_checked: None,
+            checking: false,
             failed_restarts: 0,
         }
     }
@@ -157,7 +160,7 @@ impl Controller {
                 let Some(controller) = checked.upgrade() else {
                     return;
                 };
-                controller.check_health().await;
+                controller.check_health();
                 tick = controller.health_tick();
             }
         });
@@ -278,6 +281,11 @@ impl Controller {
         }
         self.publish(&mut state);
         Ok(())
+    }
+
+    /// Whether the server stopped (after [`Controller::shutdown`]).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.lock().stopped
     }
 
     /// Marks the server as stopping: `/-/healthz` and `/-/ready` answer 503 from now on.

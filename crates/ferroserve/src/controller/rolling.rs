@@ -20,6 +20,7 @@ impl Controller {
         &self,
         name: &str,
         current: &Current,
+        mut old: Vec<Arc<dyn Replica>>,
         factory: BackendFactory,
         config: BackendConfig,
         kind: Option<BackendKind>,
@@ -27,7 +28,6 @@ impl Controller {
         let target = config.num_replicas;
         let surge = config.max_surge.max(1);
         let generation = current.generation;
-        let mut old: Vec<Arc<dyn Replica>> = current.replicas.clone();
         let mut taken_out = 0;
         let mut new: Vec<Arc<dyn Replica>> = Vec::with_capacity(target);
         tracing::info!(
@@ -50,13 +50,18 @@ impl Controller {
                     taken_out += out.len();
                     new.extend(fresh.iter().cloned());
                     self.swap(name, generation, fresh, &out, None)?;
+                    drop(out);
                 }
                 Err(e) => {
-                    self.roll_back(name, current, taken_out, &new).await;
+                    let outcome = if self.roll_back(name, current, taken_out, new).await {
+                        "so it was rolled back and the old one serves"
+                    } else {
+                        "and the rollback could not restart the old one: the new replicas that started serve beside the old ones left"
+                    };
                     return Err(ServeError::StartFailed {
                         backend: name.to_owned(),
                         message: format!(
-                            "the new version failed, so it was rolled back and the old one serves: {}",
+                            "the new version failed, {outcome}: {}",
                             start_message(&e)
                         ),
                     });
@@ -73,23 +78,25 @@ impl Controller {
         Ok(())
     }
 
-    /// Starts `taken_out` replicas of the old version again, then takes `new` out.
+    /// Starts `taken_out` replicas of the old version again, then takes `new` out; whether
+    /// it could.
     async fn roll_back(
         &self,
         name: &str,
         current: &Current,
         taken_out: usize,
-        new: &[Arc<dyn Replica>],
-    ) {
+        new: Vec<Arc<dyn Replica>>,
+    ) -> bool {
         let first = self.reserve_numbers(name, taken_out);
         let restored = self
             .start_replicas(name, &current.factory, &current.config, first, taken_out, 0)
             .await;
         match restored {
             Ok(back) => {
-                if let Err(e) = self.swap(name, current.generation, back, new, None) {
+                if let Err(e) = self.swap(name, current.generation, back, &new, None) {
                     tracing::warn!(backend = name, "rollback: {e}");
                 }
+                true
             }
             Err(e) => {
                 // The new replicas that started are healthy: they keep serving, rather
@@ -98,6 +105,7 @@ impl Controller {
                     backend = name,
                     "rollback could not restart the old version ({e}); the new replicas that started keep serving"
                 );
+                false
             }
         }
     }

@@ -13,6 +13,7 @@ mod python;
 
 pub(crate) use kind::factory_of;
 pub(crate) use local::LocalReplica;
+pub(crate) use python::handle_calls::{call_from_python, python_reply};
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -38,8 +38,21 @@ pub(super) async fn serve_handle_call(
     frame: Frame,
 ) {
     let id = frame.id;
-    let answer = handle_call(&*caller, frame).await;
-    let (meta, body) = match answer {
+    let answer = call_from_python(&*caller, &frame.meta, frame.body).await;
+    let (meta, body) = python_reply(answer);
+    let Ok(meta) = serde_json::to_vec(&meta) else {
+        return;
+    };
+    if let Ok(frame) = encode(id, kind::HANDLE_REPLY, &meta, &body) {
+        let _ = link.writer.send(frame);
+    }
+}
+
+/// The answer to a handle call from Python, as its meta and body: a pickled value (`kind:
+/// pickle`), an HTTP-shaped answer (`kind: http`, with status and media type), or an error
+/// (`error`, `status`).
+pub(crate) fn python_reply(answer: Result<Response, ServeError>) -> (serde_json::Value, Bytes) {
+    match answer {
         Ok(response) => {
             let (status, headers, body) = response.into_parts();
             let media_type = headers
@@ -66,26 +79,27 @@ pub(super) async fn serve_handle_call(
             serde_json::json!({"error": e.to_string(), "status": e.status().as_u16()}),
             Bytes::new(),
         ),
-    };
-    let Ok(meta) = serde_json::to_vec(&meta) else {
-        return;
-    };
-    if let Ok(frame) = encode(id, kind::HANDLE_REPLY, &meta, &body) {
-        let _ = link.writer.send(frame);
     }
 }
 
-async fn handle_call(caller: &dyn EndpointCaller, frame: Frame) -> Result<Response, ServeError> {
-    let meta: HandleCallMeta = serde_json::from_slice(&frame.meta)
-        .map_err(|e| ServeError::BadRequest(format!("a bad handle call from a worker: {e}")))?;
+/// Runs a handle call from Python — a worker's, or a script's through the control API —
+/// whose `meta` says the endpoint, method, argument kind and HTTP options, with `body` as
+/// its argument.
+pub(crate) async fn call_from_python(
+    caller: &dyn EndpointCaller,
+    meta: &[u8],
+    body: Bytes,
+) -> Result<Response, ServeError> {
+    let meta: HandleCallMeta = serde_json::from_slice(meta)
+        .map_err(|e| ServeError::BadRequest(format!("a bad handle call: {e}")))?;
     let payload = match meta.arg.as_str() {
-        "text" => Payload::Text(frame.body),
-        "pickle" => Payload::Pickled(frame.body),
+        "text" => Payload::Text(body),
+        "pickle" => Payload::Pickled(body),
         "json" => Payload::Json(
-            serde_json::from_slice(&frame.body)
+            serde_json::from_slice(&body)
                 .map_err(|e| ServeError::BadRequest(format!("bad JSON argument: {e}")))?,
         ),
-        _ => Payload::Bytes(frame.body),
+        _ => Payload::Bytes(body),
     };
     let mut req = Request::from_payload(payload);
     req.python_caller = true;

@@ -5,7 +5,7 @@
 //! makes to other endpoints), `runtime` (the Python package the binary carries).
 
 mod frame;
-mod handle_calls;
+pub(crate) mod handle_calls;
 mod link;
 mod process;
 mod runtime;

@@ -81,6 +81,10 @@ fn python_path(runtime: &Path, spec: &PythonBackend) -> std::ffi::OsString {
 /// started as a worker would be (interpreter, import path, environment, directory): what
 /// `ferroserve check` runs. Blocks for at most the start timeout.
 pub(super) fn check_import(spec: &PythonBackend) -> Result<(), String> {
+    if spec.pickled.is_some() {
+        // Defined in a script: nothing to import by name; the worker unpickles it.
+        return Ok(());
+    }
     const PROBE: &str = "import importlib, sys\n\
 module, _, attr = sys.argv[1].partition(':')\n\
 getattr(importlib.import_module(module), attr)\n";
@@ -224,6 +228,7 @@ async fn handshake(
     };
     let init = serde_json::json!({
         "target": spec.target,
+        "pickled": spec.pickled,
         "init_args": config.init_args,
         "user_config": config.user_config,
         "backend": ctx.backend,

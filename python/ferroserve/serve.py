@@ -1,0 +1,460 @@
+"""Ray Serve's 1.x Python API, against a Ferroserve server: ``from ferroserve import serve``.
+
+    client = serve.start()                       # a server owned by this script
+    client.create_backend("hello", hello)        # a function or class, by reference or value
+    client.create_endpoint("hello", backend="hello", route="/hello")
+    handle = client.get_handle("hello")
+    print(ferroserve.get(handle.remote("world")))
+
+Everything goes through the server's control API (see docs/operations.md) with the standard
+library's HTTP client: nothing to install but the ``ferroserve`` command.
+"""
+
+import atexit
+import base64
+import concurrent.futures
+import inspect
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+__all__ = [
+    "Client",
+    "ClientHandle",
+    "ObjectRef",
+    "RayServeException",
+    "connect",
+    "get",
+    "start",
+    "wait",
+]
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+
+
+class RayServeException(Exception):
+    """An error from the server or from a backend, raised in the caller: ``status`` is the
+    HTTP status it would have had, ``remote_type`` the backend's exception type when known."""
+
+    def __init__(self, message, status=None, remote_type=None):
+        super().__init__(message)
+        self.status = status
+        self.remote_type = remote_type
+
+
+ServeException = RayServeException
+
+
+class GetTimeoutError(TimeoutError):
+    """``get`` waited longer than its ``timeout``."""
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def _binary():
+    found = os.environ.get("FERROSERVE_BIN") or shutil.which("ferroserve")
+    if not found:
+        raise RayServeException(
+            "cannot find the `ferroserve` command: pip install ferroserve (or ./python), "
+            "or set FERROSERVE_BIN to its path"
+        )
+    return found
+
+
+def _http_section(http_options):
+    """The app file's `http` section for ``serve.start``'s ``http_options``."""
+    from ._middlewares import middleware_options
+
+    http = {}
+    for key, value in (http_options or {}).items():
+        if key == "middlewares":
+            http["middlewares"] = [middleware_options(m) for m in value]
+        elif key in ("host", "port"):
+            http[key] = value
+        elif key == "location":
+            if value not in (None, "HeadOnly", "EveryNode"):
+                raise ValueError(f"http_options.location: `{value}` is not supported")
+        else:
+            raise ValueError(f"http_options: unknown key `{key}` (host, port, middlewares)")
+    return http
+
+
+def start(detached=False, http_options=None, *, control_port=0, state_dir=None):
+    """Starts a ``ferroserve start`` process and returns a client to it. Unless
+    ``detached``, the server is stopped when this script exits. ``http_options``: ``host``,
+    ``port`` (8000; 0 picks a free one) and ``middlewares`` (Starlette's CORS, GZip,
+    TrustedHost and HTTPSRedirect)."""
+    http = {"host": "127.0.0.1", "port": 8000}
+    http.update(_http_section(http_options))
+    workdir = tempfile.mkdtemp(prefix="ferroserve-")
+    app = os.path.join(workdir, "app.json")
+    with open(app, "w") as f:
+        json.dump({"http": http}, f)
+    args = [_binary(), "start", app, "--control-port", str(control_port)]
+    if state_dir is not None:
+        args += ["--state-dir", os.fspath(state_dir)]
+    env = dict(os.environ)
+    # Workers run in this interpreter, so what this script can import, they can.
+    env.setdefault("FERROSERVE_PYTHON", sys.executable)
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=detached,
+        text=True,
+    )
+    control = proxy = None
+    for line in process.stdout:
+        if line.startswith("ferroserve control API on "):
+            control = line.split(" on ", 1)[1].strip()
+        elif line.startswith("ferroserve listening on "):
+            proxy = line.split(" on ", 1)[1].strip()
+            break
+    if control is None or proxy is None:
+        code = process.wait()
+        raise RayServeException(f"the server did not start (exit code {code}); see its output above")
+    # Keep reading its output so that it never blocks on a full pipe.
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+    client = Client(control, http_address=proxy, process=process)
+    if not detached:
+        atexit.register(client.shutdown)
+    return client
+
+
+def connect(address=None):
+    """A client to a running server: ``address`` is its control API (default
+    ``$FERROSERVE_ADDRESS``, else ``http://127.0.0.1:8265``)."""
+    client = Client(address or os.environ.get("FERROSERVE_ADDRESS") or DEFAULT_ADDRESS)
+    client._request("GET", "/api/status")
+    return client
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+def _config_body(config):
+    """Ray's backend config keys as the server's."""
+    body = {}
+    for key, value in (config or {}).items():
+        if key == "batch_wait_timeout":  # Ray 1.x: seconds
+            body["batch_wait_timeout_ms"] = int(round(float(value) * 1000))
+        elif key == "max_concurrent_queries" or key == "max_queued_requests":
+            body[key] = value
+        else:
+            body[key] = value
+    return body
+
+
+def _where(func_or_class):
+    """(target, working_dir, pickled) of a function or class: by reference when a module
+    can import it, else by value (cloudpickle)."""
+    module = inspect.getmodule(func_or_class)
+    name = getattr(func_or_class, "__qualname__", getattr(func_or_class, "__name__", None))
+    if module is not None and module.__name__ != "__main__" and name and "<" not in name:
+        path = getattr(module, "__file__", None)
+        if path:
+            root = os.path.dirname(os.path.abspath(path))
+            depth = module.__name__.count(".")
+            if os.path.basename(path).startswith("__init__."):
+                depth += 1
+            for _ in range(depth):
+                root = os.path.dirname(root)
+            return f"{module.__name__}:{name}", root, None
+    try:
+        import cloudpickle
+    except ImportError:
+        raise RayServeException(
+            f"`{name}` is defined in a script or notebook, so it is sent by value, which needs "
+            "cloudpickle: pip install cloudpickle (or move it into a module)"
+        ) from None
+    pickled = base64.b64encode(cloudpickle.dumps(func_or_class)).decode("ascii")
+    short = getattr(func_or_class, "__name__", "")
+    label = short if short.isidentifier() else "backend"
+    return f"__main__:{label}", os.getcwd(), pickled
+
+
+class Client:
+    """Ray Serve 1.x's client, over the control API at ``address``."""
+
+    def __init__(self, address, http_address=None, process=None):
+        self.address = address.rstrip("/")
+        self.http_address = http_address
+        self._process = process
+        self._executor = None
+
+    def __repr__(self):
+        return f"Client({self.address!r})"
+
+    def _request(self, method, path, body=None, timeout=600):
+        data = None
+        headers = {}
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        token = os.environ.get("FERROSERVE_CONTROL_TOKEN")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.address + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            text = error.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(text).get("error", text)
+            except ValueError:
+                message = text
+            raise RayServeException(message, status=error.code) from None
+        except (urllib.error.URLError, ConnectionError) as error:
+            reason = getattr(error, "reason", error)
+            raise ConnectionError(f"cannot reach the Ferroserve server at {self.address}: {reason}") from None
+
+    def _json(self, method, path, body=None):
+        return json.loads(self._request(method, path, body) or b"null")
+
+    # backends
+
+    def create_backend(self, backend_tag, func_or_class, *actor_init_args, config=None, env=None):
+        """Starts a backend running ``func_or_class`` (a class gets ``actor_init_args``);
+        returns once its replicas run. ``config`` takes the app file's keys."""
+        target, working_dir, pickled = _where(func_or_class)
+        python = {"target": target, "working_dir": working_dir}
+        if pickled is not None:
+            python["pickled"] = pickled
+        if env:
+            python["env"] = {str(k): str(v) for k, v in dict(env).items()}
+        body = {"python": python}
+        body.update(_config_body(config))
+        if actor_init_args:
+            body["init_args"] = list(actor_init_args)
+        self._request("POST", f"/api/backends/{backend_tag}", body)
+
+    def update_backend_config(self, backend_tag, config_options):
+        """Changes some of a backend's config keys while it serves (scale, ``user_config``,
+        limits in place; ``init_args`` or batching by a rolling update)."""
+        listed = self._backend(backend_tag)
+        listed.update(_config_body(config_options))
+        listed.pop("name", None)
+        self._request("PUT", f"/api/backends/{backend_tag}", listed)
+
+    def get_backend_config(self, backend_tag):
+        """A backend's config, as the app file's keys."""
+        listed = self._backend(backend_tag)
+        return {k: v for k, v in listed.items() if k not in ("name", "python", "builtin", "rust")}
+
+    def _backend(self, backend_tag):
+        for backend in self._json("GET", "/api/app").get("backends", []):
+            if backend.get("name") == backend_tag:
+                return backend
+        raise RayServeException(f"backend `{backend_tag}` does not exist", status=404)
+
+    def delete_backend(self, backend_tag):
+        self._request("DELETE", f"/api/backends/{backend_tag}")
+
+    def list_backends(self):
+        """Each backend's config, by name."""
+        return {
+            b["name"]: {k: v for k, v in b.items() if k != "name"}
+            for b in self._json("GET", "/api/app").get("backends", [])
+        }
+
+    # endpoints
+
+    def create_endpoint(self, endpoint_name, *, backend=None, route=None, methods=("GET",)):
+        """An endpoint sending all its traffic to ``backend``, served at ``route`` if given."""
+        if backend is None:
+            raise TypeError("create_endpoint needs backend=")
+        body = {"backend": backend, "methods": [m.upper() for m in methods]}
+        if route is not None:
+            body["route"] = route
+        self._request("POST", f"/api/endpoints/{endpoint_name}", body)
+
+    def delete_endpoint(self, endpoint):
+        self._request("DELETE", f"/api/endpoints/{endpoint}")
+
+    def list_endpoints(self):
+        """Each endpoint's route, methods, traffic and shadow, by name."""
+        return self._json("GET", "/api/status").get("endpoints", {})
+
+    def set_traffic(self, endpoint_name, traffic_policy_dictionary):
+        self._request("PUT", f"/api/endpoints/{endpoint_name}/traffic", dict(traffic_policy_dictionary))
+
+    def shadow_traffic(self, endpoint_name, backend_tag, proportion):
+        body = {"backend": backend_tag, "proportion": float(proportion)}
+        self._request("PUT", f"/api/endpoints/{endpoint_name}/shadow", body)
+
+    # handles
+
+    def get_handle(self, endpoint_name, missing_ok=False):
+        """A handle to an endpoint: ``handle.remote(arg)`` goes through the same router as
+        HTTP (traffic, replica choice, queue, batching)."""
+        if not missing_ok and endpoint_name not in self.list_endpoints():
+            raise RayServeException(f"endpoint `{endpoint_name}` does not exist", status=404)
+        return ClientHandle(self, endpoint_name)
+
+    def _pool(self):
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="ferroserve-call")
+        return self._executor
+
+    # the server
+
+    def shutdown(self):
+        """Stops the server (one this script started, or any it is connected to)."""
+        try:
+            self._request("POST", "/api/shutdown", timeout=5)
+        except (ConnectionError, RayServeException):
+            pass
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None
+
+
+class ObjectRef:
+    """The answer of ``handle.remote(...)``: ``ferroserve.get(ref)``, ``ref.result()``, or
+    ``await ref``."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future):
+        self._future = future
+
+    def result(self, timeout=None):
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise GetTimeoutError(f"no answer within {timeout} s") from None
+
+    def done(self):
+        return self._future.done()
+
+    def __await__(self):
+        import asyncio
+
+        return asyncio.wrap_future(self._future).__await__()
+
+
+class ClientHandle:
+    """A handle to an endpoint, from a script."""
+
+    __slots__ = ("_client", "endpoint", "_options")
+
+    def __init__(self, client, endpoint, options=None):
+        self._client = client
+        self.endpoint = endpoint
+        self._options = options or {}
+
+    def options(self, method_name=None, http_method=None, http_headers=None, query_params=None, shard_key=None):
+        """A handle with these options; HTTP options make calls HTTP-shaped."""
+        from ._api import Handle
+
+        shaped = Handle(self.endpoint, self._options).options(
+            method_name=method_name,
+            http_method=http_method,
+            http_headers=http_headers,
+            query_params=query_params,
+            shard_key=shard_key,
+        )
+        return ClientHandle(self._client, self.endpoint, shaped._options)
+
+    def remote(self, *args):
+        """Sends one argument (any Python object, pickled) to the endpoint now."""
+        if len(args) > 1:
+            raise TypeError("remote() takes one argument")
+        arg = args[0] if args else None
+        meta, body = _encode_arg(arg)
+        meta.update(
+            {
+                "endpoint": self.endpoint,
+                "method": self._options.get("method", "__call__"),
+                "http": self._options.get("http"),
+                "shard_key": self._options.get("shard_key"),
+            }
+        )
+        return ObjectRef(self._client._pool().submit(_call, self._client, meta, body))
+
+    def __repr__(self):
+        return f"ClientHandle({self.endpoint!r})"
+
+
+def _encode_arg(arg):
+    import pickle
+
+    if isinstance(arg, (bytes, bytearray)):
+        return {"arg": "bytes"}, bytes(arg)
+    return {"arg": "pickle"}, pickle.dumps(arg, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _call(client, meta, body):
+    from ._api import decode_reply
+
+    encoded = json.dumps(meta).encode("utf-8")
+    raw = client._request("POST", "/api/call", struct.pack("<I", len(encoded)) + encoded + body)
+    (length,) = struct.unpack_from("<I", raw)
+    reply = json.loads(raw[4 : 4 + length])
+    payload = raw[4 + length :]
+    if "error" in reply:
+        raise RayServeException(reply["error"], status=reply.get("status"))
+    status = reply.get("status", 200)
+    if reply.get("kind") != "pickle" and status >= 400:
+        raise RayServeException(payload.decode("utf-8", "replace").strip(), status=status)
+    return decode_reply(reply, payload)
+
+
+# --- get and wait, as ray.get and ray.wait --------------------------------------------------
+
+
+def get(refs, timeout=None):
+    """The value of a ref, or the values of a list of refs (in order); a backend's error is
+    raised here as a ``RayServeException``; past ``timeout`` seconds, ``GetTimeoutError``."""
+    if isinstance(refs, (list, tuple)):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for ref in refs:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            values.append(_result(ref, left))
+        return values
+    return _result(refs, timeout)
+
+
+def _result(ref, timeout):
+    if hasattr(ref, "result"):
+        return ref.result(timeout)
+    raise TypeError(f"get() takes refs from handle.remote(), not {type(ref).__name__}")
+
+
+def wait(refs, num_returns=1, timeout=None):
+    """``(ready, not_ready)``: the first ``num_returns`` refs to finish (in the order they
+    finished), and the rest, waiting at most ``timeout`` seconds — as ``ray.wait``."""
+    refs = list(refs)
+    if num_returns > len(refs):
+        raise ValueError(f"num_returns ({num_returns}) is more than the {len(refs)} refs")
+    by_future = {ref._future: ref for ref in refs}
+    ready = []
+    pending = set(by_future)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while len(ready) < num_returns and pending:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = concurrent.futures.wait(pending, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED)
+        if not done:
+            break
+        ready.extend(by_future[f] for f in done)
+    ready = ready[:num_returns]
+    not_ready = [ref for ref in refs if ref not in ready]
+    return ready, not_ready
