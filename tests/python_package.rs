@@ -78,3 +78,71 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// `pip install .` from the repository builds one wheel holding the `ferroserve` command
+/// and the package (maturin, `bindings = "bin"`). Built here with the dev profile in a
+/// target directory of its own (sharing `target/` would relink the binary other tests run
+/// while they run it); users get the release build.
+#[test]
+fn one_wheel_holds_the_command_and_the_package() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let scratch = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("maturin-wheel");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let wheels = scratch.join("wheels");
+    let output = Command::new("python3")
+        .args(["-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir"])
+        .arg(&wheels)
+        .arg(&root)
+        .env("MATURIN_PEP517_ARGS", "--profile dev")
+        .env("CARGO_TARGET_DIR", root.join("target/maturin"))
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .output()
+        .expect("pip runs");
+    assert!(
+        output.status.success(),
+        "pip wheel . failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let wheel = std::fs::read_dir(&wheels)
+        .expect("the wheel dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .expect("a wheel");
+    let target = scratch.join("installed");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+        .arg(&target)
+        .arg(&wheel)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .status()
+        .expect("pip runs");
+    assert!(
+        status.success(),
+        "pip install of {} failed",
+        wheel.display()
+    );
+    let version = Command::new(target.join("bin/ferroserve"))
+        .arg("--version")
+        .output()
+        .expect("the installed command runs");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("ferroserve "),
+        "{version:?}"
+    );
+    let import = Command::new("python3")
+        .args([
+            "-c",
+            "from ferroserve import serve; print(serve.start.__module__)",
+        ])
+        .env("PYTHONPATH", &target)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("python3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&import.stdout).trim(),
+        "ferroserve.serve",
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+}

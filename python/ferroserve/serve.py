@@ -61,11 +61,16 @@ class GetTimeoutError(TimeoutError):
 
 
 def _binary():
+    import sysconfig
+
+    # `pip install .` puts the command beside this interpreter's scripts, on PATH or not.
+    beside = [os.path.join(sysconfig.get_path("scripts"), "ferroserve"), os.path.join(os.path.dirname(sys.executable), "ferroserve")]
     found = os.environ.get("FERROSERVE_BIN") or shutil.which("ferroserve")
+    found = found or next((p for p in beside if os.access(p, os.X_OK)), None)
     if not found:
         raise RayServeException(
-            "cannot find the `ferroserve` command: pip install ferroserve (or ./python), "
-            "or set FERROSERVE_BIN to its path"
+            "cannot find the `ferroserve` command: pip install . from a Ferroserve checkout "
+            "(or cargo install --path .), or set FERROSERVE_BIN to its path"
         )
     return found
 
