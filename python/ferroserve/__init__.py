@@ -11,6 +11,7 @@ same package to editors and tests.
 
 from ._api import HTTPException, Handle, Response, ResponseRef, ServeError, accept_batch, get_handle, jsonable
 from ._request import FormData, Headers, QueryParams, Request, UploadFile
+from ._starlette import ServeRequest
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "Response",
     "ResponseRef",
     "ServeError",
+    "ServeRequest",
     "UploadFile",
     "accept_batch",
     "get",

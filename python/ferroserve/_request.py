@@ -1,6 +1,7 @@
 """The request a Python backend gets for an HTTP call (or a handle call made with HTTP
 options): the parts of Starlette's ``Request`` that backends use."""
 
+import abc
 import json as _json
 
 from ._api import HTTPException
@@ -126,12 +127,14 @@ def _parse_multipart(content_type, body):
     return items
 
 
-class Request:
+class Request(metaclass=abc.ABCMeta):
     """An HTTP-shaped request.
 
     ``origin`` is ``"http"`` for a request that came over HTTP and ``"handle"`` for a handle
     call made with HTTP options; a handle call without them hands the method its argument
-    itself, not a ``Request``.
+    itself, not a ``Request``. When Starlette is installed, an HTTP call is a
+    ``starlette.requests.Request`` with this class's API too, and ``isinstance(request,
+    ferroserve.Request)`` holds for it as well.
     """
 
     __slots__ = ("origin", "method", "path", "query_string", "headers", "_body", "_query", "_json")

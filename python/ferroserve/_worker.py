@@ -18,6 +18,7 @@ import traceback
 from . import _protocol as P
 from ._api import ResponseRef, ServeError, decode_reply, encode_value
 from ._request import Request
+from ._starlette import http_request, starlette_request_class
 
 _RUNTIME = None
 
@@ -120,7 +121,7 @@ class Worker(asyncio.Protocol):
     def decode_arg(self, meta, body):
         http = meta.get("http")
         if http is not None:
-            return Request.from_meta(meta.get("origin", "http"), http, body)
+            return http_request(meta.get("origin", "http"), http, body)
         kind = meta.get("arg")
         if kind == "text":
             return body.decode("utf-8")
@@ -278,6 +279,7 @@ class Worker(asyncio.Protocol):
 
     async def init(self, request_id, meta):
         try:
+            starlette_request_class()  # imported now, not on the first request
             self.make(meta)
             user_config = meta.get("user_config")
             if user_config is not None and hasattr(self.instance, "reconfigure"):

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::fnv::{fnv1a, fnv1a_from};
 
 /// The package's files, compiled into the binary.
-const FILES: [(&str, &str); 5] = [
+const FILES: [(&str, &str); 8] = [
     (
         "__init__.py",
         include_str!("../../../../../python/ferroserve/__init__.py"),
@@ -26,6 +26,19 @@ const FILES: [(&str, &str); 5] = [
     (
         "_worker.py",
         include_str!("../../../../../python/ferroserve/_worker.py"),
+    ),
+    (
+        "_starlette.py",
+        include_str!("../../../../../python/ferroserve/_starlette.py"),
+    ),
+    // The client API, for backends that drive another server.
+    (
+        "serve.py",
+        include_str!("../../../../../python/ferroserve/serve.py"),
+    ),
+    (
+        "_middlewares.py",
+        include_str!("../../../../../python/ferroserve/_middlewares.py"),
     ),
 ];
 
