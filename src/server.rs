@@ -74,17 +74,30 @@ pub(crate) async fn serve(
         port: args.control_port,
         token: args.control_token,
     };
-    let control =
-        match ControlServer::start(&control_options, serve.clone(), registry.clone()).await {
-            Ok(control) => control,
-            Err(e) => {
-                serve.shutdown().await;
-                return Err(e.into());
-            }
-        };
+    let default_port = control_options.port == ferroserve::control::DEFAULT_CONTROL_PORT;
+    let control = match ControlServer::start(&control_options, serve.clone(), registry.clone())
+        .await
+    {
+        Ok(control) => Some(control),
+        // `run` of a second app on one machine: the app serves, without a control API.
+        Err(ferroserve::ServeError::CannotListen { reason, .. })
+            if reload && default_port && reason.contains("already in use") =>
+        {
+            tracing::warn!(
+                "no control API: {reason}; this app serves without one (give --control-port to have one)"
+            );
+            None
+        }
+        Err(e) => {
+            serve.shutdown().await;
+            return Err(e.into());
+        }
+    };
     // Scripts and tests read the addresses from these lines; "listening" comes once the app
     // is deployed (until then, its routes answer 503 with Retry-After).
-    println!("ferroserve control API on http://{}", control.local_addr());
+    if let Some(control) = &control {
+        println!("ferroserve control API on http://{}", control.local_addr());
+    }
     if let Some(addr) = serve.local_addr() {
         println!("ferroserve proxy on http://{addr} (deploying)");
     }
@@ -113,10 +126,10 @@ pub(crate) async fn serve(
             deployed = serve.deploy(app, &registry) => deployed.map_err(anyhow::Error::from),
             _ = stops.terminate.recv() => Err(anyhow::anyhow!("stopped (SIGTERM) while deploying")),
             _ = stops.interrupt.recv() => Err(anyhow::anyhow!("stopped (SIGINT) while deploying")),
-            () = control.shutdown_asked() => Err(anyhow::anyhow!("stopped (shutdown) while deploying")),
+            () = shutdown_asked(control.as_ref()) => Err(anyhow::anyhow!("stopped (shutdown) while deploying")),
         };
         if let Err(e) = deployed {
-            control.stop();
+            control.iter().for_each(ControlServer::stop);
             serve.shutdown().await;
             return Err(e);
         }
@@ -128,16 +141,19 @@ pub(crate) async fn serve(
     if let Some(addr) = serve.local_addr() {
         println!("ferroserve listening on http://{addr}");
         let endpoints = app.as_ref().map_or(0, |a| a.spec.endpoints.len());
+        let on = control.as_ref().map_or_else(
+            || "none".to_owned(),
+            |c| format!("http://{}", c.local_addr()),
+        );
         tracing::info!(
-            "serving {endpoints} endpoints on http://{addr} (GET /-/routes lists them); control API on http://{}",
-            control.local_addr()
+            "serving {endpoints} endpoints on http://{addr} (GET /-/routes lists them); control API: {on}"
         );
     }
     loop {
         tokio::select! {
             _ = stops.terminate.recv() => break,
             _ = stops.interrupt.recv() => break,
-            () = control.shutdown_asked() => break,
+            () = shutdown_asked(control.as_ref()) => break,
             _ = stops.hangup.recv(), if reload => {
                 let Some(path) = &config else { continue };
                 match AppConfig::load(path, &registry) {
@@ -151,9 +167,17 @@ pub(crate) async fn serve(
         }
     }
     tracing::info!("shutting down: finishing the requests in flight");
-    control.stop();
+    control.iter().for_each(ControlServer::stop);
     serve.shutdown().await;
     Ok(())
+}
+
+/// Ends when the control API is asked to stop the server; never without one.
+async fn shutdown_asked(control: Option<&ControlServer>) {
+    match control {
+        Some(control) => control.shutdown_asked().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The signals the server acts on, listened for from its first moment.

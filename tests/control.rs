@@ -439,3 +439,33 @@ async fn deploy_resolves_working_dirs_against_the_file_not_the_server() {
         .expect("answers");
     assert_eq!(counter.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_one_machine_serves_without_a_control_api() {
+    // The default control port taken (by this listener, or by whatever holds it already).
+    let _taken = std::net::TcpListener::bind("127.0.0.1:8265");
+    let (dir, path) = write_config(ECHO);
+    let path = path.to_str().expect("utf-8").to_owned();
+    let server = spawn_listening(
+        &ferroserve_bin(),
+        &["run", &path, "--port", "0"],
+        &[("FERROSERVE_CONTROL_PORT", "8265")],
+        Some(dir),
+    );
+    assert_eq!(server.control, None);
+    assert_eq!(fetch_status(client().get(server.url("/echo"))).await, 200);
+    let log = server.stderr.lock().expect("lock").clone();
+    assert!(log.contains("no control API"), "{log}");
+    // `start` has no app without its control API: there, a busy port is an error.
+    let refused = Command::new(ferroserve_bin())
+        .args(["start", "--port", "0"])
+        .env("FERROSERVE_CONTROL_PORT", "8265")
+        .output()
+        .expect("runs");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already in use"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

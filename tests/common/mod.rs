@@ -132,9 +132,9 @@ pub fn spawn_listening(
 ) -> Process {
     let mut child = Command::new(bin)
         .args(args)
-        .envs(envs.iter().copied())
         .env("FERROSERVE_LOG", "info")
         .env("FERROSERVE_CONTROL_PORT", "0")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -205,6 +205,8 @@ impl Server {
             .args(["--port", &port.to_string()])
             .env("FERROSERVE_PYTHON", python)
             .env("FERROSERVE_LOG", "warn")
+            // Rows may run side by side: each server's control API on a port of its own.
+            .env("FERROSERVE_CONTROL_PORT", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0)
