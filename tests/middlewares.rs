@@ -280,3 +280,49 @@ fn bad_middleware_config_names_line_and_key() {
         ]
     );
 }
+
+#[tokio::test]
+async fn trusted_hosts_and_https_redirects_as_starlette_does() {
+    let server = spawn_cli(
+        "http:\n  middlewares:\n    - trusted_host: {allowed_hosts: [good.example, '*.ok.example']}\n    - https_redirect: {}\nbackends:\n  echo: {builtin: echo}\nendpoints:\n  echo: {route: /echo, methods: [GET, POST], backend: echo}\n",
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let get = |host: &'static str, https: bool| {
+        let mut request = http.get(server.url("/echo?q=1")).header("host", host);
+        if https {
+            request = request.header("x-forwarded-proto", "https");
+        }
+        request.send()
+    };
+    let evil = get("evil.example", true).await.expect("answers");
+    assert_eq!(evil.status(), 400);
+    assert!(
+        evil.text()
+            .await
+            .expect("body")
+            .contains("invalid host header `evil.example`"),
+        "the reason"
+    );
+    assert_eq!(
+        get("good.example:8000", true)
+            .await
+            .expect("answers")
+            .status(),
+        200
+    );
+    assert_eq!(
+        get("api.ok.example", true).await.expect("answers").status(),
+        200
+    );
+    assert_eq!(
+        get("ok.example", true).await.expect("answers").status(),
+        400,
+        "a subdomain only"
+    );
+    let plain = get("good.example:8000", false).await.expect("answers");
+    assert_eq!(plain.status(), 307);
+    assert_eq!(plain.headers()["location"], "https://good.example/echo?q=1");
+}

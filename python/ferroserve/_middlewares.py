@@ -27,6 +27,14 @@ def middleware_options(middleware):
         return {"cors": {k: (list(v) if isinstance(v, (list, tuple, set)) else v) for k, v in options.items()}}
     if name == "GZipMiddleware":
         return {"compression": {}}
+    if name == "TrustedHostMiddleware":
+        hosts = options.get("allowed_hosts") or ["*"]
+        unknown = sorted(set(options) - {"allowed_hosts", "www_redirect"})
+        if unknown:
+            raise ValueError(f"TrustedHostMiddleware: {', '.join(unknown)} is not supported")
+        return {"trusted_host": {"allowed_hosts": list(hosts)}}
+    if name == "HTTPSRedirectMiddleware":
+        return {"https_redirect": {}}
     raise ValueError(
         f"the middleware {name} is not supported: Ferroserve runs {SUPPORTED} natively "
         "(the rest of an app's HTTP layer is configured in YAML: see docs/middlewares.md — "

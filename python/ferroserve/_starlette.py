@@ -134,3 +134,17 @@ class _Scope(dict):
             raise KeyError(key)
         self[key] = value
         return value
+
+
+def forwarded(arg):
+    """``(forward meta, body)`` when ``arg`` is a web request passed on to a handle (it then
+    reaches the backend as that web request, not wrapped), else ``None``."""
+    if not isinstance(arg, Request) or getattr(arg, "origin", None) != "http":
+        return None
+    scope = getattr(arg, "scope", None)
+    if scope is not None:
+        headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        meta = {"method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode("latin-1"), "headers": headers}
+    else:
+        meta = {"method": arg.method, "path": arg.path, "query": arg.query_string, "headers": [[k, v] for k, v in arg.headers.items()]}
+    return meta, arg.body_sync()

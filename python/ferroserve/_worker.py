@@ -18,7 +18,7 @@ import traceback
 from . import _protocol as P
 from ._api import ResponseRef, ServeError, decode_reply, encode_value
 from ._request import Request
-from ._starlette import http_request, starlette_request_class
+from ._starlette import forwarded, http_request, starlette_request_class
 
 _RUNTIME = None
 
@@ -180,8 +180,12 @@ class Worker(asyncio.Protocol):
             meta["status"] = status
             meta["message"] = str(getattr(error, "detail", None) or error)
         if status is None or status >= 500:
-            traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+            lines = traceback.format_exception(type(error), error, error.__traceback__)
+            sys.stderr.write("".join(lines))
             sys.stderr.flush()
+            if status is None:
+                # For Python callers of handles (never put in an HTTP answer); bounded.
+                meta["traceback"] = "".join(lines)[-65536:]
         self.send(request_id, P.ERROR, meta)
 
     # --- batches --------------------------------------------------------------------------
@@ -239,8 +243,13 @@ class Worker(asyncio.Protocol):
     # --- handle calls to other endpoints ------------------------------------------------
 
     def handle_call(self, endpoint, options, arg):
-        kind, body = _encode_arg(arg)
-        meta = {"endpoint": endpoint, "method": options.get("method", "__call__"), "arg": kind}
+        forward = forwarded(arg)
+        if forward is not None:
+            meta = {"endpoint": endpoint, "method": options.get("method", "__call__"), "arg": "bytes", "forward": forward[0]}
+            body = forward[1]
+        else:
+            kind, body = _encode_arg(arg)
+            meta = {"endpoint": endpoint, "method": options.get("method", "__call__"), "arg": kind}
         if "http" in options:
             meta["http"] = options["http"]
         if "shard_key" in options:

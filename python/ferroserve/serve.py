@@ -42,12 +42,15 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 
 class RayServeException(Exception):
     """An error from the server or from a backend, raised in the caller: ``status`` is the
-    HTTP status it would have had, ``remote_type`` the backend's exception type when known."""
+    HTTP status it would have had; ``traceback`` where a Python backend raised it (also at
+    the end of the message)."""
 
-    def __init__(self, message, status=None, remote_type=None):
+    def __init__(self, message, status=None, traceback=None):
+        if traceback:
+            message = f"{message}\n\nThe backend's traceback:\n{traceback.rstrip()}"
         super().__init__(message)
         self.status = status
-        self.remote_type = remote_type
+        self.traceback = traceback
 
 
 ServeException = RayServeException
@@ -383,7 +386,13 @@ class ClientHandle:
         if len(args) > 1:
             raise TypeError("remote() takes one argument")
         arg = args[0] if args else None
-        meta, body = _encode_arg(arg)
+        from ._starlette import forwarded
+
+        forward = forwarded(arg)
+        if forward is not None:
+            meta, body = {"arg": "bytes", "forward": forward[0]}, forward[1]
+        else:
+            meta, body = _encode_arg(arg)
         meta.update(
             {
                 "endpoint": self.endpoint,
@@ -415,7 +424,7 @@ def _call(client, meta, body):
     reply = json.loads(raw[4 : 4 + length])
     payload = raw[4 + length :]
     if "error" in reply:
-        raise RayServeException(reply["error"], status=reply.get("status"))
+        raise RayServeException(reply["error"], status=reply.get("status"), traceback=reply.get("traceback"))
     status = reply.get("status", 200)
     if reply.get("kind") != "pickle" and status >= 400:
         raise RayServeException(payload.decode("utf-8", "replace").strip(), status=status)

@@ -8,6 +8,7 @@ import shutil
 import time
 import types
 import unittest
+import urllib.error
 import urllib.request
 
 import ferroserve
@@ -100,11 +101,22 @@ class ClientTest(unittest.TestCase):
     def test_errors_a_script_can_act_on(self):
         client = self.client
         client.create_backend("fails", client_models.fails)
-        client.create_endpoint("fails", backend="fails")
+        client.create_endpoint("fails", backend="fails", route="/fails")
+        # Over HTTP: a 500 that names the error, never the traceback.
+        with self.assertRaises(urllib.error.HTTPError) as answered:
+            http_get(self.url("/fails"))
+        body = answered.exception.read().decode()
+        self.assertEqual(answered.exception.code, 500)
+        self.assertIn("this model refuses", body)
+        self.assertNotIn("Traceback", body)
         with self.assertRaises(ferroserve.RayServeException) as raised:
             ferroserve.get(client.get_handle("fails").remote(1))
         self.assertIn("ValueError", str(raised.exception))
         self.assertIn("this model refuses", str(raised.exception))
+        # Where it was raised: the backend's own file and line.
+        self.assertIn("client_models.py", raised.exception.traceback)
+        self.assertIn('raise ValueError("this model refuses")', raised.exception.traceback)
+        self.assertEqual(raised.exception.status, 500)
         with self.assertRaises(ferroserve.RayServeException) as raised:
             client.get_handle("nope")
         self.assertEqual(raised.exception.status, 404)
@@ -153,6 +165,24 @@ class ClientTest(unittest.TestCase):
         with self.assertRaises(ValueError) as raised:
             serve.start(http_options={"middlewares": [SessionMiddleware]})
         self.assertIn("CORSMiddleware", str(raised.exception))
+
+
+class MiddlewareMappingTest(unittest.TestCase):
+    def test_starlettes_middlewares_map_to_the_native_ones(self):
+        from ferroserve._middlewares import middleware_options
+
+        def named(name, **kwargs):
+            return types.SimpleNamespace(cls=type(name, (), {}), args=(), kwargs=kwargs)
+
+        self.assertEqual(middleware_options(named("GZipMiddleware", minimum_size=500)), {"compression": {}})
+        self.assertEqual(
+            middleware_options(named("TrustedHostMiddleware", allowed_hosts=["a.example", "*.b.example"])),
+            {"trusted_host": {"allowed_hosts": ["a.example", "*.b.example"]}},
+        )
+        self.assertEqual(middleware_options(named("HTTPSRedirectMiddleware")), {"https_redirect": {}})
+        with self.assertRaises(ValueError) as raised:
+            middleware_options(named("CORSMiddleware", allow_origin_regex=".*"))
+        self.assertIn("allow_origin_regex", str(raised.exception))
 
 
 @unittest.skipUnless(BINARY, "no ferroserve binary: build it (cargo build) and set FERROSERVE_BIN")

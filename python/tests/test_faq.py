@@ -142,6 +142,25 @@ class FaqTest(unittest.TestCase):
         handle = self.client.get_handle("origin").options(http_method="POST")
         self.assertEqual(self.scope["ferroserve"].get(handle.remote(b"hi")), "python")
 
+    def test_a_web_request_passed_to_a_handle_is_not_wrapped(self):
+        def inner(request):
+            import starlette.requests
+
+            kind = "web" if isinstance(request, starlette.requests.Request) else "python"
+            return {"kind": kind, "path": request.url.path, "body": request.body_sync().decode()}
+
+        async def front(request):
+            from ferroserve import get_handle
+
+            return await get_handle("inner").remote(request)
+
+        self.client.create_backend("inner", inner)
+        self.client.create_endpoint("inner", backend="inner")
+        self.client.create_backend("front", front)
+        self.client.create_endpoint("front", backend="front", route="/front", methods=["POST"])
+        answer = json.loads(fetch(self.url("/front/x"), data=b"passed on", method="POST")[2])
+        self.assertEqual(answer, {"kind": "web", "path": "/front/x", "body": "passed on"})
+
     def test_serverequest_mirrors_starlette_request(self):
         async def mirror(request):
             form = await request.form()

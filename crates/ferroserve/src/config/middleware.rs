@@ -46,6 +46,13 @@ pub enum Middleware {
     Timeout(Duration),
     /// Answers `413` when a request body is larger than this many bytes.
     BodyLimit(usize),
+    /// Answers `400` to a request whose `Host` is not one of these (`*` allows any,
+    /// `*.example.com` any subdomain), as Starlette's `TrustedHostMiddleware`.
+    TrustedHost(Vec<String>),
+    /// Redirects (`307`) every request to `https://` the same host and path, unless it says
+    /// it came over HTTPS (`X-Forwarded-Proto: https`), as Starlette's
+    /// `HTTPSRedirectMiddleware`.
+    HttpsRedirect,
     /// Any tower layer, added by an embedding Rust program.
     Custom(CustomLayer),
 }
@@ -54,7 +61,10 @@ impl PartialEq for Middleware {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Cors(a), Self::Cors(b)) => a == b,
-            (Self::Compression, Self::Compression) | (Self::RequestId, Self::RequestId) => true,
+            (Self::Compression, Self::Compression)
+            | (Self::RequestId, Self::RequestId)
+            | (Self::HttpsRedirect, Self::HttpsRedirect) => true,
+            (Self::TrustedHost(a), Self::TrustedHost(b)) => a == b,
             (Self::Timeout(a), Self::Timeout(b)) => a == b,
             (Self::BodyLimit(a), Self::BodyLimit(b)) => a == b,
             (Self::Custom(a), Self::Custom(b)) => a.same_as(b),
@@ -68,6 +78,13 @@ impl PartialEq for Middleware {
 #[serde(deny_unknown_fields)]
 pub(crate) struct NoOptions {}
 
+/// `trusted_host: {allowed_hosts: [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrustedHostOptions {
+    allowed_hosts: Vec<String>,
+}
+
 /// One item of `http.middlewares` as YAML spells it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -77,6 +94,8 @@ pub(crate) enum MiddlewareFile {
     RequestId(NoOptions),
     Timeout(f64),
     BodyLimit(usize),
+    TrustedHost(TrustedHostOptions),
+    HttpsRedirect(NoOptions),
 }
 
 impl MiddlewareFile {
@@ -90,6 +109,15 @@ impl MiddlewareFile {
                 super::limits::seconds(seconds).map_err(|m| format!("timeout {m}"))?,
             ),
             Self::BodyLimit(bytes) => Middleware::BodyLimit(bytes),
+            Self::TrustedHost(TrustedHostOptions { allowed_hosts }) => {
+                if allowed_hosts.is_empty() {
+                    return Err(
+                        "trusted_host.allowed_hosts lists no host (\"*\" allows any)".into(),
+                    );
+                }
+                Middleware::TrustedHost(allowed_hosts)
+            }
+            Self::HttpsRedirect(NoOptions {}) => Middleware::HttpsRedirect,
         })
     }
 }

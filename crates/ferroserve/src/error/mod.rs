@@ -125,6 +125,9 @@ pub enum ServeError {
         message: String,
         /// The status user code asked for, if any (default 500).
         status: Option<StatusCode>,
+        /// The remote traceback, when the code is Python: given to Python callers of
+        /// handles, never put in an HTTP answer.
+        traceback: Option<String>,
     },
     /// User code panicked; the replica keeps serving.
     #[error("backend `{backend}` (replica `{replica}`) panicked: {message}")]
@@ -285,6 +288,8 @@ pub struct BackendError {
     status: Option<StatusCode>,
     /// The replica's worker process went away (a Python replica).
     pub(crate) died: bool,
+    /// Where a Python error was raised, as Python prints it.
+    pub(crate) traceback: Option<String>,
 }
 
 impl BackendError {
@@ -294,6 +299,7 @@ impl BackendError {
             message: message.to_string(),
             status: None,
             died: false,
+            traceback: None,
         }
     }
 
@@ -301,6 +307,7 @@ impl BackendError {
     pub(crate) fn replica_died(message: impl fmt::Display) -> Self {
         Self {
             died: true,
+            traceback: None,
             ..Self::msg(message)
         }
     }
@@ -333,6 +340,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for BackendError {
             message: error.to_string(),
             status,
             died: false,
+            traceback: None,
         }
     }
 }
@@ -439,6 +447,7 @@ mod tests {
             replica: "b#1".into(),
             message: "no".into(),
             status: Some(StatusCode::IM_A_TEAPOT),
+            traceback: None,
         };
         assert_eq!(chosen.status(), StatusCode::IM_A_TEAPOT);
     }

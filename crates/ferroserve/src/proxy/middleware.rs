@@ -51,6 +51,8 @@ pub(crate) fn build(
                 .wrap_service(service),
             Middleware::Timeout(after) => timeout(service, *after),
             Middleware::BodyLimit(bytes) => body_limit(service, *bytes),
+            Middleware::TrustedHost(hosts) => trusted_host(service, hosts.clone().into()),
+            Middleware::HttpsRedirect => https_redirect(service),
             Middleware::Custom(layer) => layer.wrap(service),
         };
     }
@@ -74,6 +76,69 @@ fn timeout(inner: ProxyService, after: Duration) -> ProxyService {
                 .into_proxy(),
             })
         })
+    }))
+}
+
+/// Whether `host` (without its port) is allowed by `pattern`: `*`, `*.example.com` (any
+/// subdomain), or the host itself; case does not matter.
+fn host_allowed(pattern: &str, host: &str) -> bool {
+    pattern == "*"
+        || pattern.eq_ignore_ascii_case(host)
+        || pattern.strip_prefix('*').is_some_and(|suffix| {
+            suffix.starts_with('.')
+                && host.len() > suffix.len()
+                && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+        })
+}
+
+/// Answers `400` to a request whose `Host` header no pattern of `hosts` allows.
+fn trusted_host(inner: ProxyService, hosts: Arc<[String]>) -> ProxyService {
+    BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<ProxyBody>| {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        if hosts.iter().any(|pattern| host_allowed(pattern, name)) {
+            Either::Left(inner.clone().oneshot(req))
+        } else {
+            let refused = ServeError::BadRequest(format!(
+                "invalid host header `{host}`: the trusted_host middleware allows {}",
+                hosts.join(", ")
+            ));
+            Either::Right(future::ready(Ok(refused.to_http().into_proxy())))
+        }
+    }))
+}
+
+/// Redirects every request not marked `X-Forwarded-Proto: https` to `https://` the same
+/// host, path and query (`307`, so the method and body are kept).
+fn https_redirect(inner: ProxyService) -> ProxyService {
+    BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<ProxyBody>| {
+        let headers = req.headers();
+        let secure = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        if secure {
+            return Either::Left(inner.clone().oneshot(req));
+        }
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{name}{path}");
+        let mut response = crate::error::text_response(
+            http::StatusCode::TEMPORARY_REDIRECT,
+            format!("see {location}\n"),
+        );
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(http::header::LOCATION, value);
+        }
+        Either::Right(future::ready(Ok(response.into_proxy())))
     }))
 }
 
@@ -171,4 +236,19 @@ fn cors(options: &CorsOptions) -> Result<CorsLayer, ServeError> {
         layer = layer.max_age(std::time::Duration::from_secs(seconds));
     }
     Ok(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn host_patterns_match_as_starlettes_do() {
+        assert!(host_allowed("*", "anything"));
+        assert!(host_allowed("Example.com", "example.COM"));
+        assert!(host_allowed("*.example.com", "api.example.com"));
+        assert!(!host_allowed("*.example.com", "example.com"));
+        assert!(!host_allowed("*.example.com", "evilexample.com"));
+        assert!(!host_allowed("example.com", "api.example.com"));
+    }
 }

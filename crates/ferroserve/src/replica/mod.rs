@@ -108,6 +108,7 @@ impl ReplicaName {
             replica: self.replica.to_string(),
             status: error.status(),
             message: format!("{context}{}", error.message()),
+            traceback: error.traceback.clone(),
         }
     }
 

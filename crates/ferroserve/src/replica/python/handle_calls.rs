@@ -21,6 +21,47 @@ struct HandleCallMeta {
     arg: String,
     http: Option<HandleHttpMeta>,
     shard_key: Option<String>,
+    /// A web request passed on to a handle: it reaches the backend as that request.
+    forward: Option<ForwardMeta>,
+}
+
+#[derive(Deserialize)]
+struct ForwardMeta {
+    method: String,
+    path: String,
+    #[serde(default)]
+    query: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+impl ForwardMeta {
+    /// The request's HTTP parts; what cannot be a method, URI or header is the caller's error.
+    fn into_parts(self) -> Result<crate::request::HttpParts, ServeError> {
+        let bad =
+            |what: &str| ServeError::BadRequest(format!("a forwarded request with a bad {what}"));
+        let method = http::Method::from_bytes(self.method.as_bytes()).map_err(|_| bad("method"))?;
+        let uri = if self.query.is_empty() {
+            self.path
+        } else {
+            format!("{}?{}", self.path, self.query)
+        };
+        let uri = uri.parse::<http::Uri>().map_err(|_| bad("path"))?;
+        let mut headers = http::HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        Ok(crate::request::HttpParts {
+            method,
+            uri,
+            headers,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -75,10 +116,18 @@ pub(crate) fn python_reply(answer: Result<Response, ServeError>) -> (serde_json:
                 ),
             }
         }
-        Err(e) => (
-            serde_json::json!({"error": e.to_string(), "status": e.status().as_u16()}),
-            Bytes::new(),
-        ),
+        Err(e) => {
+            let mut meta =
+                serde_json::json!({"error": e.to_string(), "status": e.status().as_u16()});
+            if let ServeError::Backend {
+                traceback: Some(traceback),
+                ..
+            } = &e
+            {
+                meta["traceback"] = serde_json::Value::from(traceback.as_str());
+            }
+            (meta, Bytes::new())
+        }
     }
 }
 
@@ -90,8 +139,15 @@ pub(crate) async fn call_from_python(
     meta: &[u8],
     body: Bytes,
 ) -> Result<Response, ServeError> {
-    let meta: HandleCallMeta = serde_json::from_slice(meta)
+    let mut meta: HandleCallMeta = serde_json::from_slice(meta)
         .map_err(|e| ServeError::BadRequest(format!("a bad handle call: {e}")))?;
+    if let Some(forward) = meta.forward.take() {
+        // Not wrapped: the backend gets it as the web request it is.
+        let mut req = Request::from_http(forward.into_parts()?, body);
+        req.python_caller = true;
+        let options = CallOptions::new().method_name(meta.method);
+        return caller.call(&meta.endpoint, req, options).await;
+    }
     let payload = match meta.arg.as_str() {
         "text" => Payload::Text(body),
         "pickle" => Payload::Pickled(body),

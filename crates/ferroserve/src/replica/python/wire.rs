@@ -113,6 +113,9 @@ struct ErrorMeta {
     message: String,
     /// The status an `HTTPException` asked for (4xx or 5xx).
     status: Option<u16>,
+    /// Where it was raised (for errors the code did not choose).
+    #[serde(default)]
+    traceback: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -161,7 +164,11 @@ pub(super) fn error_of(frame: &Frame) -> BackendError {
     {
         // An error answer the code chose: its status, and its detail as the message.
         Some(status) => BackendError::msg(error.message).with_status(status),
-        None => BackendError::msg(format!("{}: {}", error.error_type, error.message)),
+        None => {
+            let mut e = BackendError::msg(format!("{}: {}", error.error_type, error.message));
+            e.traceback = error.traceback;
+            e
+        }
     }
 }
 
