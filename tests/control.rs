@@ -469,3 +469,29 @@ async fn a_second_run_on_one_machine_serves_without_a_control_api() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_web_pages_cannot_reach_the_control_api() {
+    let server = spawn_cli(ECHO);
+    let http = client();
+    let url = server.control_url("/api/status");
+    let from_a_page = http
+        .get(&url)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(from_a_page.status(), 403);
+    let rebound = http
+        .get(&url)
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(rebound.status(), 403);
+    assert_eq!(
+        fetch_status(http.get(&url)).await,
+        200,
+        "tools on this machine"
+    );
+}

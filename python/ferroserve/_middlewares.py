@@ -28,8 +28,10 @@ def middleware_options(middleware):
     if name == "GZipMiddleware":
         return {"compression": {}}
     if name == "TrustedHostMiddleware":
-        hosts = options.get("allowed_hosts") or ["*"]
-        unknown = sorted(set(options) - {"allowed_hosts", "www_redirect"})
+        hosts = options.get("allowed_hosts", ["*"])
+        if not hosts:
+            raise ValueError("TrustedHostMiddleware: allowed_hosts is empty, which refuses every request")
+        unknown = sorted(set(options) - {"allowed_hosts"})
         if unknown:
             raise ValueError(f"TrustedHostMiddleware: {', '.join(unknown)} is not supported")
         return {"trusted_host": {"allowed_hosts": list(hosts)}}

@@ -127,6 +127,11 @@ def _parse_multipart(content_type, body):
     return items
 
 
+class BadJSON(HTTPException, ValueError):
+    """A body that is not JSON: a 400 for the caller, and a ``ValueError`` (as
+    ``json.JSONDecodeError`` is) for code that catches that."""
+
+
 class Request(metaclass=abc.ABCMeta):
     """An HTTP-shaped request.
 
@@ -194,7 +199,7 @@ class Request(metaclass=abc.ABCMeta):
             try:
                 self._json = _json.loads(self._body)
             except ValueError as error:
-                raise HTTPException(400, f"the request body is not valid JSON: {error}") from None
+                raise BadJSON(400, f"the request body is not valid JSON: {error}") from None
         return self._json
 
     def form_sync(self):

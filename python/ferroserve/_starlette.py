@@ -3,6 +3,8 @@ the worker's interpreter (the FAQ's ``isinstance(request, starlette.requests.Req
 then holds); handle calls with HTTP options as ``ServeRequest``. Without Starlette, HTTP
 calls get Ferroserve's own ``Request``, which mirrors Starlette's API."""
 
+from urllib.parse import unquote
+
 from ._request import Headers, Request
 
 _CLASS = None  # the StarletteRequest class once looked for; False without Starlette
@@ -98,7 +100,8 @@ def http_request(origin, http, body):
     cls = starlette_request_class()
     if cls is None:
         return Request(origin, http.get("method", "GET"), http.get("path", "/"), http.get("query", ""), headers, body)
-    path = http.get("path", "/")
+    raw_path = http.get("path", "/")
+    path = unquote(raw_path) if "%" in raw_path else raw_path
     raw = http.get("headers", ())
     scope = _Scope(
         type="http",
@@ -114,6 +117,7 @@ def http_request(origin, http, body):
         path_params={},
     )
     scope.raw = raw
+    scope["raw_path"] = raw_path.encode("utf-8")
     return cls(scope, body, headers)
 
 
@@ -125,9 +129,16 @@ class _Scope(dict):
 
     __slots__ = ("raw",)
 
+    def get(self, key, default=None):
+        return self[key] if key in ("headers", "raw_path") else dict.get(self, key, default)
+
+    def __contains__(self, key):
+        return key in ("headers", "raw_path") or dict.__contains__(self, key)
+
     def __missing__(self, key):
         if key == "headers":
-            value = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.raw]
+            # Header values arrive as text; UTF-8 gives back the bytes a client sent.
+            value = [(k.lower().encode("latin-1"), v.encode("utf-8")) for k, v in self.raw]
         elif key == "raw_path":
             value = self["path"].encode("utf-8")
         else:

@@ -42,15 +42,17 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 
 class RayServeException(Exception):
     """An error from the server or from a backend, raised in the caller: ``status`` is the
-    HTTP status it would have had; ``traceback`` where a Python backend raised it (also at
-    the end of the message)."""
+    HTTP status it would have had; ``traceback`` where a Python backend raised it (printed
+    with the error, not part of its message)."""
 
     def __init__(self, message, status=None, traceback=None):
-        if traceback:
-            message = f"{message}\n\nThe backend's traceback:\n{traceback.rstrip()}"
         super().__init__(message)
         self.status = status
         self.traceback = traceback
+        if traceback and hasattr(self, "add_note"):
+            # Shown when Python prints the error; not part of str(error), which a backend
+            # might put in an HTTP answer.
+            self.add_note(f"The backend's traceback:\n{traceback.rstrip()}")
 
 
 ServeException = RayServeException
@@ -96,44 +98,58 @@ def _http_section(http_options):
     return http
 
 
-def start(detached=False, http_options=None, *, control_port=0, state_dir=None):
+def start(detached=False, http_options=None, *, control_port=None, state_dir=None, timeout=120):
     """Starts a ``ferroserve start`` process and returns a client to it. Unless
     ``detached``, the server is stopped when this script exits. ``http_options``: ``host``,
     ``port`` (8000; 0 picks a free one) and ``middlewares`` (Starlette's CORS, GZip,
-    TrustedHost and HTTPSRedirect)."""
+    TrustedHost and HTTPSRedirect). The control API takes a free port, or 8265 when
+    detached (so that ``serve.connect()`` finds it later). The server's and the workers'
+    output goes to ``client.log``."""
     http = {"host": "127.0.0.1", "port": 8000}
     http.update(_http_section(http_options))
+    if control_port is None:
+        control_port = 8265 if detached else 0
     workdir = tempfile.mkdtemp(prefix="ferroserve-")
     app = os.path.join(workdir, "app.json")
     with open(app, "w") as f:
         json.dump({"http": http}, f)
+    log = os.path.join(workdir, "server.log")
     args = [_binary(), "start", app, "--control-port", str(control_port)]
     if state_dir is not None:
         args += ["--state-dir", os.fspath(state_dir)]
     env = dict(os.environ)
     # Workers run in this interpreter, so what this script can import, they can.
     env.setdefault("FERROSERVE_PYTHON", sys.executable)
-    process = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=detached,
-        text=True,
-    )
+    with open(log, "wb") as out:
+        # A file, not a pipe: a detached server and its workers outlive this script.
+        process = subprocess.Popen(
+            args, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=detached
+        )
     control = proxy = None
-    for line in process.stdout:
-        if line.startswith("ferroserve control API on "):
-            control = line.split(" on ", 1)[1].strip()
-        elif line.startswith("ferroserve listening on "):
-            proxy = line.split(" on ", 1)[1].strip()
+    deadline = time.monotonic() + timeout
+    while proxy is None:
+        with open(log, "rb") as f:
+            for line in f.read().decode("utf-8", "replace").splitlines():
+                if line.startswith("ferroserve control API on "):
+                    control = line.split(" on ", 1)[1].strip()
+                elif line.startswith("ferroserve listening on "):
+                    proxy = line.split(" on ", 1)[1].strip()
+        if proxy is not None:
             break
-    if control is None or proxy is None:
-        code = process.wait()
-        raise RayServeException(f"the server did not start (exit code {code}); see its output above")
-    # Keep reading its output so that it never blocks on a full pipe.
-    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+        code = process.poll()
+        if code is not None or time.monotonic() > deadline:
+            if code is None:
+                process.kill()
+                process.wait()
+            with open(log, "rb") as f:
+                tail = f.read().decode("utf-8", "replace")[-2000:]
+            raise RayServeException(f"the server did not start (exit code {process.returncode}):\n{tail}")
+        time.sleep(0.02)
+    if control is None:
+        process.kill()
+        raise RayServeException(f"the server has no control API; see {log}")
     client = Client(control, http_address=proxy, process=process)
+    client.log = log
     if not detached:
         atexit.register(client.shutdown)
     return client
@@ -164,20 +180,26 @@ def _config_body(config):
 
 
 def _where(func_or_class):
-    """(target, working_dir, pickled) of a function or class: by reference when a module
-    can import it, else by value (cloudpickle)."""
+    """(target, working_dir, pickled) of a function or class: by reference when its module
+    can import it under its name, else by value (cloudpickle)."""
     module = inspect.getmodule(func_or_class)
-    name = getattr(func_or_class, "__qualname__", getattr(func_or_class, "__name__", None))
-    if module is not None and module.__name__ != "__main__" and name and "<" not in name:
-        path = getattr(module, "__file__", None)
-        if path:
-            root = os.path.dirname(os.path.abspath(path))
-            depth = module.__name__.count(".")
-            if os.path.basename(path).startswith("__init__."):
-                depth += 1
-            for _ in range(depth):
-                root = os.path.dirname(root)
-            return f"{module.__name__}:{name}", root, None
+    name = getattr(func_or_class, "__qualname__", None) or getattr(func_or_class, "__name__", "")
+    importable = (
+        module is not None
+        and module.__name__ not in ("__main__", "__mp_main__")
+        and name.isidentifier()  # not Outer.Inner, not <lambda>, not f.<locals>.g
+        and getattr(module, name, None) is func_or_class
+        and getattr(module, "__file__", None)
+    )
+    if importable:
+        path = module.__file__
+        root = os.path.dirname(os.path.abspath(path))
+        depth = module.__name__.count(".")
+        if os.path.basename(path).startswith("__init__."):
+            depth += 1
+        for _ in range(depth):
+            root = os.path.dirname(root)
+        return f"{module.__name__}:{name}", root, None
     try:
         import cloudpickle
     except ImportError:
@@ -188,7 +210,10 @@ def _where(func_or_class):
     pickled = base64.b64encode(cloudpickle.dumps(func_or_class)).decode("ascii")
     short = getattr(func_or_class, "__name__", "")
     label = short if short.isidentifier() else "backend"
-    return f"__main__:{label}", os.getcwd(), pickled
+    # What the script imports from beside it, the workers find there too.
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    where = os.path.dirname(os.path.abspath(main)) if main else os.getcwd()
+    return f"__main__:{label}", where, pickled
 
 
 class Client:
@@ -199,6 +224,7 @@ class Client:
         self.http_address = http_address
         self._process = process
         self._executor = None
+        self.log = None
 
     def __repr__(self):
         return f"Client({self.address!r})"
@@ -313,6 +339,9 @@ class Client:
     def _pool(self):
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="ferroserve-call")
+            # Calls still queued at exit are dropped, not run (the pool's threads would
+            # otherwise keep the script alive until every call answered).
+            threading._register_atexit(self._executor.shutdown, wait=False, cancel_futures=True)
         return self._executor
 
     # the server
@@ -329,9 +358,9 @@ class Client:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
-            if self._process.stdout is not None:
-                self._process.stdout.close()
             self._process = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ObjectRef:
@@ -419,7 +448,8 @@ def _call(client, meta, body):
     from ._api import decode_reply
 
     encoded = json.dumps(meta).encode("utf-8")
-    raw = client._request("POST", "/api/call", struct.pack("<I", len(encoded)) + encoded + body)
+    # No client-side limit: a call takes what the backend takes (get(timeout=...) bounds the wait).
+    raw = client._request("POST", "/api/call", struct.pack("<I", len(encoded)) + encoded + body, timeout=None)
     (length,) = struct.unpack_from("<I", raw)
     reply = json.loads(raw[4 : 4 + length])
     payload = raw[4 + length :]
@@ -454,21 +484,26 @@ def _result(ref, timeout):
 
 
 def wait(refs, num_returns=1, timeout=None):
-    """``(ready, not_ready)``: the first ``num_returns`` refs to finish (in the order they
-    finished), and the rest, waiting at most ``timeout`` seconds — as ``ray.wait``."""
+    """``(ready, not_ready)``: up to ``num_returns`` finished refs, in the order given, and
+    the rest, waiting at most ``timeout`` seconds — as ``ray.wait``."""
     refs = list(refs)
+    if len({id(ref) for ref in refs}) != len(refs):
+        raise ValueError("wait() got the same ref twice")
     if num_returns > len(refs):
         raise ValueError(f"num_returns ({num_returns}) is more than the {len(refs)} refs")
-    by_future = {ref._future: ref for ref in refs}
-    ready = []
-    pending = set(by_future)
+    futures = [ref._future for ref in refs]
     deadline = None if timeout is None else time.monotonic() + timeout
-    while len(ready) < num_returns and pending:
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        done, pending = concurrent.futures.wait(pending, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED)
-        if not done:
+    while True:
+        done = [ref for ref, future in zip(refs, futures) if future.done()]
+        if len(done) >= num_returns:
             break
-        ready.extend(by_future[f] for f in done)
-    ready = ready[:num_returns]
-    not_ready = [ref for ref in refs if ref not in ready]
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        pending = [future for future in futures if not future.done()]
+        concurrent.futures.wait(pending, timeout=left, return_when=concurrent.futures.FIRST_COMPLETED)
+    # As ray.wait: the first num_returns finished refs in the order given, then the rest.
+    ready = done[:num_returns]
+    chosen = {id(ref) for ref in ready}
+    not_ready = [ref for ref in refs if id(ref) not in chosen]
     return ready, not_ready

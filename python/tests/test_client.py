@@ -90,8 +90,10 @@ class ClientTest(unittest.TestCase):
         handle = client.get_handle("slow")
         refs = [handle.remote(1.5), handle.remote(0.01), handle.remote(0.02)]
         ready, not_ready = ferroserve.wait(refs, num_returns=2, timeout=5)
-        self.assertEqual(len(ready), 2)
+        self.assertEqual(ready, [refs[1], refs[2]], "in the order given, as ray.wait")
         self.assertEqual(not_ready, [refs[0]])
+        with self.assertRaises(ValueError):
+            ferroserve.wait([refs[1], refs[1]], num_returns=2)
         self.assertEqual(sorted(ferroserve.get(ready)), [0.01, 0.02])
         with self.assertRaises(ferroserve.GetTimeoutError):
             ferroserve.get(handle.remote(1.0), timeout=0.1)
@@ -113,6 +115,7 @@ class ClientTest(unittest.TestCase):
             ferroserve.get(client.get_handle("fails").remote(1))
         self.assertIn("ValueError", str(raised.exception))
         self.assertIn("this model refuses", str(raised.exception))
+        self.assertNotIn("Traceback", str(raised.exception), "only in .traceback")
         # Where it was raised: the backend's own file and line.
         self.assertIn("client_models.py", raised.exception.traceback)
         self.assertIn('raise ValueError("this model refuses")', raised.exception.traceback)

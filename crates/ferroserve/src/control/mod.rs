@@ -172,8 +172,41 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
     }
 }
 
+/// Whether a request without a token may be a browser's: it carries an `Origin` (browsers
+/// send one with every cross-site write), or its `Host` is not a loopback name (a page on
+/// another domain that resolves to 127.0.0.1). The API runs code it is given, so a web
+/// page must never reach it.
+fn from_a_browser(headers: &http::HeaderMap) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN) {
+        return Some("a request with an Origin header (from a web page)");
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some("a request for a host name that is not loopback (DNS rebinding)")
+}
+
 /// Checks the token, reads the body (at most [`MAX_BODY`]), and routes.
 async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+    if shared.token.is_none()
+        && let Some(why) = from_a_browser(req.headers())
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "refused {why}: without a token the control API takes calls from this machine's tools only (set --control-token to call it from elsewhere)"
+            ),
+        );
+    }
     if let Some(token) = &shared.token {
         let given = req
             .headers()
