@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use common::{client, ferroserve_bin, spawn_listening, write_config};
+use common::{client, ferroserve_bin, slow_client, spawn_listening, write_config};
 
 /// The header timeout the server runs with here (10 s by default; shorter to keep the
 /// test short).
@@ -26,39 +23,6 @@ backends:
 endpoints:
   echo: {route: /echo, backend: echo}
 ";
-
-/// One slowloris client: opens a connection, sends a request head a byte at a time, one
-/// byte every 500 ms, and opens another when the server closes it. Returns how long each
-/// connection the server closed had lived.
-async fn slow_client(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let head = b"GET /echo HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let mut lifetimes = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(Ok(mut stream)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let opened = Instant::now();
-        let mut sink = [0u8; 64];
-        for byte in head.iter().cycle() {
-            if stop.load(Ordering::Relaxed) {
-                return lifetimes;
-            }
-            if stream.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            // A closed connection reads as EOF (or a reset) while we wait.
-            let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut sink));
-            if let Ok(Ok(0) | Err(_)) = read.await {
-                break;
-            }
-        }
-        lifetimes.push(opened.elapsed());
-    }
-    lifetimes
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_does_not_shut_out_a_normal_client() {

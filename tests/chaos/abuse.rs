@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use super::common::{client, ferroserve_bin, spawn_cli, spawn_listening, write_config};
+use super::common::{
+    client, ferroserve_bin, slow_client, spawn_cli, spawn_listening, write_config,
+};
 use super::kit::{Rng, Tally, ms, pct, python_dir, report, rss_kb, send_garbage, timed};
 
 const ECHO: &str = "\
@@ -19,37 +18,6 @@ backends:
 endpoints:
   echo: {route: /echo, methods: [GET, POST], backend: echo}
 ";
-
-/// One slowloris client (as `tests/slowloris.rs`): a request head a byte every 500 ms,
-/// reconnecting when closed; how long each closed connection lived.
-async fn slow_client(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let head = b"GET /echo HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-    let mut lifetimes = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(Ok(mut stream)) =
-            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let opened = Instant::now();
-        let mut sink = [0u8; 64];
-        for byte in head.iter().cycle() {
-            if stop.load(Ordering::Relaxed) {
-                return lifetimes;
-            }
-            if stream.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut sink));
-            if let Ok(Ok(0) | Err(_)) = read.await {
-                break;
-            }
-        }
-        lifetimes.push(opened.elapsed());
-    }
-    lifetimes
-}
 
 /// 2,000 slowloris connections against a server limited to 1,024 descriptors, with the
 /// default 10 s header timeout, while a normal client sends requests for 15 s.

@@ -446,3 +446,41 @@ pub async fn handle_text(handle: &Handle, arg: impl Into<Arg>) -> String {
         .body_text()
         .expect("text")
 }
+
+/// One slowloris client: opens a connection, sends a request head a byte at a time, one
+/// byte every 500 ms, and opens another when the server closes it. Returns how long each
+/// connection the server closed had lived.
+pub async fn slow_client(
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = b"GET /echo HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut lifetimes = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+                .await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let opened = Instant::now();
+        let mut sink = [0u8; 64];
+        for byte in head.iter().cycle() {
+            if stop.load(Ordering::Relaxed) {
+                return lifetimes;
+            }
+            if stream.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            // A closed connection reads as EOF (or a reset) while we wait.
+            let read = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut sink));
+            if let Ok(Ok(0) | Err(_)) = read.await {
+                break;
+            }
+        }
+        lifetimes.push(opened.elapsed());
+    }
+    lifetimes
+}

@@ -162,16 +162,10 @@ impl Serve {
         factory: BackendFactory,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
-        let new_code = self
-            .app()
-            .backends
-            .iter()
-            .find(|b| b.name == name)
-            .is_none_or(|b| b.kind != kind);
         let (controller, name) = (self.controller.clone(), name.to_owned());
         let updated = to_completion(async move {
             controller
-                .update_backend(&name, factory, config, Some(kind), new_code)
+                .update_backend(&name, factory, config, Some(kind))
                 .await
         })
         .await;

@@ -80,9 +80,8 @@ impl Controller {
                         self.clear_failure(&p.name);
                         Ok(())
                     }
-                    Some((kind, _)) => {
-                        let new_code = kind.as_ref() != Some(&p.kind);
-                        self.update_backend(&p.name, p.factory, p.config, Some(p.kind), new_code)
+                    Some(_) => {
+                        self.update_backend(&p.name, p.factory, p.config, Some(p.kind))
                             .await
                     }
                 };

@@ -228,19 +228,18 @@ impl Controller {
             let current = self.current(name)?;
             (current.factory, current.kind)
         };
-        self.update_backend(name, factory, config, kind, false)
-            .await
+        self.update_backend(name, factory, config, kind).await
     }
 
     /// Changes backend `name` to `config`, made by `factory`: in place when only what can
-    /// change in place differs, else (or when `new_code`) by a rolling update.
+    /// change in place differs, else (a new kind of code, `init_args`, batching or
+    /// `version`) by a rolling update.
     pub(crate) async fn update_backend(
         &self,
         name: &str,
         factory: BackendFactory,
         config: BackendConfig,
         kind: Option<BackendKind>,
-        new_code: bool,
     ) -> Result<(), ServeError> {
         config.validate()?;
         let changing = {
@@ -259,6 +258,7 @@ impl Controller {
             name,
             Some((BackendStatus::Updating, "applying a change".to_owned())),
         );
+        let new_code = kind.is_some() && kind != current.kind;
         let outcome = if new_code || current.config.needs_new_replicas(&config) {
             self.roll(name, &current, old, factory, config, kind).await
         } else {
