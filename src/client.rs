@@ -1,11 +1,14 @@
 //! `deploy`, `status`, `config` and `shutdown`: calls to a running server's control API.
 
+use std::io::IsTerminal as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use ferroserve::{AppConfig, AppStatus, BackendStatus, RegisteredNames};
+
+use crate::terminal::{self, BackendProgress, Progress};
 
 /// Which server to talk to.
 #[derive(Args, Debug)]
@@ -77,7 +80,8 @@ fn client() -> anyhow::Result<reqwest::Client> {
 }
 
 /// Checks `path` here (so that its errors name its lines, and its relative paths are read
-/// from where it is), sends it, and waits for every backend to be HEALTHY.
+/// from where it is), sends it, and waits for every backend to be HEALTHY, showing each
+/// one's progress: bars on a terminal, a line per change otherwise.
 pub(crate) async fn deploy(args: &ClientArgs, path: &Path, timeout_s: u64) -> anyhow::Result<()> {
     // From an absolute path, relative `working_dir`s become absolute: the server may run
     // in another directory.
@@ -93,27 +97,49 @@ pub(crate) async fn deploy(args: &ClientArgs, path: &Path, timeout_s: u64) -> an
         app.spec.backends.len(),
         app.spec.endpoints.len()
     );
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        let status = args.status(&http).await?;
-        let progress: Vec<String> = app
-            .spec
+    let on_terminal = std::io::stderr().is_terminal();
+    let mut progress = Progress::new(
+        app.spec
             .backends
             .iter()
-            .filter_map(|b| {
-                let report = status.backends.get(&b.name)?;
-                let ready = report.running_replicas.min(b.config.num_replicas);
-                Some(format!(
-                    "{}: {:?} {ready}/{} ready",
-                    b.name, report.status, b.config.num_replicas
-                ))
-            })
-            .collect();
-        let line = progress.join(", ");
-        if line != last {
-            eprintln!("  {line}");
-            last = line;
+            .map(|b| (b.name.as_str(), b.config.num_replicas)),
+        on_terminal,
+        terminal::colour_allowed(on_terminal),
+    );
+    let started = Instant::now();
+    let outcome = wait_until_deployed(args, &http, &app, timeout_s, &mut progress).await;
+    progress.finish();
+    outcome?;
+    eprintln!("deployed in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// Polls the status, showing each backend's progress, until every backend of `app` is
+/// HEALTHY; an error when one is DEPLOY_FAILED or `timeout_s` passes.
+async fn wait_until_deployed(
+    args: &ClientArgs,
+    http: &reqwest::Client,
+    app: &AppConfig,
+    timeout_s: u64,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let status = args.status(http).await?;
+        for b in &app.spec.backends {
+            let shown = match status.backends.get(&b.name) {
+                Some(report) => BackendProgress {
+                    status: status_word(report.status),
+                    ready: report.running_replicas.min(b.config.num_replicas),
+                    target: b.config.num_replicas,
+                },
+                None => BackendProgress {
+                    status: "WAITING".to_owned(),
+                    ready: 0,
+                    target: b.config.num_replicas,
+                },
+            };
+            progress.show(&b.name, &shown);
         }
         let failed: Vec<String> = app
             .spec
@@ -136,7 +162,6 @@ pub(crate) async fn deploy(args: &ClientArgs, path: &Path, timeout_s: u64) -> an
                     .is_some_and(|r| r.status == BackendStatus::Healthy)
             });
             if healthy {
-                eprintln!("deployed in {:.1?}", started.elapsed());
                 return Ok(());
             }
         }
@@ -147,10 +172,23 @@ pub(crate) async fn deploy(args: &ClientArgs, path: &Path, timeout_s: u64) -> an
     }
 }
 
-/// Prints the status as YAML.
+/// A backend status as the status YAML writes it (`DEPLOY_FAILED`).
+fn status_word(status: BackendStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{status:?}"))
+}
+
+/// Prints the status as YAML, its status words in colour on a terminal.
 pub(crate) async fn status(args: &ClientArgs) -> anyhow::Result<()> {
     let status = args.status(&client()?).await?;
-    print!("{}", serde_saphyr::to_string(&status)?);
+    let yaml = serde_saphyr::to_string(&status)?;
+    if terminal::colour_allowed(std::io::stdout().is_terminal()) {
+        print!("{}", terminal::colour_yaml(&yaml));
+    } else {
+        print!("{yaml}");
+    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 mod client;
 mod server;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,8 +44,9 @@ enum Command {
         server: server::ServerArgs,
     },
     /// Apply an app file to a running server and wait until every backend is HEALTHY, or
-    /// one is DEPLOY_FAILED (exit 1 with why). What changed is applied, the rest is left
-    /// alone; backends and endpoints no longer in the file are removed.
+    /// one is DEPLOY_FAILED (exit 1 with why), showing each backend's replicas ready (bars
+    /// on a terminal, a line per change otherwise). What changed is applied, the rest is
+    /// left alone; backends and endpoints no longer in the file are removed.
     #[command(
         after_help = "Example:\n  ferroserve deploy app.yaml --address http://127.0.0.1:8265"
     )]
@@ -57,7 +59,8 @@ enum Command {
         #[command(flatten)]
         client: client::ClientArgs,
     },
-    /// Print each backend's status and replicas, and each endpoint, as YAML.
+    /// Print each backend's status and replicas, and each endpoint, as YAML (status words in
+    /// colour on a terminal, unless NO_COLOR is set).
     #[command(after_help = "Example:\n  ferroserve status")]
     Status {
         #[command(flatten)]

@@ -31,6 +31,9 @@ pub(crate) struct ServerArgs {
     /// Save the deployed app here on every change, and serve it again at start.
     #[arg(long, env = "FERROSERVE_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// One line per request on stdout: `off`, `text` or `json` (overrides `http.access_log`).
+    #[arg(long, env = "FERROSERVE_ACCESS_LOG", value_name = "FORMAT")]
+    access_log: Option<ferroserve::AccessLog>,
 }
 
 /// Serves until SIGINT, SIGTERM or `ferroserve shutdown`. With `reload`, SIGHUP deploys
@@ -57,6 +60,9 @@ pub(crate) async fn serve(
     }
     if let Some(port) = args.port {
         http.port = port;
+    }
+    if let Some(format) = args.access_log {
+        http.access_log = format;
     }
     let store = args
         .state_dir

@@ -249,3 +249,165 @@ fn check_builds_the_middlewares_as_run_would() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("allow_origins"), "{stderr}");
 }
+
+/// Runs the `ferroserve` client with `args` against the control API at `control`, from
+/// `dir`, with `envs`: its exit code, stdout and stderr.
+fn client_cli(
+    control: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let out = Command::new(ferroserve_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("FERROSERVE_ADDRESS", control)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("ferroserve runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An app of two builtin backends, and `more` backends after them.
+fn two_backends_and(more: &str) -> String {
+    format!(
+        "backends:\n  echo: {{builtin: echo, num_replicas: 2}}\n  hello: {{builtin: static, init_args: {{body: hi}}}}\n{more}endpoints:\n  echo: {{route: /echo, backend: echo}}\n"
+    )
+}
+
+#[test]
+fn deploy_and_status_write_plain_text_off_a_terminal() {
+    let server = spawn_listening(&ferroserve_bin(), &["start", "--port", "0"], &[], None);
+    let control = server.control_url("");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("app.yaml"), two_backends_and("")).expect("written");
+    let (code, _, stderr) = client_cli(&control, dir.path(), &["deploy", "app.yaml"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "no escape codes in a pipe: {stderr:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    // A line per change of a backend: its status, replicas ready, and the time so far.
+    let last_of = |name: &str| {
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with(&format!("  {name}: ")))
+            .copied()
+            .unwrap_or_default()
+    };
+    let echo = last_of("echo");
+    assert!(
+        echo.starts_with("  echo: HEALTHY 2/2 ready (") && echo.ends_with(" s)"),
+        "{stderr}"
+    );
+    assert!(
+        last_of("hello").starts_with("  hello: HEALTHY 1/1 ready ("),
+        "{stderr}"
+    );
+    for name in ["echo", "hello"] {
+        // What each line says, without its time.
+        let said: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("  {name}: ")))
+            .filter_map(|l| l.split(" (").next())
+            .collect();
+        assert!(
+            said.windows(2).all(|w| w[0] != w[1]),
+            "a line only when something changed: {stderr}"
+        );
+    }
+    assert!(stderr.contains("deployed in"), "{stderr}");
+
+    // `status` in a pipe: the YAML as it was, which parses.
+    let (code, stdout, stderr) = client_cli(&control, dir.path(), &["status"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
+    let status: serde_json::Value = serde_saphyr::from_str(&stdout).expect("YAML");
+    assert_eq!(status["backends"]["echo"]["status"], "HEALTHY", "{stdout}");
+    assert_eq!(
+        status["backends"]["echo"]["running_replicas"], 2,
+        "{stdout}"
+    );
+
+    // A backend that cannot start: its line says DEPLOY_FAILED, and the exit says why.
+    let failing = two_backends_and(&format!(
+        "  model: {{python: 'no_such_module:Model', working_dir: '{}'}}\n",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python")
+    ));
+    std::fs::write(dir.path().join("app.yaml"), &failing).expect("written");
+    let (code, _, stderr) = client_cli(&control, dir.path(), &["deploy", "app.yaml"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(
+        stderr.contains("  model: DEPLOY_FAILED 0/1 ready ("),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the deploy failed") && stderr.contains("no_such_module"),
+        "{stderr}"
+    );
+}
+
+/// Runs `ferroserve ARGS` on a pseudo-terminal (Python's `pty`, as CI has Python): what
+/// the terminal showed (stdout and stderr together) and the exit code.
+fn on_a_terminal(
+    control: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    const SPAWN: &str =
+        "import os, pty, sys\nsys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))\n";
+    let out = Command::new("python3")
+        .args(["-c", SPAWN])
+        .arg(ferroserve_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("FERROSERVE_ADDRESS", control)
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .envs(envs.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn on_a_terminal_deploy_draws_bars_and_status_has_colour() {
+    let server = spawn_listening(&ferroserve_bin(), &["start", "--port", "0"], &[], None);
+    let control = server.control_url("");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("app.yaml"), two_backends_and("")).expect("written");
+    let (code, screen) = on_a_terminal(&control, dir.path(), &["deploy", "app.yaml"], &[]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("  echo  [========================] 2/2 ready"),
+        "a bar per backend: {screen:?}"
+    );
+    assert!(screen.contains("\x1b[32mHEALTHY\x1b[0m"), "{screen:?}");
+    assert!(screen.contains("deployed in"), "{screen:?}");
+
+    let (code, screen) = on_a_terminal(&control, dir.path(), &["status"], &[]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("status: \x1b[32mRUNNING\x1b[0m")
+            && screen.contains("    status: \x1b[32mHEALTHY\x1b[0m"),
+        "{screen:?}"
+    );
+    let (code, screen) = on_a_terminal(&control, dir.path(), &["status"], &[("NO_COLOR", "1")]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        !screen.contains('\x1b') && screen.contains("status: RUNNING"),
+        "NO_COLOR: {screen:?}"
+    );
+}

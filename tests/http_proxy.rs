@@ -90,7 +90,8 @@ async fn echo_describes_the_request_exactly() {
             "method",
             "path",
             "query",
-            "replica"
+            "replica",
+            "traceparent"
         ]
     );
     assert_eq!(v["backend"], "echo");

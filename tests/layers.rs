@@ -10,6 +10,7 @@ const LAYERS: &[&str] = &[
     "error",
     "fnv",
     "form",
+    "metrics",
     "request",
     "response",
     "layer",  // core types

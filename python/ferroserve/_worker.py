@@ -8,6 +8,7 @@ on a thread, so they never block the I/O loop.
 
 import asyncio
 import concurrent.futures
+import contextvars
 import importlib
 import inspect
 import json
@@ -19,6 +20,9 @@ from . import _protocol as P
 from ._api import ResponseRef, ServeError, decode_reply, encode_value
 from ._request import Request
 from ._starlette import forwarded, http_request, starlette_request_class
+
+# The W3C traceparent of the request the current call runs: its handle calls carry it on.
+_TRACE = contextvars.ContextVar("ferroserve_traceparent", default=None)
 
 _RUNTIME = None
 
@@ -138,10 +142,13 @@ class Worker(asyncio.Protocol):
             raise AttributeError(f"{self.name} has no method `{name}`")
         arg = self.decode_arg(meta, body)
         reply = meta.get("reply", "http")
+        context = contextvars.copy_context()
+        context.run(_TRACE.set, meta.get("traceparent"))
         if self.is_async[name]:
-            self.tasks[request_id] = self.loop.create_task(self.run_async(request_id, method, arg, reply))
+            call = self.run_async(request_id, method, arg, reply)
+            self.tasks[request_id] = self.loop.create_task(call, context=context)
         else:
-            future = self.loop.run_in_executor(self.executor, method, arg)
+            future = self.loop.run_in_executor(self.executor, context.run, method, arg)
             future.add_done_callback(lambda done: self.finish(request_id, done, reply))
 
     async def run_async(self, request_id, method, arg, reply):
@@ -254,6 +261,9 @@ class Worker(asyncio.Protocol):
             meta["http"] = options["http"]
         if "shard_key" in options:
             meta["shard_key"] = options["shard_key"]
+        trace = _TRACE.get()
+        if trace is not None:
+            meta["traceparent"] = trace
         try:
             on_loop = asyncio.get_running_loop() is self.loop
         except RuntimeError:

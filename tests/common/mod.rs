@@ -67,6 +67,8 @@ pub struct Process {
     /// The control API's address (`ferroserve run` and `start`).
     pub control: Option<SocketAddr>,
     pub stderr: Arc<std::sync::Mutex<String>>,
+    /// Everything it printed on stdout so far.
+    pub stdout: Arc<std::sync::Mutex<String>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -152,10 +154,13 @@ pub fn spawn_listening(
     let stdout = child.stdout.take().expect("stdout piped");
     let (tx, rx) = std::sync::mpsc::channel();
     let control = Arc::new(std::sync::Mutex::new(None));
+    let printed = Arc::new(std::sync::Mutex::new(String::new()));
     {
         let control = control.clone();
+        let printed = printed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                printed.lock().expect("lock").push_str(&format!("{line}\n"));
                 if let Some(addr) = line.strip_prefix("ferroserve control API on http://") {
                     *control.lock().expect("lock") = addr.parse().ok();
                 }
@@ -182,6 +187,7 @@ pub fn spawn_listening(
         addr,
         control,
         stderr,
+        stdout: printed,
         _dir: dir,
     }
 }

@@ -22,7 +22,7 @@ pub fn builtins() -> Registry {
 }
 
 /// Answers JSON describing what it received: `backend`, `replica`, `method`, `http_method`,
-/// `path`, `query`, `headers` and `body`. Answers any method name.
+/// `path`, `query`, `headers`, `traceparent` and `body`. Answers any method name.
 #[derive(Debug)]
 pub struct Echo {
     backend: String,
@@ -73,6 +73,7 @@ impl Backend for Echo {
             "path": req.path(),
             "query": query,
             "headers": header_object(req.headers()),
+            "traceparent": req.traceparent(),
             "body": body,
         }))
     }
@@ -223,6 +224,13 @@ mod tests {
         assert_eq!(v["replica"], "b#1");
         assert_eq!(v["body"], "x");
         assert_eq!(v["http_method"], Value::Null);
-        assert_eq!(v.as_object().map(Map::len), Some(8));
+        assert_eq!(v["traceparent"], Value::Null);
+        assert_eq!(v.as_object().map(Map::len), Some(9));
+        let traced = echo
+            .call(Request::from_arg("x".into()).with_traceparent("00-a-b-01"))
+            .await
+            .expect("answer");
+        let v: Value = traced.body_json().expect("json");
+        assert_eq!(v["traceparent"], "00-a-b-01");
     }
 }

@@ -61,7 +61,13 @@ impl Handle {
     ///
     /// The request runs whether or not the reference is awaited, like a Ray `ObjectRef`.
     pub fn remote(&self, arg: impl Into<Arg>) -> ResponseRef {
-        let req = Request::from_arg(arg.into());
+        let mut req = Request::from_arg(arg.into());
+        // Made while a traced request runs: part of its trace.
+        if req.traceparent().is_none()
+            && let Some(trace) = router::context::current_traceparent()
+        {
+            req = req.with_traceparent(trace);
+        }
         let (cell, endpoint, options) = (
             self.cell.clone(),
             self.endpoint.clone(),
@@ -91,7 +97,13 @@ async fn call_endpoint(
         .endpoints
         .get(endpoint)
         .ok_or_else(|| ServeError::EndpointNotFound(endpoint.to_owned()))?;
-    let req = options.apply(req, endpoint.config.route.as_deref());
+    endpoint.stats.handle_calls.add(1);
+    let mut req = options.apply(req, endpoint.config.route.as_deref());
+    if req.traceparent().is_none()
+        && let Some(trace) = router::context::current_traceparent()
+    {
+        req = req.with_traceparent(trace);
+    }
     router::call(cell, endpoint, req).await
 }
 

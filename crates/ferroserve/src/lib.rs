@@ -29,7 +29,9 @@
 pub mod error;
 mod fnv;
 mod form;
+// What the request path counts (lock-free), for /metrics and the dashboard.
 pub mod layer;
+mod metrics;
 pub mod request;
 pub mod response;
 // Pure data: the app's configuration and desired state, and where it is kept.
@@ -56,8 +58,9 @@ pub mod control;
 pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
 pub use builtin::builtins;
 pub use config::{
-    AppConfig, AppSpec, BackendConfig, BackendKind, BackendSpec, ConfigError, CorsOptions,
-    EndpointConfig, EndpointSpec, HttpOptions, Middleware, PythonBackend, RegisteredNames, Traffic,
+    AccessLog, AppConfig, AppSpec, BackendConfig, BackendKind, BackendSpec, ConfigError,
+    CorsOptions, EndpointConfig, EndpointSpec, HttpOptions, Middleware, PythonBackend,
+    RegisteredNames, Traffic,
 };
 pub use control::{ControlOptions, ControlServer};
 pub use controller::status::{

@@ -1,4 +1,4 @@
-//! What a replica gets from the server it runs in: where to report its death, and a caller for the handle calls its code makes.
+//! What a replica gets from the server it runs in: where to report its death, a caller for the handle calls its code makes, and where its worker's output goes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
+use super::logs::WorkerLogs;
 use crate::error::ServeError;
+use crate::metrics::Metrics;
 use crate::request::{CallOptions, Request};
 use crate::response::Response;
 
@@ -91,6 +93,10 @@ pub(crate) struct ReplicaEnv {
     pub(crate) deaths: mpsc::UnboundedSender<Death>,
     /// What the replica's handle calls go through.
     pub(crate) caller: Arc<dyn EndpointCaller>,
+    /// Where a worker's stdout and stderr lines are kept (and echoed).
+    pub(crate) logs: Arc<WorkerLogs>,
+    /// What the request path counts (a replica's batch queue adds its batches).
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The caller of a replica that is not part of a server (tests, benchmarks): every call
@@ -117,6 +123,8 @@ impl ReplicaEnv {
         Self {
             deaths: mpsc::unbounded_channel().0,
             caller: Arc::new(Detached),
+            logs: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The Backend trait user code implements, and the seam every backend kind plugs into: factories, the registry and what a replica gets from the server.
+//! The Backend trait user code implements, and the seam every backend kind plugs into: factories, the registry and what a replica gets from the server (its env, and the rings its worker's output is kept in).
 
 mod env;
 mod factory;
+pub(crate) mod logs;
 
 pub(crate) use env::{Death, EndpointCaller, ReplicaEnv, Slots};
 pub use factory::{BackendFactory, Registry, ReplicaContext};

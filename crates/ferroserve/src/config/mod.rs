@@ -70,6 +70,37 @@ pub struct HttpOptions {
     /// At shutdown, how long requests in flight may take to finish (default 30 s); those
     /// still running then are answered `503`.
     pub graceful_shutdown_timeout: std::time::Duration,
+    /// One line per request on stdout, as text or JSON (default off).
+    pub access_log: AccessLog,
+}
+
+/// The access log's format: one line per HTTP request on stdout (route, endpoint,
+/// backend, replica, status, latency, request id, trace id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLog {
+    /// No access log.
+    #[default]
+    Off,
+    /// `key=value` text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "`{other}` is not an access log format: off, text or json"
+            )),
+        }
+    }
 }
 
 impl Default for HttpOptions {
@@ -83,6 +114,7 @@ impl Default for HttpOptions {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: None,
             graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
+            access_log: AccessLog::Off,
         }
     }
 }

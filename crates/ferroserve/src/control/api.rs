@@ -13,7 +13,8 @@ use crate::error::ServeError;
 type Answer = http::Response<Full<Bytes>>;
 
 /// Routes one call.
-pub(super) async fn route(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Answer {
+pub(super) async fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Answer {
+    let (method, path, query) = (&parts.method, parts.uri.path(), parts.uri.query());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["api", "app"]) => json(StatusCode::OK, &shared.serve.app()),
@@ -71,11 +72,47 @@ pub(super) async fn route(shared: &Shared, method: &Method, path: &str, body: &[
             done(shared, changed)
         }
         (&Method::POST, ["api", "call"]) => call(shared, body).await,
+        (&Method::GET, ["metrics"]) => metrics(shared, &parts.headers),
+        (&Method::GET, ["api", "series"]) => series(shared, query),
+        (&Method::GET, ["api", "series", "latest"]) => {
+            let (endpoints, backends) = shared.serve.latest();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            json(
+                StatusCode::OK,
+                &json!({ "t": now, "endpoints": endpoints, "backends": backends }),
+            )
+        }
+        (&Method::GET, ["api", "history"]) => json(
+            StatusCode::OK,
+            &json!({ "changes": shared.serve.history() }),
+        ),
+        (&Method::PUT, ["api", "backends", name, "replicas"]) => {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Scale {
+                num_replicas: usize,
+            }
+            match parse_json::<Scale>(body) {
+                Ok(scale) => done(
+                    shared,
+                    shared.serve.scale_backend(name, scale.num_replicas).await,
+                ),
+                Err(e) => *e,
+            }
+        }
+        (&Method::GET, ["api", "replicas", id, "logs"]) => replica_logs(shared, id, query),
         (&Method::POST, ["api", "shutdown"]) => {
             shared.shutdown_asked.notify_one();
             json(StatusCode::ACCEPTED, &json!({ "status": "shutting down" }))
         }
-        (_, ["api", "app" | "status" | "shutdown" | "call"])
+        (_, ["metrics"])
+        | (_, ["api", "series" | "history"])
+        | (_, ["api", "series", "latest"])
+        | (_, ["api", "backends", _, "replicas"])
+        | (_, ["api", "replicas", _, "logs"])
+        | (_, ["api", "app" | "status" | "shutdown" | "call"])
         | (_, ["api", "backends" | "endpoints", _])
         | (_, ["api", "endpoints", _, "traffic" | "shadow"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -307,6 +344,126 @@ fn split_meta(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
     let end = 4usize.checked_add(usize::try_from(len).ok()?)?;
     Some((body.get(4..end)?, body.get(end..)?))
+}
+
+/// `GET /api/replicas/ID/logs?tail=N`: the last N lines (200 by default) the replica's
+/// worker printed, oldest first, each with its time and stream; ID is percent-encoded
+/// (`echo%230`). A replica without captured output (a Rust one) has none; an unknown one
+/// is a 404.
+fn replica_logs(shared: &Shared, id: &str, query: Option<&str>) -> Answer {
+    use crate::backend::logs::RING_LINES;
+    let tail = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "tail")
+        .map_or(Ok(200), |(_, n)| n.parse::<usize>());
+    let Ok(tail) = tail else {
+        return error(StatusCode::BAD_REQUEST, "tail is a number of lines");
+    };
+    // %XX escapes decoded; a replica id is any text (backend names are).
+    let mut bytes = Vec::with_capacity(id.len());
+    let mut rest = id.as_bytes();
+    while let Some((&b, after)) = rest.split_first() {
+        let hex = after.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(byte) if b == b'%' => {
+                bytes.push(byte);
+                rest = &after[2..];
+            }
+            _ => {
+                bytes.push(b);
+                rest = after;
+            }
+        }
+    }
+    let id = String::from_utf8_lossy(&bytes);
+    match shared.serve.replica_logs(&id, tail.min(RING_LINES)) {
+        Some(lines) => {
+            #[derive(serde::Serialize)]
+            struct Logs<'a> {
+                replica: &'a str,
+                lines: Vec<crate::backend::logs::LogLine>,
+            }
+            let logs = Logs {
+                replica: &id,
+                lines,
+            };
+            json(StatusCode::OK, &logs)
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("no replica `{id}` (see /api/status), and no output kept of one gone"),
+        ),
+    }
+}
+
+/// `GET /metrics`: OpenMetrics text for a scraper that asks for it (Prometheus does),
+/// else Prometheus' classic text format (what `promtool check metrics` and older tools
+/// read).
+fn metrics(shared: &Shared, headers: &http::HeaderMap) -> Answer {
+    let openmetrics = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let text = shared.serve.metrics_text();
+    let (text, kind) = if openmetrics {
+        (
+            text,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            crate::metrics::classic_text(&text),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut response = http::Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(kind),
+    );
+    response
+}
+
+/// `GET /api/series?endpoint=NAME` (or `backend=NAME`), with `since=UNIX_SECONDS` for the
+/// points after it only: the last 15 minutes at 1 s.
+fn series(shared: &Shared, query: Option<&str>) -> Answer {
+    let (mut name, mut backend, mut since) = (None, false, 0);
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "endpoint" => name = Some(value.into_owned()),
+            "backend" => {
+                name = Some(value.into_owned());
+                backend = true;
+            }
+            "since" => match value.parse::<f64>() {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(s) if s.is_finite() && s >= 0.0 => since = s as u64,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "since is seconds since the Unix epoch",
+                    );
+                }
+            },
+            _ => {}
+        }
+    }
+    let Some(name) = name else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "say which series: ?endpoint=NAME or ?backend=NAME",
+        );
+    };
+    match shared.serve.series(backend, &name, since) {
+        Some(reply) => json(StatusCode::OK, &reply),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no series for {} `{name}` (series start a second after it is made)",
+                if backend { "backend" } else { "endpoint" }
+            ),
+        ),
+    }
 }
 
 /// 200 with the new status, or the error.

@@ -1,6 +1,7 @@
 //! The control API: its own HTTP listener (by default `127.0.0.1:8265`), speaking JSON, to deploy an app, read its status and change it while it serves; a bearer token off loopback.
 
 mod api;
+mod dashboard;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -172,38 +173,59 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::
     }
 }
 
-/// Whether a request without a token may be a browser's: it carries an `Origin` (browsers
-/// send one with every cross-site write), or its `Host` is not a loopback name (a page on
-/// another domain that resolves to 127.0.0.1). The API runs code it is given, so a web
-/// page must never reach it.
+/// Whether a request without a token may come from a web page other than the dashboard:
+/// its `Host` is not a loopback name (a page on another domain that resolves to
+/// 127.0.0.1: DNS rebinding), or it carries an `Origin` (browsers send one with every
+/// cross-site write) other than `http://HOST` itself (the dashboard's own calls; Chrome
+/// sends `Origin` on same-origin writes too). The API runs code it is given, so no other
+/// web page may reach it.
 fn from_a_browser(headers: &http::HeaderMap) -> Option<&'static str> {
-    if headers.contains_key(header::ORIGIN) {
-        return Some("a request with an Origin header (from a web page)");
-    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    let loopback = name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    (!loopback).then_some("a request for a host name that is not loopback (DNS rebinding)")
+    if !loopback_host(host) {
+        return Some("a request for a host name that is not loopback (DNS rebinding)");
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let same_origin = origin
+        .to_str()
+        .ok()
+        .and_then(|origin| origin.strip_prefix("http://"))
+        .is_some_and(|origin_host| origin_host.eq_ignore_ascii_case(host));
+    (!same_origin).then_some("a request with an Origin header from another web page")
 }
 
-/// Checks the token, reads the body (at most [`MAX_BODY`]), and routes.
+/// Whether a `Host` header (`name` or `name:port`, `[v6]:port`) names this machine:
+/// `localhost` or a loopback address.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((name, rest)) if rest.is_empty() || rest.starts_with(':') => name,
+            _ => return false,
+        },
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Serves the dashboard's files; otherwise checks the token, reads the body (at most
+/// [`MAX_BODY`]), and routes.
 async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+    // The dashboard's page and files hold no data: no token (the page asks for it).
+    if let Some(page) = dashboard::answer(req.method(), req.uri().path(), req.headers()) {
+        return page;
+    }
     if shared.token.is_none()
         && let Some(why) = from_a_browser(req.headers())
     {
         return error(
             StatusCode::FORBIDDEN,
             &format!(
-                "refused {why}: without a token the control API takes calls from this machine's tools only (set --control-token to call it from elsewhere)"
+                "refused {why}: without a token the control API takes calls from this machine's tools and its own dashboard only (set --control-token to call it from elsewhere)"
             ),
         );
     }
@@ -241,7 +263,7 @@ async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response
                 );
             }
         };
-    api::route(shared, &parts.method, parts.uri.path(), &body).await
+    api::route(shared, &parts, &body).await
 }
 
 /// Whether two secrets are equal, in a time that does not tell how much of them matched.
@@ -277,4 +299,86 @@ fn serve_error(e: &ServeError) -> http::Response<Full<Bytes>> {
     let mut response = error(status, &e.to_string());
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(host: &str, origin: Option<&str>) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).expect("a header"));
+        if let Some(origin) = origin {
+            headers.insert(
+                header::ORIGIN,
+                HeaderValue::from_str(origin).expect("a header"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn tools_on_this_machine_are_let_in() {
+        for host in [
+            "127.0.0.1:8265",
+            "localhost:8265",
+            "LOCALHOST",
+            "[::1]:8265",
+            "127.3.4.5",
+        ] {
+            assert_eq!(from_a_browser(&headers(host, None)), None, "{host}");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_calling_its_own_server_is_let_in() {
+        for host in ["127.0.0.1:8265", "localhost:41234", "[::1]:8265"] {
+            let origin = format!("http://{host}");
+            assert_eq!(
+                from_a_browser(&headers(host, Some(&origin))),
+                None,
+                "{origin}"
+            );
+        }
+        let origin = Some("http://localhost:8265");
+        assert_eq!(from_a_browser(&headers("LocalHost:8265", origin)), None);
+    }
+
+    #[test]
+    fn other_web_pages_are_refused() {
+        for (host, origin) in [
+            ("127.0.0.1:8265", "https://evil.example"),
+            ("127.0.0.1:8265", "http://127.0.0.1:3000"),
+            ("127.0.0.1:8265", "http://localhost:8265"),
+            ("127.0.0.1:8265", "https://127.0.0.1:8265"),
+            ("127.0.0.1:8265", "http://127.0.0.1:8265.evil.example"),
+            ("127.0.0.1:8265", "null"),
+            ("127.0.0.1:8265", ""),
+            ("localhost:8265", "http://localhost:8265/"),
+        ] {
+            assert!(
+                from_a_browser(&headers(host, Some(origin))).is_some(),
+                "{origin} calling {host}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_loopback_are_refused_even_from_their_own_origin() {
+        for host in [
+            "evil.example:8265",
+            "10.0.0.1:8265",
+            "[::2]:8265",
+            "[::1]x",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(from_a_browser(&headers(host, None)).is_some(), "{host}");
+            let origin = format!("http://{host}");
+            assert!(
+                from_a_browser(&headers(host, Some(&origin))).is_some(),
+                "{origin}"
+            );
+        }
+    }
 }

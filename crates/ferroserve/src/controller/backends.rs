@@ -58,7 +58,10 @@ impl Controller {
                 init_args: config.init_args.clone(),
             };
             let replica = match LocalReplica::start(ctx, factory, config, &self.env).await {
-                Ok(replica) => replica as Arc<dyn Replica>,
+                Ok(replica) => {
+                    self.metrics().backend(name).starts.add(1);
+                    replica as Arc<dyn Replica>
+                }
                 Err(e) => {
                     failure = Some(e);
                     break;

@@ -22,6 +22,7 @@ use indexmap::IndexMap;
 use crate::backend::{BackendFactory, EndpointCaller, ReplicaEnv};
 use crate::config::{BackendConfig, BackendKind, EndpointConfig, Traffic, validate_shadow};
 use crate::error::ServeError;
+use crate::metrics::Metrics;
 use crate::replica::Replica;
 use crate::router::{BackendState, ReplicaSet, Snapshot, SnapshotCell, WaitQueue};
 use status::{BackendStatus, ReplicaInfo, ReplicaState};
@@ -130,18 +131,27 @@ pub(crate) struct Controller {
     me: Weak<Controller>,
     /// One apply at a time.
     applies: tokio::sync::Mutex<()>,
+    /// What the request path counts, by endpoint and backend.
+    metrics: Arc<Metrics>,
 }
 
 impl Controller {
     /// A controller publishing to `cell`; replicas make their handle calls through `caller`.
     pub(crate) fn new(cell: Arc<SnapshotCell>, caller: Arc<dyn EndpointCaller>) -> Arc<Self> {
         let (deaths, mut died) = tokio::sync::mpsc::unbounded_channel();
+        let metrics: Arc<Metrics> = Arc::default();
         let controller = Arc::new_cyclic(|me| Self {
             state: Mutex::new(State::default()),
-            env: ReplicaEnv { deaths, caller },
+            env: ReplicaEnv {
+                deaths,
+                caller,
+                logs: Arc::default(),
+                metrics: metrics.clone(),
+            },
             cell,
             me: me.clone(),
             applies: tokio::sync::Mutex::new(()),
+            metrics,
         });
         let supervised = Arc::downgrade(&controller);
         tokio::spawn(async move {
@@ -165,6 +175,11 @@ impl Controller {
             }
         });
         controller
+    }
+
+    /// What the request path counts.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The state, for a change that does not await while it holds it.
@@ -330,11 +345,17 @@ impl Controller {
                     name: name.as_str().into(),
                     config: desired.config.clone(),
                     replicas,
+                    stats: self.metrics.backend(name),
                 };
                 Some((name.clone(), Arc::new(backend)))
             })
             .collect();
-        let mut snapshot = Snapshot::build(state.version, backends, &state.desired.endpoints);
+        let mut snapshot = Snapshot::build(
+            state.version,
+            backends,
+            &state.desired.endpoints,
+            &self.metrics,
+        );
         snapshot.held = state.held;
         snapshot.draining = state.draining;
         self.cell.publish(snapshot);

@@ -1,4 +1,4 @@
-//! Reading the controller: the status of every backend, replica and endpoint, and the desired app written down as an [`AppSpec`].
+//! Reading the controller: the status of every backend, replica and endpoint, the desired app written down as an [`AppSpec`], and a replica's captured output.
 
 use indexmap::IndexMap;
 
@@ -7,6 +7,7 @@ use super::status::{
     AppStatus, BackendReport, BackendStatus, EndpointReport, ReplicaInfo, ReplicaState,
     ReplicaStatus, unix_seconds,
 };
+use crate::backend::logs::LogLine;
 use crate::config::{AppSpec, BackendSpec, EndpointSpec};
 use crate::router;
 
@@ -60,6 +61,7 @@ impl Controller {
                 target_replicas: target,
                 running_replicas: serving,
                 version: desired.config.version.clone(),
+                queued: running.queue.len(),
                 replicas,
             };
             backends.insert(name.clone(), report);
@@ -77,6 +79,7 @@ impl Controller {
                 target_replicas: replicas.len(),
                 running_replicas: 0,
                 version: None,
+                queued: 0,
                 replicas,
             };
             backends.insert(name.clone(), report);
@@ -89,6 +92,7 @@ impl Controller {
                     target_replicas: 0,
                     running_replicas: 0,
                     version: None,
+                    queued: 0,
                     replicas: Vec::new(),
                 };
                 backends.insert(name.clone(), report);
@@ -168,6 +172,20 @@ impl Controller {
             backends,
             endpoints,
         }
+    }
+}
+
+impl Controller {
+    /// The last `tail` lines `replica`'s worker printed, oldest first: none for a replica
+    /// that captures no output (a Rust one); `None` for a replica neither known nor kept.
+    pub(crate) fn replica_logs(&self, replica: &str, tail: usize) -> Option<Vec<LogLine>> {
+        if let Some(lines) = self.env.logs.tail(replica, tail) {
+            return Some(lines);
+        }
+        let state = self.lock();
+        let known = state.actual.values().any(|r| r.info.contains_key(replica))
+            || state.starting.values().any(|s| s.contains_key(replica));
+        known.then(Vec::new)
     }
 }
 

@@ -83,6 +83,9 @@ pub struct BackendReport {
     /// Its `version`, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Requests waiting for one of its replicas to have room.
+    #[serde(default)]
+    pub queued: usize,
     /// Each replica, running or not.
     pub replicas: Vec<ReplicaStatus>,
 }

@@ -10,13 +10,15 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use crate::error::{BodyTooLarge, ServeError};
 use crate::layer::{BoxError, ProxyBody, box_error};
 
-/// The rules a request body is read under.
+/// The rules a request body is read under (and whether the request is logged).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyRules {
     /// `http.max_body_bytes` (an endpoint may set its own).
     pub(crate) max_bytes: usize,
     /// `http.body_timeout_s`: the longest pause between two pieces of a body.
     pub(crate) idle: Duration,
+    /// `http.access_log`.
+    pub(crate) access_log: crate::config::AccessLog,
 }
 
 /// `PayloadTooLarge` when `headers` declare a body of more than `limit` bytes.

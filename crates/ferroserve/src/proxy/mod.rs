@@ -1,5 +1,6 @@
 //! The HTTP ingress: accepts connections, matches routes and methods, hands requests to the router.
 
+mod access_log;
 mod body;
 mod connections;
 pub(crate) mod convert;
@@ -9,7 +10,7 @@ mod middleware;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use body::BodyRules;
 use bytes::Bytes;
@@ -28,10 +29,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-use crate::config::{HttpOptions, RESERVED_PREFIX};
+use crate::config::{AccessLog, HttpOptions, RESERVED_PREFIX};
 use crate::error::{ServeError, text_response};
 use crate::layer::{BoxError, IntoProxyResponse, ProxyBody, ProxyService, box_error};
-use crate::router::{self, SnapshotCell};
+use crate::metrics::EndpointStats;
+use crate::router::{self, EndpointState, SnapshotCell};
 use convert::PlainBody;
 
 /// At shutdown, how long an idle keep-alive connection stays open (at most half the grace):
@@ -49,6 +51,7 @@ pub(crate) fn check(options: &HttpOptions) -> Result<(), ServeError> {
     let rules = BodyRules {
         max_bytes: options.max_body_bytes,
         idle: options.body_timeout,
+        access_log: options.access_log,
     };
     let cell = Arc::new(SnapshotCell::default());
     middleware::build(&options.middlewares, &cell, rules).map(drop)
@@ -71,6 +74,7 @@ impl HttpServer {
         let rules = BodyRules {
             max_bytes: options.max_body_bytes,
             idle: options.body_timeout,
+            access_log: options.access_log,
         };
         let stack = middleware::build(&options.middlewares, &cell, rules)?;
         // Raised whatever the cap: Python workers and files need descriptors too.
@@ -286,7 +290,8 @@ struct Connection {
 }
 
 /// Serves one HTTP request; its body is read under `rules` (an endpoint may set its own
-/// size limit).
+/// size limit). Every answer but those of `/-/` routes is counted for `/metrics`, and
+/// logged when the access log is on.
 pub(crate) async fn handle<B>(
     cell: &SnapshotCell,
     rules: BodyRules,
@@ -300,13 +305,130 @@ where
     if path.starts_with(RESERVED_PREFIX) {
         return admin(cell, req.method(), path);
     }
+    if rules.access_log != AccessLog::Off {
+        // Boxed: a server without an access log keeps the small future.
+        return Box::pin(logged(cell, rules, req)).await;
+    }
+    handle_counted(cell, rules, req).await
+}
+
+/// [`handle_counted`], then its access log line.
+async fn logged<B>(
+    cell: &SnapshotCell,
+    rules: BodyRules,
+    req: http::Request<B>,
+) -> http::Response<PlainBody>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (request_id, traceparent) = {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (header("x-request-id"), header("traceparent"))
+    };
+    let (response, served) =
+        router::context::recording_served(handle_counted(cell, rules, req)).await;
+    let snapshot = cell.load();
+    let endpoint = snapshot.routes.lookup(&path);
+    let entry = access_log::Entry {
+        method: method.as_str(),
+        path: &path,
+        route: endpoint.and_then(|e| e.config.route.as_deref()),
+        endpoint: endpoint.map(|e| &*e.name),
+        backend: served.as_ref().map(|(backend, _)| &**backend),
+        replica: served.as_ref().map(|(_, replica)| &**replica),
+        status: response.status(),
+        took: started.elapsed(),
+        request_id: request_id.as_deref(),
+        traceparent: traceparent.as_deref(),
+    };
+    access_log::write(entry.line(rules.access_log, std::time::SystemTime::now()));
+    response
+}
+
+/// [`handle`] past the `/-/` routes, counted for `/metrics`.
+async fn handle_counted<B>(
+    cell: &SnapshotCell,
+    rules: BodyRules,
+    req: http::Request<B>,
+) -> http::Response<PlainBody>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let path = req.uri().path();
     let snapshot = cell.load_full();
     let Some(endpoint) = snapshot.routes.lookup(path) else {
-        if snapshot.held {
-            return ServeError::Deploying(path.to_owned()).to_http();
-        }
-        return ServeError::RouteNotFound(path.to_owned()).to_http();
+        let response = if snapshot.held {
+            ServeError::Deploying(path.to_owned()).to_http()
+        } else {
+            ServeError::RouteNotFound(path.to_owned()).to_http()
+        };
+        let status = response.status().as_u16();
+        snapshot
+            .unrouted
+            .answered(req.method(), status, Duration::ZERO);
+        return response;
     };
+    let counted = Counted {
+        stats: &endpoint.stats,
+        method: req.method().clone(),
+        started: Instant::now(),
+        answered: false,
+    };
+    let response = serve_endpoint(cell, endpoint, rules, req).await;
+    counted.answered(response.status());
+    response
+}
+
+/// An HTTP request being served, counted when it is answered; dropped unanswered (its
+/// client left), it counts as 499, as Ray Serve counts a disconnect.
+struct Counted<'a> {
+    stats: &'a EndpointStats,
+    method: Method,
+    started: Instant,
+    answered: bool,
+}
+
+impl Counted<'_> {
+    fn answered(mut self, status: StatusCode) {
+        self.answered = true;
+        self.stats
+            .answered(&self.method, status.as_u16(), self.started.elapsed());
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.stats
+                .answered(&self.method, CLIENT_CLOSED, self.started.elapsed());
+        }
+    }
+}
+
+/// The status counted for a request whose client left before its answer (nginx's 499).
+const CLIENT_CLOSED: u16 = 499;
+
+/// Serves a request routed to `endpoint`: its method, its body, then the router.
+async fn serve_endpoint<B>(
+    cell: &SnapshotCell,
+    endpoint: &EndpointState,
+    rules: BodyRules,
+    req: http::Request<B>,
+) -> http::Response<PlainBody>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
     if !endpoint.allows(req.method()) {
         return ServeError::MethodNotAllowed {
             target: format!("endpoint `{}`", endpoint.name),

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ReplicaName;
 use crate::backend::DynBackend;
 use crate::error::{BackendError, ServeError};
+use crate::metrics::{BackendStats, gauge_add};
 use crate::request::Request;
 use crate::response::Response;
 
@@ -71,14 +72,16 @@ pub(crate) struct BatchQueue {
 }
 
 impl BatchQueue {
-    /// Starts the queue's task for one replica of `backend`.
+    /// Starts the queue's task for one replica of `backend`, counting its queue length
+    /// and batch sizes in `stats`.
     pub(crate) fn start(
         policy: BatchPolicy,
         instance: Arc<dyn DynBackend>,
         names: ReplicaName,
+        stats: Arc<BackendStats>,
     ) -> Self {
         let (items, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(policy, instance, receiver, names));
+        tokio::spawn(run(policy, instance, receiver, names, stats));
         Self { items }
     }
 
@@ -109,14 +112,18 @@ async fn run(
     instance: Arc<dyn DynBackend>,
     mut receiver: mpsc::UnboundedReceiver<Item>,
     names: ReplicaName,
+    stats: Arc<BackendStats>,
 ) {
     let mut queue: VecDeque<Item> = VecDeque::new();
+    // What this queue added to the backend's batch queue gauge, taken back when it ends.
+    let mut counted = Counted::new(&stats);
     loop {
         while let Ok(item) = receiver.try_recv() {
             queue.push_back(item);
         }
         // Callers that gave up need no answer.
         queue.retain(|item| !item.reply.is_closed());
+        counted.set(queue.len());
         let method = queue.front().map(|i| i.request.method_name().to_owned());
         let same_method = method.as_deref().map_or(0, |m| {
             queue
@@ -154,9 +161,41 @@ async fn run(
                     }
                 }
                 queue = rest;
+                counted.set(queue.len());
+                stats
+                    .batch_sizes
+                    .record_value(u64::try_from(batch.len()).unwrap_or(u64::MAX));
                 run_batch(&*instance, &method, batch, &names).await;
             }
         }
+    }
+}
+
+/// One batch queue's share of its backend's batch queue gauge.
+struct Counted<'a> {
+    stats: &'a BackendStats,
+    now: usize,
+}
+
+impl<'a> Counted<'a> {
+    fn new(stats: &'a BackendStats) -> Self {
+        Self { stats, now: 0 }
+    }
+
+    /// The queue holds `len` requests now.
+    fn set(&mut self, len: usize) {
+        let delta =
+            i64::try_from(len).unwrap_or(i64::MAX) - i64::try_from(self.now).unwrap_or(i64::MAX);
+        if delta != 0 {
+            gauge_add(&self.stats.batch_queued, delta);
+            self.now = len;
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.set(0);
     }
 }
 
@@ -250,7 +289,8 @@ mod tests {
             backend: "b".into(),
             replica: "b#1".into(),
         };
-        let queue = BatchQueue::start(policy(3, 1000), Arc::new(Failing), names);
+        let stats = BackendStats::detached("b");
+        let queue = BatchQueue::start(policy(3, 1000), Arc::new(Failing), names, stats);
         let calls = [first.to_owned(), "x".to_owned(), "y".to_owned()]
             .map(|arg| queue.call(Request::from_arg(arg.into())));
         futures_util::future::join_all(calls)

@@ -53,7 +53,8 @@ impl LocalReplica {
                 max_batch_size: config.max_batch_size.unwrap_or(1),
                 wait: std::time::Duration::from_millis(config.batch_wait_timeout_ms),
             };
-            BatchQueue::start(policy, instance.clone(), name.clone())
+            let stats = env.metrics.backend(&ctx.backend);
+            BatchQueue::start(policy, instance.clone(), name.clone(), stats)
         });
         let replica = Arc::new(Self {
             slots,

@@ -159,6 +159,9 @@ macro_rules! json_scalar_args {
 }
 json_scalar_args!(bool, i32, i64, u32, u64, f64);
 
+/// The W3C trace context header.
+const TRACEPARENT: &str = "traceparent";
+
 /// One request to a replica, from HTTP or from a handle.
 ///
 /// The same backend code serves both: [`Request::headers`], [`Request::query`],
@@ -174,6 +177,9 @@ pub struct Request {
     pub(crate) python_caller: bool,
     http: Option<HttpParts>,
     payload: Payload,
+    /// The W3C `traceparent` of the request that made this handle call (an HTTP request
+    /// carries its own in its headers).
+    trace: Option<std::sync::Arc<str>>,
 }
 
 impl Request {
@@ -186,6 +192,7 @@ impl Request {
             python_caller: false,
             http: Some(parts),
             payload: Payload::Bytes(body),
+            trace: None,
         }
     }
 
@@ -210,7 +217,30 @@ impl Request {
             python_caller: false,
             http: None,
             payload,
+            trace: None,
         }
+    }
+
+    /// The W3C trace context (`traceparent`) this request is part of: its
+    /// `traceparent` header, or for a handle call the one of the request whose code made
+    /// it (handle calls made while a request runs carry its trace on).
+    pub fn traceparent(&self) -> Option<&str> {
+        match &self.trace {
+            Some(trace) => Some(trace),
+            None => self
+                .http
+                .as_ref()?
+                .headers
+                .get(TRACEPARENT)
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+
+    /// Makes this request part of the trace `traceparent` (W3C trace context).
+    #[must_use]
+    pub fn with_traceparent(mut self, traceparent: impl Into<std::sync::Arc<str>>) -> Self {
+        self.trace = Some(traceparent.into());
+        self
     }
 
     /// Sets the replica method this request runs.
@@ -261,6 +291,7 @@ impl Request {
             python_caller: self.python_caller,
             http: self.http.clone(),
             payload,
+            trace: self.trace.clone(),
         })
     }
 

@@ -1,5 +1,6 @@
 //! The one request path shared by HTTP and handles: traffic choice, replica choice, queueing.
 
+pub(crate) mod context;
 mod queue;
 mod replica_set;
 
@@ -87,15 +88,33 @@ async fn call_now(
     if !endpoint.shadows.is_empty() {
         send_shadow_copies(endpoint, &req);
     }
+    // Records queue and compute time; a request dropped on the way (a timeout, a caller
+    // that left) counts as an error.
+    let mut timing = backend.stats.begin();
     let slot = match backend.replicas.try_acquire() {
-        Some(slot) if !backend.replicas.queue().has_waiters() => slot,
+        Some(slot) if !backend.replicas.queue().has_waiters() => {
+            timing.no_wait();
+            slot
+        }
         // The queue path is boxed so that the common path's future stays small.
         fast => {
             drop(fast);
-            Box::pin(slow_slot(cell, endpoint, backend, req.shard_key())).await?
+            let slot = Box::pin(slow_slot(cell, endpoint, backend, req.shard_key())).await?;
+            timing.waited();
+            slot
         }
     };
-    slot.call(req).await
+    context::note_served(&backend.name, slot.id());
+    let answer = match req.traceparent() {
+        // Boxed: only traced requests pay for the task-local scope.
+        Some(trace) => {
+            let trace: std::sync::Arc<str> = trace.into();
+            Box::pin(context::traced(trace, slot.call(req))).await
+        }
+        None => slot.call(req).await,
+    };
+    timing.finish(answer.is_ok());
+    answer
 }
 
 /// A slot when the chosen backend had none free: its queue, or, when it has no live
@@ -150,6 +169,7 @@ fn send_shadow_copies(endpoint: &EndpointState, req: &Request) {
         };
         let backend = backend.clone();
         tokio::spawn(async move {
+            let mut timing = backend.stats.begin();
             let Some(slot) = backend.replicas.try_acquire() else {
                 tracing::debug!(
                     backend = &*backend.name,
@@ -157,7 +177,10 @@ fn send_shadow_copies(endpoint: &EndpointState, req: &Request) {
                 );
                 return;
             };
-            if let Err(e) = slot.call(copy).await {
+            timing.no_wait();
+            let answer = slot.call(copy).await;
+            timing.finish(answer.is_ok());
+            if let Err(e) = answer {
                 tracing::debug!(backend = &*backend.name, "shadow copy failed: {e}");
             }
         });

@@ -34,7 +34,6 @@ impl WaitQueue {
     }
 
     /// How many requests wait.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
     }

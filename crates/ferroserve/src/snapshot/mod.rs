@@ -22,6 +22,7 @@ use indexmap::IndexMap;
 use tokio::sync::watch;
 
 use crate::config::{BackendConfig, EndpointConfig};
+use crate::metrics::{BackendStats, EndpointStats, Metrics};
 
 /// One backend as a snapshot publishes it: its name, its config, and what it runs on.
 pub(crate) struct BackendState<R> {
@@ -29,6 +30,8 @@ pub(crate) struct BackendState<R> {
     pub(crate) config: BackendConfig,
     /// Its replicas, as the router picks among them.
     pub(crate) replicas: R,
+    /// What it counts (shared by every snapshot of the backend).
+    pub(crate) stats: Arc<BackendStats>,
 }
 
 /// One endpoint as a snapshot publishes it, its backends resolved.
@@ -42,6 +45,8 @@ pub(crate) struct EndpointState<R> {
     pub(crate) shadows: Box<[(f64, Arc<BackendState<R>>)]>,
     /// When a failover was last logged, in seconds since the Unix epoch.
     failover_logged: AtomicU64,
+    /// What it counts (shared by every snapshot of the endpoint).
+    pub(crate) stats: Arc<EndpointStats>,
 }
 
 impl<R> EndpointState<R> {
@@ -73,6 +78,8 @@ pub(crate) struct Snapshot<R> {
     pub(crate) held: bool,
     /// The server is stopping: liveness and readiness answer 503.
     pub(crate) draining: bool,
+    /// Where HTTP requests that match no route are counted.
+    pub(crate) unrouted: Arc<EndpointStats>,
 }
 
 impl<R> Default for Snapshot<R> {
@@ -85,17 +92,19 @@ impl<R> Default for Snapshot<R> {
             routes_json: Bytes::from_static(b"{}"),
             held: false,
             draining: false,
+            unrouted: EndpointStats::detached(),
         }
     }
 }
 
 impl<R> Snapshot<R> {
     /// The snapshot at `version` serving `endpoints` from `backends`; traffic to a backend
-    /// that is not there is left out.
+    /// that is not there is left out. Each endpoint's stats come from `metrics`.
     pub(crate) fn build(
         version: u64,
         backends: HashMap<String, Arc<BackendState<R>>>,
         endpoints: &IndexMap<String, EndpointConfig>,
+        metrics: &Metrics,
     ) -> Self {
         let mut states = HashMap::with_capacity(endpoints.len());
         let mut routes = RouteTable::default();
@@ -123,6 +132,7 @@ impl<R> Snapshot<R> {
                 config: config.clone(),
                 traffic,
                 failover_logged: AtomicU64::new(0),
+                stats: metrics.endpoint(name, config.route.as_deref()),
             });
             if let Some(route) = &config.route {
                 routes.insert(route, endpoint.clone());
@@ -139,6 +149,7 @@ impl<R> Snapshot<R> {
             routes_json: Bytes::from(routes_json),
             held: false,
             draining: false,
+            unrouted: metrics.unrouted.clone(),
         }
     }
 }
@@ -243,6 +254,7 @@ mod build_tests {
             name: name.into(),
             config: BackendConfig::default(),
             replicas: (),
+            stats: BackendStats::detached(name),
         };
         (name.to_owned(), Arc::new(state))
     }
@@ -260,7 +272,7 @@ mod build_tests {
                 .shadow("b", 0.1),
         );
         endpoints.insert("inner".to_owned(), EndpointConfig::backend("b"));
-        let snapshot = Snapshot::build(3, backends, &endpoints);
+        let snapshot = Snapshot::build(3, backends, &endpoints, &Metrics::default());
         assert_eq!(snapshot.version, 3);
         assert_eq!(snapshot.routes_json, r#"{"/api":"api"}"#);
         let api = snapshot.routes.lookup("/api/x").expect("routed");

@@ -76,6 +76,7 @@ struct HttpFile {
     body_timeout_s: Option<Spanned<f64>>,
     graceful_shutdown_timeout_s: Option<Spanned<f64>>,
     max_connections: Option<Spanned<usize>>,
+    access_log: Option<super::AccessLog>,
     #[serde(default)]
     middlewares: Vec<Spanned<MiddlewareFile>>,
 }
@@ -214,6 +215,9 @@ impl AppConfig {
                     return errors.at(line_of(&n), "http.max_connections", message);
                 }
                 http.max_connections = Some(n.value);
+            }
+            if let Some(format) = h.access_log {
+                http.access_log = format;
             }
             for (i, item) in h.middlewares.into_iter().enumerate() {
                 let line = line_of(&item);

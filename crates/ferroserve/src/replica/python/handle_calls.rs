@@ -23,6 +23,8 @@ struct HandleCallMeta {
     shard_key: Option<String>,
     /// A web request passed on to a handle: it reaches the backend as that request.
     forward: Option<ForwardMeta>,
+    /// The W3C trace context of the request whose code makes the call.
+    traceparent: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +146,9 @@ pub(crate) async fn call_from_python(
     if let Some(forward) = meta.forward.take() {
         // Not wrapped: the backend gets it as the web request it is.
         let mut req = Request::from_http(forward.into_parts()?, body);
+        if let Some(trace) = meta.traceparent {
+            req = req.with_traceparent(trace);
+        }
         req.python_caller = true;
         let options = CallOptions::new().method_name(meta.method);
         return caller.call(&meta.endpoint, req, options).await;
@@ -158,6 +163,9 @@ pub(crate) async fn call_from_python(
         _ => Payload::Bytes(body),
     };
     let mut req = Request::from_payload(payload);
+    if let Some(trace) = meta.traceparent {
+        req = req.with_traceparent(trace);
+    }
     req.python_caller = true;
     let mut options = CallOptions::new().method_name(meta.method);
     if let Some(key) = meta.shard_key {

@@ -1,12 +1,14 @@
 //! The Python kind: one worker process per replica, spoken to over a Unix socket with the frame protocol of `python/ferroserve/_protocol.py`.
 //!
 //! By job: `frame` (the codec), `link` (the multiplexed connection), `process` (start,
-//! handshake, supervision), `wire` (the JSON metadata), `handle_calls` (calls Python code
-//! makes to other endpoints), `runtime` (the Python package the binary carries).
+//! handshake, supervision), `output` (the worker's stdout and stderr into its replica's
+//! log), `wire` (the JSON metadata), `handle_calls` (calls Python code makes to other
+//! endpoints), `runtime` (the Python package the binary carries).
 
 mod frame;
 pub(crate) mod handle_calls;
 mod link;
+mod output;
 mod process;
 mod runtime;
 mod wire;
@@ -54,7 +56,7 @@ impl Instantiate for PythonKind {
     ) -> BoxFuture<'a, Result<Instance, String>> {
         Box::pin(async move {
             self.0.validate()?;
-            let started = process::start(&self.0, ctx, config).await?;
+            let started = process::start(&self.0, ctx, config, env).await?;
             let pid = started.child.id();
             let (read, write) = started.stream.into_split();
             let (writer, frames) = mpsc::unbounded_channel();
@@ -67,6 +69,7 @@ impl Instantiate for PythonKind {
             tokio::spawn(process::supervise(
                 read,
                 started.child,
+                (started.log, started.output),
                 link.clone(),
                 env.clone(),
                 death,

@@ -1,4 +1,4 @@
-//! The worker process: its socket, interpreter and import path, the start and READY handshake, and the reader that supervises it until it stops or dies.
+//! The worker process: its socket, interpreter and import path, its output (piped into its replica's log), the start and READY handshake, and the reader that supervises it until it stops or dies.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,8 +13,10 @@ use tokio::process::{Child, Command};
 use super::frame::{encode, kind, read_frame};
 use super::handle_calls::serve_handle_call;
 use super::link::Link;
+use super::output::Captured;
 use super::runtime;
 use super::wire::{InitErrorMeta, ReadyMeta};
+use crate::backend::logs::ReplicaLog;
 use crate::backend::{Death, ReplicaContext, ReplicaEnv};
 use crate::config::{BackendConfig, PythonBackend};
 
@@ -145,13 +147,22 @@ pub(super) struct Started {
     pub(super) stream: UnixStream,
     /// What it said it serves.
     pub(super) ready: ReadyMeta,
+    /// Its replica's log, kept among the gone ones once dropped (when the worker is).
+    pub(super) log: ReplicaLog,
+    /// The readers of its stdout and stderr.
+    pub(super) output: Captured,
 }
 
-/// Starts the worker process, hands it the backend, and waits until it is ready.
+/// How long a dead worker's last lines may take to reach its log.
+const LAST_WORDS: Duration = Duration::from_millis(500);
+
+/// Starts the worker process, its output piped into its replica's log in `env`, hands it
+/// the backend, and waits until it is ready.
 pub(super) async fn start(
     spec: &PythonBackend,
     ctx: &ReplicaContext,
     config: &BackendConfig,
+    env: &ReplicaEnv,
 ) -> Result<Started, String> {
     {
         let runtime = runtime::import_dir()?;
@@ -169,6 +180,8 @@ pub(super) async fn start(
             .env("PYTHONPATH", python_path(&runtime, spec))
             .env("PYTHONUNBUFFERED", "1")
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             // Its own process group: a ctrl-c at the terminal stops the server, which then
             // stops its workers, rather than every worker printing a KeyboardInterrupt.
             .process_group(0)
@@ -179,6 +192,8 @@ pub(super) async fn start(
         let mut child = command.spawn().map_err(|e| {
             format!("cannot run the Python interpreter `{python}`: {e} (set python_executable or $FERROSERVE_PYTHON)")
         })?;
+        let log = env.logs.open(&ctx.backend, &ctx.replica);
+        let output = Captured::start(&mut child, &log.writer());
         // Validated to a day at most; saturate rather than overflow all the same.
         let now = tokio::time::Instant::now();
         let deadline = now.checked_add(spec.start_timeout).unwrap_or(now);
@@ -189,10 +204,15 @@ pub(super) async fn start(
                 child,
                 stream,
                 ready,
+                log,
+                output,
             }),
             Err(message) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
+                // Its output (a traceback) is echoed before the error that says to see it.
+                output.drained(LAST_WORDS).await;
+                env.logs.flush_echo().await;
                 Err(message)
             }
         }
@@ -276,9 +296,11 @@ enum Ended {
 
 /// Reads the worker's frames until it exits or the replica is stopped; then stops the
 /// process, fails what still waits, and reports an unexpected death to the controller.
+/// The replica's log is kept among the gone ones when this ends.
 pub(super) async fn supervise(
     read: OwnedReadHalf,
     mut child: Child,
+    (log, output): (ReplicaLog, Captured),
     link: Arc<Link>,
     env: ReplicaEnv,
     death: Death,
@@ -325,12 +347,17 @@ pub(super) async fn supervise(
         Ended::Broken(why) => format!("its worker was killed: {why} ({status})"),
         Ended::Closed | Ended::Stopped => format!("its worker process died ({status})"),
     };
+    // Its callers learn at once; its last words (a traceback) are kept, and echoed
+    // before the error that says it died.
+    link.die(reason.clone());
+    output.drained(LAST_WORDS).await;
+    env.logs.flush_echo().await;
+    drop(log);
     tracing::error!(
         backend = &*death.backend,
         replica = &*death.replica,
         "{reason}; restarting it"
     );
-    link.die(reason);
     link.exited();
     let _ = env.deaths.send(death);
 }

@@ -60,6 +60,9 @@ pub(super) struct CallMeta<'a> {
     reply: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) body_len: Option<usize>,
+    /// The W3C trace context, for the handle calls the Python code makes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
 }
 
 /// The meta and body a request is sent to a worker with.
@@ -86,6 +89,7 @@ pub(super) fn call_meta(req: &Request) -> Result<(CallMeta<'_>, Cow<'_, [u8]>), 
         arg,
         reply: if req.python_caller { "pickle" } else { "http" },
         body_len: None,
+        traceparent: req.traceparent(),
     };
     Ok((meta, body))
 }

@@ -1,11 +1,14 @@
 //! `Serve`: the running instance — the imperative API over the controller, the HTTP proxy and handles.
 
+mod observe;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use std::sync::Mutex;
 
+use crate::backend::logs::LogLine;
 use crate::backend::{BackendFactory, Registry};
 use crate::config::{
     AppConfig, AppSpec, BackendConfig, BackendKind, ConfigError, EndpointConfig, HttpOptions,
@@ -15,6 +18,7 @@ use crate::controller::status::AppStatus;
 use crate::controller::{Controller, Planned};
 use crate::error::ServeError;
 use crate::handle::{Caller, Handle};
+use crate::metrics::History;
 use crate::proxy::HttpServer;
 use crate::replica::factory_of;
 use crate::router::SnapshotCell;
@@ -52,6 +56,8 @@ pub struct Serve {
     /// Taken by the first shutdown.
     http: Mutex<Option<HttpServer>>,
     local_addr: Option<SocketAddr>,
+    /// The last changes, for the dashboard.
+    history: History,
 }
 
 impl Serve {
@@ -67,12 +73,18 @@ impl Serve {
     /// Starts Ferroserve without HTTP: endpoints are reachable through handles only.
     pub fn without_http() -> Self {
         let cell = Arc::new(SnapshotCell::default());
+        let controller = Controller::new(cell.clone(), Caller::new(&cell));
+        tokio::spawn(observe::sample_every_second(
+            Arc::downgrade(&cell),
+            Arc::downgrade(controller.metrics()),
+        ));
         Self {
-            controller: Controller::new(cell.clone(), Caller::new(&cell)),
+            controller,
             cell,
             store: std::sync::OnceLock::new(),
             http: Mutex::new(None),
             local_addr: None,
+            history: History::default(),
         }
     }
 
@@ -96,10 +108,19 @@ impl Serve {
         }
     }
 
-    /// Saves the desired app after a change that succeeded.
-    fn saved<T>(&self, outcome: Result<T, ServeError>) -> Result<T, ServeError> {
-        if outcome.is_ok() {
-            self.save();
+    /// Saves the desired app after a change that succeeded, and records the change (or
+    /// its failure) in the history as `what` says it.
+    fn saved<T>(
+        &self,
+        outcome: Result<T, ServeError>,
+        what: impl FnOnce() -> String,
+    ) -> Result<T, ServeError> {
+        match &outcome {
+            Ok(_) => {
+                self.save();
+                self.history.record(what());
+            }
+            Err(e) => self.history.record(format!("{} failed: {e}", what())),
         }
         outcome
     }
@@ -142,6 +163,7 @@ impl Serve {
         config: BackendConfig,
         kind: Option<BackendKind>,
     ) -> Result<(), ServeError> {
+        let what = format!("create backend `{name}` ({} replicas)", config.num_replicas);
         let (controller, name) = (self.controller.clone(), name.to_owned());
         let created = to_completion(async move {
             controller
@@ -149,7 +171,7 @@ impl Serve {
                 .await
         })
         .await;
-        self.saved(created)
+        self.saved(created, || what)
     }
 
     /// Changes backend `name` to `kind` and `config`: in place when only the replica count,
@@ -162,6 +184,7 @@ impl Serve {
         factory: BackendFactory,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
+        let what = format!("update backend `{name}` ({} replicas)", config.num_replicas);
         let (controller, name) = (self.controller.clone(), name.to_owned());
         let updated = to_completion(async move {
             controller
@@ -169,7 +192,7 @@ impl Serve {
                 .await
         })
         .await;
-        self.saved(updated)
+        self.saved(updated, || what)
     }
 
     /// Changes a backend's config while it serves (replicas, concurrency, `user_config`).
@@ -178,16 +201,23 @@ impl Serve {
         name: &str,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
+        let what = format!(
+            "change backend `{name}`: {} replicas, at most {} requests each",
+            config.num_replicas,
+            config.effective_max_concurrent_queries()
+        );
         let (controller, name) = (self.controller.clone(), name.to_owned());
         let updated =
             to_completion(async move { controller.update_backend_config(&name, config).await })
                 .await;
-        self.saved(updated)
+        self.saved(updated, || what)
     }
 
     /// Removes a backend; refused while an endpoint uses it.
     pub async fn delete_backend(&self, name: &str) -> Result<(), ServeError> {
-        self.saved(self.controller.delete_backend(name))
+        self.saved(self.controller.delete_backend(name), || {
+            format!("delete backend `{name}`")
+        })
     }
 
     /// Adds an endpoint.
@@ -196,17 +226,32 @@ impl Serve {
         name: &str,
         config: EndpointConfig,
     ) -> Result<(), ServeError> {
-        self.saved(self.controller.create_endpoint(name, config))
+        let what = format!(
+            "create endpoint `{name}`{}",
+            config
+                .route
+                .as_deref()
+                .map(|r| format!(" at {r}"))
+                .unwrap_or_default()
+        );
+        self.saved(self.controller.create_endpoint(name, config), || what)
     }
 
     /// Removes an endpoint.
     pub async fn delete_endpoint(&self, name: &str) -> Result<(), ServeError> {
-        self.saved(self.controller.delete_endpoint(name))
+        self.saved(self.controller.delete_endpoint(name), || {
+            format!("delete endpoint `{name}`")
+        })
     }
 
     /// Changes an endpoint's traffic weights while it serves.
     pub async fn set_traffic(&self, endpoint: &str, traffic: Traffic) -> Result<(), ServeError> {
-        self.saved(self.controller.set_traffic(endpoint, traffic))
+        let weights: Vec<String> = traffic
+            .weights()
+            .map(|(backend, weight)| format!("{backend} {weight}"))
+            .collect();
+        let what = format!("traffic of endpoint `{endpoint}`: {}", weights.join(", "));
+        self.saved(self.controller.set_traffic(endpoint, traffic), || what)
     }
 
     /// Sends a copy of `proportion` (0 to 1) of `endpoint`'s requests to `backend` as well;
@@ -220,6 +265,7 @@ impl Serve {
         self.saved(
             self.controller
                 .shadow_traffic(endpoint, backend, proportion),
+            || format!("shadow of endpoint `{endpoint}`: {backend} {proportion}"),
         )
     }
 
@@ -283,9 +329,19 @@ impl Serve {
             .await
             .unwrap_or_else(|e| vec![("app".to_owned(), e)]);
         self.save();
+        let what = format!(
+            "deploy {} ({} backends, {} endpoints)",
+            app.file,
+            app.spec.backends.len(),
+            app.spec.endpoints.len()
+        );
         let Some((name, error)) = failures.into_iter().next() else {
+            self.history.record(what);
             return Ok(());
         };
+        self.history.record(format!(
+            "{what} failed: backend or endpoint `{name}`: {error}"
+        ));
         let (line, key) = match (
             app.spec.backends.iter().find(|b| b.name == name),
             app.spec.endpoints.iter().find(|e| e.name == name),
@@ -316,6 +372,12 @@ impl Serve {
     /// readiness (what the control API's `GET /api/status` returns).
     pub fn status(&self) -> AppStatus {
         self.controller.status()
+    }
+
+    /// The last `tail` lines the worker of `replica` printed (`echo#0`), oldest first; an
+    /// empty list for a replica without captured output; `None` for an unknown replica.
+    pub(crate) fn replica_logs(&self, replica: &str, tail: usize) -> Option<Vec<LogLine>> {
+        self.controller.replica_logs(replica, tail)
     }
 
     /// The deployed app, as it would be written to a file (Rust closures given to
