@@ -310,3 +310,50 @@ async fn series_history_and_scaling_show_what_happened() {
     );
     assert!(changes[0]["at_s"].as_f64().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_is_a_499_and_a_deployment_error() {
+    let app = "\
+backends:
+  slow: {python: 'slow:handler', working_dir: .}
+endpoints:
+  slow: {route: /slow, backend: slow}
+";
+    let (dir, path) = common::write_config(app);
+    std::fs::write(
+        dir.path().join("slow.py"),
+        "import asyncio\n\nasync def handler(request):\n    await asyncio.sleep(30)\n",
+    )
+    .expect("module written");
+    let path = path.to_str().expect("utf-8").to_owned();
+    let server = common::spawn_listening(
+        &common::ferroserve_bin(),
+        &["run", &path, "--port", "0"],
+        &[],
+        Some(dir),
+    );
+    let http = client();
+    let left = http
+        .get(server.url("/slow"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(left.is_err(), "the client gave up");
+    let app = r#"application="default""#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(&http, &server.control_url("/metrics")).await;
+        let closed = format!(
+            r#"ray_serve_num_http_requests_total{{route="/slow",method="GET",{app},status_code="499"}}"#
+        );
+        if text.contains(&closed) {
+            assert_eq!(sample(&text, &closed), 1.0);
+            let errors =
+                format!(r#"ray_serve_deployment_error_counter_total{{deployment="slow",{app}}}"#);
+            assert_eq!(sample(&text, &errors), 1.0, "the dropped call is an error");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 499 counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -142,13 +142,21 @@ class Worker(asyncio.Protocol):
             raise AttributeError(f"{self.name} has no method `{name}`")
         arg = self.decode_arg(meta, body)
         reply = meta.get("reply", "http")
-        context = contextvars.copy_context()
-        context.run(_TRACE.set, meta.get("traceparent"))
+        trace = meta.get("traceparent")
+        # A traced call runs in a context of its own, where its handle calls find the
+        # trace; an untraced one in a copy of this (untraced) one, as a task always does.
+        context = None
+        if trace is not None:
+            context = contextvars.copy_context()
+            context.run(_TRACE.set, trace)
         if self.is_async[name]:
             call = self.run_async(request_id, method, arg, reply)
             self.tasks[request_id] = self.loop.create_task(call, context=context)
         else:
-            future = self.loop.run_in_executor(self.executor, context.run, method, arg)
+            if context is None:
+                future = self.loop.run_in_executor(self.executor, method, arg)
+            else:
+                future = self.loop.run_in_executor(self.executor, context.run, method, arg)
             future.add_done_callback(lambda done: self.finish(request_id, done, reply))
 
     async def run_async(self, request_id, method, arg, reply):

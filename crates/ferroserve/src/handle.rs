@@ -98,12 +98,7 @@ async fn call_endpoint(
         .get(endpoint)
         .ok_or_else(|| ServeError::EndpointNotFound(endpoint.to_owned()))?;
     endpoint.stats.handle_calls.add(1);
-    let mut req = options.apply(req, endpoint.config.route.as_deref());
-    if req.traceparent().is_none()
-        && let Some(trace) = router::context::current_traceparent()
-    {
-        req = req.with_traceparent(trace);
-    }
+    let req = options.apply(req, endpoint.config.route.as_deref());
     router::call(cell, endpoint, req).await
 }
 
@@ -126,6 +121,11 @@ impl EndpointCaller for Caller {
         options: CallOptions,
     ) -> BoxFuture<'static, Result<Response, ServeError>> {
         let (cell, endpoint) = (self.0.clone(), endpoint.to_owned());
+        // Made while a traced request runs: part of its trace.
+        let req = match router::context::current_traceparent() {
+            Some(trace) if req.traceparent().is_none() => req.with_traceparent(trace),
+            _ => req,
+        };
         Box::pin(async move {
             let cell = cell.upgrade().ok_or(ServeError::ShuttingDown)?;
             call_endpoint(&cell, &endpoint, req, &options).await

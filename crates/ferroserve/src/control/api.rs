@@ -15,7 +15,13 @@ type Answer = http::Response<Full<Bytes>>;
 /// Routes one call.
 pub(super) async fn route(shared: &Shared, parts: &http::request::Parts, body: &[u8]) -> Answer {
     let (method, path, query) = (&parts.method, parts.uri.path(), parts.uri.query());
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Each segment percent-decoded: names are any text (`echo%231` is replica `echo#1`).
+    let decoded: Vec<std::borrow::Cow<'_, str>> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy())
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(|s| &**s).collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["api", "app"]) => json(StatusCode::OK, &shared.serve.app()),
         (&Method::PUT, ["api", "app"]) => match parse_app(shared, body) {
@@ -358,34 +364,14 @@ fn replica_logs(shared: &Shared, id: &str, query: Option<&str>) -> Answer {
     let Ok(tail) = tail else {
         return error(StatusCode::BAD_REQUEST, "tail is a number of lines");
     };
-    // %XX escapes decoded; a replica id is any text (backend names are).
-    let mut bytes = Vec::with_capacity(id.len());
-    let mut rest = id.as_bytes();
-    while let Some((&b, after)) = rest.split_first() {
-        let hex = after.get(..2).and_then(|h| std::str::from_utf8(h).ok());
-        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(byte) if b == b'%' => {
-                bytes.push(byte);
-                rest = &after[2..];
-            }
-            _ => {
-                bytes.push(b);
-                rest = after;
-            }
-        }
-    }
-    let id = String::from_utf8_lossy(&bytes);
-    match shared.serve.replica_logs(&id, tail.min(RING_LINES)) {
+    match shared.serve.replica_logs(id, tail.min(RING_LINES)) {
         Some(lines) => {
             #[derive(serde::Serialize)]
             struct Logs<'a> {
                 replica: &'a str,
                 lines: Vec<crate::backend::logs::LogLine>,
             }
-            let logs = Logs {
-                replica: &id,
-                lines,
-            };
+            let logs = Logs { replica: id, lines };
             json(StatusCode::OK, &logs)
         }
         None => error(

@@ -18,54 +18,34 @@ struct Asset {
     body: &'static [u8],
 }
 
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The [`Asset`] of `crates/ferroserve/assets/dashboard/NAME`, of type `kind`.
+macro_rules! asset {
+    ($name:literal, $kind:expr) => {
+        Asset {
+            name: $name,
+            content_type: $kind,
+            body: include_bytes!(concat!("../../assets/dashboard/", $name)),
+        }
+    };
+}
+
 /// Every file the dashboard is made of. uPlot's two files are copies of its npm package's
 /// `dist/`, made by `dashboard/build.sh`.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/index.html"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/app.js"),
-    },
-    Asset {
-        name: "common.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/common.js"),
-    },
-    Asset {
-        name: "actions.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/actions.js"),
-    },
-    Asset {
-        name: "charts.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/charts.js"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/app.css"),
-    },
-    Asset {
-        name: "uPlot.iife.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/uPlot.iife.min.js"),
-    },
-    Asset {
-        name: "uPlot.min.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/uPlot.min.css"),
-    },
-    Asset {
-        name: "uPlot.LICENSE.txt",
-        content_type: "text/plain; charset=utf-8",
-        body: include_bytes!("../../assets/dashboard/uPlot.LICENSE.txt"),
-    },
+    asset!("index.html", HTML),
+    asset!("app.js", JS),
+    asset!("common.js", JS),
+    asset!("actions.js", JS),
+    asset!("charts.js", JS),
+    asset!("app.css", CSS),
+    asset!("uPlot.iife.min.js", JS),
+    asset!("uPlot.min.css", CSS),
+    asset!("uPlot.LICENSE.txt", TEXT),
 ];
 
 /// Each asset's `ETag` (a hash of its bytes), in the order of [`ASSETS`], made once.

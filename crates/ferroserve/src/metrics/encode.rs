@@ -378,8 +378,9 @@ mod tests {
     fn the_text_has_rays_names_and_escaped_labels() {
         let metrics = Arc::new(Metrics::default());
         let endpoint = metrics.endpoint("hello", Some("/he\"llo"));
-        endpoint.answered(&http::Method::GET, 200, Duration::from_millis(3));
-        endpoint.answered(&http::Method::GET, 503, Duration::from_millis(1));
+        let get = super::super::method_index(&http::Method::GET);
+        endpoint.answered(get, 200, Duration::from_millis(3));
+        endpoint.answered(get, 503, Duration::from_millis(1));
         let backend = metrics.backend("b");
         let mut timing = backend.begin();
         timing.no_wait();

@@ -12,7 +12,7 @@ mod history;
 mod series;
 mod shard;
 
-pub(crate) use counter::{Counter, StatusCounts};
+pub(crate) use counter::{Counter, StatusCounts, method_index};
 pub(crate) use encode::{Scrape, classic_text};
 pub(crate) use histogram::Histogram;
 pub(crate) use history::{Change, History};
@@ -22,8 +22,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-use http::Method;
 
 /// Ray Serve's application label: Ferroserve serves one app.
 pub(crate) const APPLICATION: &str = "default";
@@ -57,9 +55,10 @@ impl EndpointStats {
         Arc::new(Self::new("".into()))
     }
 
-    /// Counts one HTTP answer that took `took`.
+    /// Counts one HTTP answer, to a request of method label `method` ([`method_index`]),
+    /// that took `took`.
     #[inline]
-    pub(crate) fn answered(&self, method: &Method, status: u16, took: Duration) {
+    pub(crate) fn answered(&self, method: u32, status: u16, took: Duration) {
         self.answers.add(method, status);
         self.latency.record(took);
     }

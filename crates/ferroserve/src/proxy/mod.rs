@@ -32,8 +32,8 @@ use tower::ServiceExt;
 use crate::config::{AccessLog, HttpOptions, RESERVED_PREFIX};
 use crate::error::{ServeError, text_response};
 use crate::layer::{BoxError, IntoProxyResponse, ProxyBody, ProxyService, box_error};
-use crate::metrics::EndpointStats;
-use crate::router::{self, EndpointState, SnapshotCell};
+use crate::metrics::{EndpointStats, method_index};
+use crate::router::{self, SnapshotCell};
 use convert::PlainBody;
 
 /// At shutdown, how long an idle keep-alive connection stays open (at most half the grace):
@@ -292,6 +292,9 @@ struct Connection {
 /// Serves one HTTP request; its body is read under `rules` (an endpoint may set its own
 /// size limit). Every answer but those of `/-/` routes is counted for `/metrics`, and
 /// logged when the access log is on.
+///
+/// One async fn, not a chain of them: each layer of future would move the request (and
+/// the futures under it) once more.
 pub(crate) async fn handle<B>(
     cell: &SnapshotCell,
     rules: BodyRules,
@@ -309,10 +312,58 @@ where
         // Boxed: a server without an access log keeps the small future.
         return Box::pin(logged(cell, rules, req)).await;
     }
-    handle_counted(cell, rules, req).await
+    let snapshot = cell.load_full();
+    let Some(endpoint) = snapshot.routes.lookup(path) else {
+        let response = if snapshot.held {
+            ServeError::Deploying(path.to_owned()).to_http()
+        } else {
+            ServeError::RouteNotFound(path.to_owned()).to_http()
+        };
+        let method = method_index(req.method());
+        snapshot
+            .unrouted
+            .answered(method, response.status().as_u16(), Duration::ZERO);
+        return response;
+    };
+    let counted = Counted {
+        stats: &endpoint.stats,
+        method: method_index(req.method()),
+        started: Instant::now(),
+        answered: false,
+    };
+    let response = 'served: {
+        if !endpoint.allows(req.method()) {
+            break 'served ServeError::MethodNotAllowed {
+                target: format!("endpoint `{}`", endpoint.name),
+                allow: endpoint.allow.to_str().unwrap_or_default().to_owned(),
+                method: Some(req.method().to_string()),
+            }
+            .to_http();
+        }
+        let (parts, body) = req.into_parts();
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
+            let limit = endpoint.config.max_body_bytes.unwrap_or(rules.max_bytes);
+            let read = match body::check_declared(&parts.headers, limit) {
+                Ok(()) => body::collect(body, limit, rules.idle).await,
+                Err(too_large) => Err(too_large),
+            };
+            match read {
+                Ok(bytes) => bytes,
+                Err(e) => break 'served e.to_http(),
+            }
+        };
+        match convert::into_request(parts, body) {
+            Ok(request) => convert::into_http(router::call(cell, endpoint, request).await),
+            Err(e) => e.to_http(),
+        }
+    };
+    counted.answered(response.status());
+    response
 }
 
-/// [`handle_counted`], then its access log line.
+/// [`handle`] without the access log, then its line.
 async fn logged<B>(
     cell: &SnapshotCell,
     rules: BodyRules,
@@ -334,8 +385,11 @@ where
         };
         (header("x-request-id"), header("traceparent"))
     };
-    let (response, served) =
-        router::context::recording_served(handle_counted(cell, rules, req)).await;
+    let unlogged = BodyRules {
+        access_log: AccessLog::Off,
+        ..rules
+    };
+    let (response, served) = router::context::recording_served(handle(cell, unlogged, req)).await;
     let snapshot = cell.load();
     let endpoint = snapshot.routes.lookup(&path);
     let entry = access_log::Entry {
@@ -354,46 +408,12 @@ where
     response
 }
 
-/// [`handle`] past the `/-/` routes, counted for `/metrics`.
-async fn handle_counted<B>(
-    cell: &SnapshotCell,
-    rules: BodyRules,
-    req: http::Request<B>,
-) -> http::Response<PlainBody>
-where
-    B: http_body::Body<Data = bytes::Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let path = req.uri().path();
-    let snapshot = cell.load_full();
-    let Some(endpoint) = snapshot.routes.lookup(path) else {
-        let response = if snapshot.held {
-            ServeError::Deploying(path.to_owned()).to_http()
-        } else {
-            ServeError::RouteNotFound(path.to_owned()).to_http()
-        };
-        let status = response.status().as_u16();
-        snapshot
-            .unrouted
-            .answered(req.method(), status, Duration::ZERO);
-        return response;
-    };
-    let counted = Counted {
-        stats: &endpoint.stats,
-        method: req.method().clone(),
-        started: Instant::now(),
-        answered: false,
-    };
-    let response = serve_endpoint(cell, endpoint, rules, req).await;
-    counted.answered(response.status());
-    response
-}
-
 /// An HTTP request being served, counted when it is answered; dropped unanswered (its
 /// client left), it counts as 499, as Ray Serve counts a disconnect.
 struct Counted<'a> {
     stats: &'a EndpointStats,
-    method: Method,
+    /// Its method's label.
+    method: u32,
     started: Instant,
     answered: bool,
 }
@@ -402,7 +422,7 @@ impl Counted<'_> {
     fn answered(mut self, status: StatusCode) {
         self.answered = true;
         self.stats
-            .answered(&self.method, status.as_u16(), self.started.elapsed());
+            .answered(self.method, status.as_u16(), self.started.elapsed());
     }
 }
 
@@ -410,53 +430,13 @@ impl Drop for Counted<'_> {
     fn drop(&mut self) {
         if !self.answered {
             self.stats
-                .answered(&self.method, CLIENT_CLOSED, self.started.elapsed());
+                .answered(self.method, CLIENT_CLOSED, self.started.elapsed());
         }
     }
 }
 
 /// The status counted for a request whose client left before its answer (nginx's 499).
 const CLIENT_CLOSED: u16 = 499;
-
-/// Serves a request routed to `endpoint`: its method, its body, then the router.
-async fn serve_endpoint<B>(
-    cell: &SnapshotCell,
-    endpoint: &EndpointState,
-    rules: BodyRules,
-    req: http::Request<B>,
-) -> http::Response<PlainBody>
-where
-    B: http_body::Body<Data = bytes::Bytes>,
-    B::Error: Into<BoxError>,
-{
-    if !endpoint.allows(req.method()) {
-        return ServeError::MethodNotAllowed {
-            target: format!("endpoint `{}`", endpoint.name),
-            allow: endpoint.allow.to_str().unwrap_or_default().to_owned(),
-            method: Some(req.method().to_string()),
-        }
-        .to_http();
-    }
-    let (parts, body) = req.into_parts();
-    let body = if body.is_end_stream() {
-        Bytes::new()
-    } else {
-        let limit = endpoint.config.max_body_bytes.unwrap_or(rules.max_bytes);
-        let read = match body::check_declared(&parts.headers, limit) {
-            Ok(()) => body::collect(body, limit, rules.idle).await,
-            Err(too_large) => Err(too_large),
-        };
-        match read {
-            Ok(bytes) => bytes,
-            Err(e) => return e.to_http(),
-        }
-    };
-    let request = match convert::into_request(parts, body) {
-        Ok(request) => request,
-        Err(e) => return e.to_http(),
-    };
-    convert::into_http(router::call(cell, endpoint, request).await)
-}
 
 /// Ferroserve's own routes under `/-/`.
 fn admin(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<PlainBody> {

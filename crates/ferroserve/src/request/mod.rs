@@ -160,7 +160,7 @@ macro_rules! json_scalar_args {
 json_scalar_args!(bool, i32, i64, u32, u64, f64);
 
 /// The W3C trace context header.
-const TRACEPARENT: &str = "traceparent";
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// One request to a replica, from HTTP or from a handle.
 ///
@@ -231,7 +231,7 @@ impl Request {
                 .http
                 .as_ref()?
                 .headers
-                .get(TRACEPARENT)
+                .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok()),
         }
     }
