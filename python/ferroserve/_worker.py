@@ -151,7 +151,11 @@ class Worker(asyncio.Protocol):
             context.run(_TRACE.set, trace)
         if self.is_async[name]:
             call = self.run_async(request_id, method, arg, reply)
-            self.tasks[request_id] = self.loop.create_task(call, context=context)
+            # Made inside the context, the task copies it (`context=` is Python 3.11+ only).
+            if context is None:
+                self.tasks[request_id] = self.loop.create_task(call)
+            else:
+                self.tasks[request_id] = context.run(self.loop.create_task, call)
         else:
             if context is None:
                 future = self.loop.run_in_executor(self.executor, method, arg)

@@ -214,6 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn echo_describes_a_handle_call() {
+        const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let echo = Echo::new(&ctx(Value::Null));
         let r = echo
             .call(Request::from_arg("x".into()).with_method_name("m"))
@@ -227,10 +228,10 @@ mod tests {
         assert_eq!(v["traceparent"], Value::Null);
         assert_eq!(v.as_object().map(Map::len), Some(9));
         let traced = echo
-            .call(Request::from_arg("x".into()).with_traceparent("00-a-b-01"))
+            .call(Request::from_arg("x".into()).with_traceparent(TRACE))
             .await
             .expect("answer");
         let v: Value = traced.body_json().expect("json");
-        assert_eq!(v["traceparent"], "00-a-b-01");
+        assert_eq!(v["traceparent"], TRACE);
     }
 }

@@ -201,6 +201,11 @@ impl Controller {
         })
     }
 
+    /// Backend `name`'s desired config (any backend, Rust closures' too).
+    pub(crate) fn backend_config(&self, name: &str) -> Result<BackendConfig, ServeError> {
+        self.current(name).map(|current| current.config)
+    }
+
     /// Reserves `count` replica numbers of backend `name`; the first of them.
     pub(super) fn reserve_numbers(&self, name: &str, count: usize) -> u64 {
         let mut state = self.lock();

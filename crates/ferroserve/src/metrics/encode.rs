@@ -1,5 +1,6 @@
 //! The Prometheus text of a scrape, written with `prometheus-client`'s encoder under Ray Serve's metric names and labels, plus Ferroserve's queue/compute split.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -9,6 +10,12 @@ use prometheus_client::registry::Registry;
 
 use super::histogram::{Counts, RAY_BUCKETS_MS};
 use super::{APPLICATION, Metrics};
+
+/// Answers counted by (method, status).
+type Answers = BTreeMap<(&'static str, u16), u64>;
+
+/// One route label's answers (method, status, count) and latency.
+type RouteAnswers = (String, Vec<(&'static str, u16, u64)>, Counts);
 
 /// A label set: (name, already escaped value).
 pub(crate) type Labels = Vec<(&'static str, String)>;
@@ -190,10 +197,25 @@ impl Collector for Collected {
             encoder: &mut encoder,
         };
         let endpoints = self.metrics.endpoints();
-        let http: Vec<_> = endpoints
+        // By route label: an endpoint renamed, or replaced on the same route, leaves its
+        // old stats for a while, and one label set must be one sample.
+        let mut by_route: BTreeMap<String, (Answers, Counts)> = BTreeMap::new();
+        for e in endpoints
             .iter()
             .chain(std::iter::once(&self.metrics.unrouted))
-            .map(|e| (escape(&e.route()), e.answers.read(), e.latency.read()))
+        {
+            let (answers, latency) = by_route.entry(escape(&e.route())).or_default();
+            for (method, status, n) in e.answers.read() {
+                *answers.entry((method, status)).or_default() += n;
+            }
+            latency.add(&e.latency.read());
+        }
+        let http: Vec<RouteAnswers> = by_route
+            .into_iter()
+            .map(|(route, (answers, latency))| {
+                let answers = answers.into_iter().map(|((m, s), n)| (m, s, n)).collect();
+                (route, answers, latency)
+            })
             .collect();
         let answers = |errors_only: bool, status_label: &'static str| -> Rows<u64> {
             http.iter()
@@ -377,6 +399,13 @@ mod tests {
     #[test]
     fn the_text_has_rays_names_and_escaped_labels() {
         let metrics = Arc::new(Metrics::default());
+        // An old endpoint on the same route: one sample per label set, summed.
+        let old = metrics.endpoint("old", Some("/he\"llo"));
+        old.answered(
+            super::super::method_index(&http::Method::GET),
+            200,
+            Duration::ZERO,
+        );
         let endpoint = metrics.endpoint("hello", Some("/he\"llo"));
         let get = super::super::method_index(&http::Method::GET);
         endpoint.answered(get, 200, Duration::from_millis(3));
@@ -391,9 +420,9 @@ mod tests {
         }
         .encode(&metrics);
         for line in [
-            r#"ray_serve_num_http_requests_total{route="/he\"llo",method="GET",application="default",status_code="200"} 1"#,
+            r#"ray_serve_num_http_requests_total{route="/he\"llo",method="GET",application="default",status_code="200"} 2"#,
             r#"ray_serve_num_http_error_requests_total{route="/he\"llo",method="GET",application="default",error_code="503"} 1"#,
-            r#"ray_serve_http_request_latency_ms_bucket{le="5.0",route="/he\"llo",application="default"} 2"#,
+            r#"ray_serve_http_request_latency_ms_bucket{le="5.0",route="/he\"llo",application="default"} 3"#,
             r#"ray_serve_deployment_request_counter_total{deployment="b",application="default"} 1"#,
             r#"ray_serve_replica_processing_queries{deployment="b",replica="b#0",application="default"} 2"#,
             r#"ray_serve_deployment_queued_queries{deployment="b",application="default"} 4"#,

@@ -131,6 +131,14 @@ impl Counts {
         self.sum
     }
 
+    /// Adds `other`'s counts (of a histogram with the same bounds).
+    pub(crate) fn add(&mut self, other: &Self) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+    }
+
     /// What was recorded since `earlier` (counts only grow; a wrap reads as 0).
     pub(crate) fn since(&self, earlier: &Self) -> Self {
         let mut delta = *self;
@@ -167,13 +175,18 @@ impl Counts {
         if count == 0 {
             return None;
         }
+        // Only the buckets this histogram's bounds make (sizes have fewer).
+        let buckets = &self.buckets[..=self.bounds.len().min(BUCKETS - 1)];
         #[allow(clippy::cast_precision_loss)]
         let rank = q.clamp(0.0, 1.0) * count as f64;
         let mut below = 0u64;
-        for (i, &n) in self.buckets.iter().enumerate() {
+        for (i, &n) in buckets.iter().enumerate() {
             #[allow(clippy::cast_precision_loss)]
             let (lower, upper) = (
-                if i == 0 { 0 } else { self.bounds[i - 1] } as f64,
+                i.checked_sub(1)
+                    .and_then(|j| self.bounds.get(j))
+                    .copied()
+                    .unwrap_or(0) as f64,
                 self.bounds.get(i).map_or_else(
                     // The last bucket has no bound: say its lower one.
                     || self.bounds.last().copied().unwrap_or(0),
@@ -267,5 +280,10 @@ mod tests {
         big.record_value(5000);
         let buckets = big.read().at_bounds(&BATCH_BOUNDS);
         assert_eq!(buckets.last(), Some(&(u64::MAX, 1)), "past the last bound");
+        assert_eq!(
+            big.read().quantile(0.5),
+            Some(2048.0),
+            "no panic past 12 bounds"
+        );
     }
 }

@@ -148,6 +148,18 @@ impl Timing<'_> {
         self.computing = Some(now);
     }
 
+    /// The same request, counted by `stats` instead (it failed over to another backend
+    /// before it had a slot): nothing is recorded for this one.
+    pub(crate) fn moved_to(mut self, stats: &BackendStats) -> Timing<'_> {
+        self.recorded = true;
+        Timing {
+            stats,
+            start: self.start,
+            computing: self.computing,
+            recorded: false,
+        }
+    }
+
     /// It ended, well or not.
     #[inline]
     pub(crate) fn finish(mut self, ok: bool) {

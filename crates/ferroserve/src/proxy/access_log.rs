@@ -53,17 +53,21 @@ impl Entry<'_> {
             }
             AccessLog::Text | AccessLog::Off => {
                 let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+                // What a client sends is quoted (escaped), so that it cannot fake fields.
+                let quoted =
+                    |v: Option<&str>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:?}"));
                 format!(
-                    "{} {} {:?} {} {ms:.3}ms endpoint={} backend={} replica={} request_id={} traceparent={}",
+                    "{} {} {:?} {} {ms:.3}ms route={} endpoint={} backend={} replica={} request_id={} traceparent={}",
                     httpdate::fmt_http_date(at),
                     self.method,
                     self.path,
                     self.status.as_u16(),
+                    or_dash(self.route),
                     or_dash(self.endpoint),
                     or_dash(self.backend),
                     or_dash(self.replica),
-                    or_dash(self.request_id),
-                    or_dash(self.traceparent),
+                    quoted(self.request_id),
+                    quoted(self.traceparent),
                 )
             }
         }
@@ -150,7 +154,7 @@ mod tests {
         let text = entry().line(AccessLog::Text, at);
         assert!(
             text.ends_with(
-                "GET \"/hello/x\" 200 1.234ms endpoint=hello backend=hello_v2 replica=hello_v2#1 request_id=r-1 traceparent=-"
+                "GET \"/hello/x\" 200 1.234ms route=/hello endpoint=hello backend=hello_v2 replica=hello_v2#1 request_id=\"r-1\" traceparent=-"
             ),
             "{text}"
         );

@@ -69,6 +69,9 @@ struct Item {
 /// The sending side of a replica's batch queue.
 pub(crate) struct BatchQueue {
     items: mpsc::UnboundedSender<Item>,
+    /// Its backend's stats: a request counts in the batch queue gauge from when it is
+    /// sent until it goes into a batch or is dropped.
+    stats: Arc<BackendStats>,
 }
 
 impl BatchQueue {
@@ -81,8 +84,8 @@ impl BatchQueue {
         stats: Arc<BackendStats>,
     ) -> Self {
         let (items, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(policy, instance, receiver, names, stats));
-        Self { items }
+        tokio::spawn(run(policy, instance, receiver, names, stats.clone()));
+        Self { items, stats }
     }
 
     /// Queues `request` and waits for its answer from a batch call.
@@ -93,7 +96,9 @@ impl BatchQueue {
             arrived: Instant::now(),
             reply,
         };
+        gauge_add(&self.stats.batch_queued, 1);
         if self.items.send(item).is_err() {
+            gauge_add(&self.stats.batch_queued, -1);
             return Err(ServeError::Internal(
                 "the batch queue has stopped".to_owned(),
             ));
@@ -115,15 +120,20 @@ async fn run(
     stats: Arc<BackendStats>,
 ) {
     let mut queue: VecDeque<Item> = VecDeque::new();
-    // What this queue added to the backend's batch queue gauge, taken back when it ends.
-    let mut counted = Counted::new(&stats);
+    // Whatever it still holds when it ends leaves the batch queue gauge.
+    let mut left = Left {
+        stats: &stats,
+        held: 0,
+    };
     loop {
         while let Ok(item) = receiver.try_recv() {
             queue.push_back(item);
         }
         // Callers that gave up need no answer.
+        let before = queue.len();
         queue.retain(|item| !item.reply.is_closed());
-        counted.set(queue.len());
+        left.taken(before - queue.len());
+        left.held = queue.len();
         let method = queue.front().map(|i| i.request.method_name().to_owned());
         let same_method = method.as_deref().map_or(0, |m| {
             queue
@@ -161,7 +171,8 @@ async fn run(
                     }
                 }
                 queue = rest;
-                counted.set(queue.len());
+                left.taken(batch.len());
+                left.held = queue.len();
                 stats
                     .batch_sizes
                     .record_value(u64::try_from(batch.len()).unwrap_or(u64::MAX));
@@ -171,31 +182,29 @@ async fn run(
     }
 }
 
-/// One batch queue's share of its backend's batch queue gauge.
-struct Counted<'a> {
+/// The requests a batch queue's task holds, taken out of the batch queue gauge as they
+/// go (into a batch, or dropped) and when the task ends.
+struct Left<'a> {
     stats: &'a BackendStats,
-    now: usize,
+    /// Requests in its queue that have not gone yet.
+    held: usize,
 }
 
-impl<'a> Counted<'a> {
-    fn new(stats: &'a BackendStats) -> Self {
-        Self { stats, now: 0 }
-    }
-
-    /// The queue holds `len` requests now.
-    fn set(&mut self, len: usize) {
-        let delta =
-            i64::try_from(len).unwrap_or(i64::MAX) - i64::try_from(self.now).unwrap_or(i64::MAX);
-        if delta != 0 {
-            gauge_add(&self.stats.batch_queued, delta);
-            self.now = len;
+impl Left<'_> {
+    /// `n` requests left the queue.
+    fn taken(&self, n: usize) {
+        if n > 0 {
+            gauge_add(
+                &self.stats.batch_queued,
+                -i64::try_from(n).unwrap_or(i64::MAX),
+            );
         }
     }
 }
 
-impl Drop for Counted<'_> {
+impl Drop for Left<'_> {
     fn drop(&mut self) {
-        self.set(0);
+        self.taken(self.held);
     }
 }
 
@@ -290,14 +299,20 @@ mod tests {
             replica: "b#1".into(),
         };
         let stats = BackendStats::detached("b");
-        let queue = BatchQueue::start(policy(3, 1000), Arc::new(Failing), names, stats);
+        let queue = BatchQueue::start(policy(3, 1000), Arc::new(Failing), names, stats.clone());
         let calls = [first.to_owned(), "x".to_owned(), "y".to_owned()]
             .map(|arg| queue.call(Request::from_arg(arg.into())));
-        futures_util::future::join_all(calls)
+        let errors = futures_util::future::join_all(calls)
             .await
             .into_iter()
             .map(|r| r.expect_err("the batch fails"))
-            .collect()
+            .collect();
+        let queued = stats
+            .batch_queued
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(queued, 0, "the batch queue gauge is back to 0");
+        assert_eq!(stats.batch_sizes.read().count(), 1, "one batch of 3");
+        errors
     }
 
     #[tokio::test]

@@ -159,6 +159,33 @@ macro_rules! json_scalar_args {
 }
 json_scalar_args!(bool, i32, i64, u32, u64, f64);
 
+/// Whether `value` is a W3C `traceparent` this version can pass on: version `00`, a
+/// trace id of 32 and a parent id of 16 lower-case hex digits, neither all zeros, and
+/// two hex digits of flags (a later version may be longer: its first 55 characters are
+/// read the same way).
+fn well_formed_traceparent(value: &str) -> bool {
+    let fields: Vec<&str> = value.get(..55).unwrap_or(value).split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let not_zero = |s: &str| s.bytes().any(|b| b != b'0');
+    match fields.as_slice() {
+        [version, trace, parent, flags] => {
+            hex(version, 2)
+                && *version != "ff"
+                && (*version != "00" || value.len() == 55)
+                && hex(trace, 32)
+                && not_zero(trace)
+                && hex(parent, 16)
+                && not_zero(parent)
+                && hex(flags, 2)
+        }
+        _ => false,
+    }
+}
+
 /// The W3C trace context header.
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
@@ -224,16 +251,19 @@ impl Request {
     /// The W3C trace context (`traceparent`) this request is part of: its
     /// `traceparent` header, or for a handle call the one of the request whose code made
     /// it (handle calls made while a request runs carry its trace on).
+    /// One that is not well formed (`00-` 32 hex `-` 16 hex `-` 2 hex, not all zeros) is
+    /// ignored, as the W3C spec says.
     pub fn traceparent(&self) -> Option<&str> {
-        match &self.trace {
-            Some(trace) => Some(trace),
+        let value = match &self.trace {
+            Some(trace) => trace,
             None => self
                 .http
                 .as_ref()?
                 .headers
                 .get(&TRACEPARENT)
-                .and_then(|v| v.to_str().ok()),
-        }
+                .and_then(|v| v.to_str().ok())?,
+        };
+        well_formed_traceparent(value).then_some(value)
     }
 
     /// Makes this request part of the trace `traceparent` (W3C trace context).
@@ -458,6 +488,31 @@ impl fmt::Debug for Request {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_well_formed_traceparents_are_passed_on() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let req = |t: &str| Request::from_arg(Arg::from("x")).with_traceparent(t);
+        assert_eq!(req(good).traceparent(), Some(good));
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "x=1 backend=evil",
+            "",
+        ] {
+            assert_eq!(req(bad).traceparent(), None, "{bad}");
+        }
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more";
+        assert_eq!(
+            req(later).traceparent(),
+            Some(later),
+            "a later version's prefix"
+        );
+    }
+
     use super::*;
 
     fn http_request(uri: &str, body: &'static str) -> Request {

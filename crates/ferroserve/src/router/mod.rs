@@ -81,7 +81,7 @@ async fn call_now(
     endpoint: &EndpointState,
     req: Request,
 ) -> Result<Response, ServeError> {
-    let backend = match req.shard_key() {
+    let mut backend = match req.shard_key() {
         Some(key) => endpoint.traffic.choose_at(shard_point(key)),
         None => endpoint.traffic.choose(),
     };
@@ -99,7 +99,13 @@ async fn call_now(
         // The queue path is boxed so that the common path's future stays small.
         fast => {
             drop(fast);
-            let slot = Box::pin(slow_slot(cell, endpoint, backend, req.shard_key())).await?;
+            // No live replica and the endpoint allows failover: one of its other backends
+            // serves, and its stats count the request.
+            if let Some(other) = failover(endpoint, backend, req.shard_key()) {
+                timing = timing.moved_to(&other.stats);
+                backend = other;
+            }
+            let slot = Box::pin(wait_for_slot(cell, backend)).await?;
             timing.waited();
             slot
         }
@@ -117,30 +123,29 @@ async fn call_now(
     answer
 }
 
-/// A slot when the chosen backend had none free: its queue, or, when it has no live
-/// replica and the endpoint allows failover, one of the endpoint's other backends.
-async fn slow_slot(
-    cell: &SnapshotCell,
-    endpoint: &EndpointState,
+/// Where a request for `backend` goes instead when it has no live replica and the
+/// endpoint allows failover: another of the endpoint's backends that has one (logged at
+/// most once a second).
+fn failover<'a>(
+    endpoint: &'a EndpointState,
     backend: &BackendState,
     shard_key: Option<&str>,
-) -> Result<Slot<'static>, ServeError> {
-    if endpoint.config.failover && !backend.replicas.has_live() {
-        let live = |b: &std::sync::Arc<BackendState>| b.replicas.has_live();
-        let point = shard_key.map_or_else(fastrand::f64, shard_point);
-        if let Some(other) = endpoint.traffic.choose_among(point, live) {
-            endpoint.failover_seen(|| {
-                tracing::warn!(
-                    endpoint = &*endpoint.name,
-                    from = &*backend.name,
-                    to = &*other.name,
-                    "backend has no live replica: its traffic goes to the endpoint's other backends until it is back"
-                );
-            });
-            return wait_for_slot(cell, other).await;
-        }
+) -> Option<&'a std::sync::Arc<BackendState>> {
+    if !endpoint.config.failover || backend.replicas.has_live() {
+        return None;
     }
-    wait_for_slot(cell, backend).await
+    let live = |b: &std::sync::Arc<BackendState>| b.replicas.has_live();
+    let point = shard_key.map_or_else(fastrand::f64, shard_point);
+    let other = endpoint.traffic.choose_among(point, live)?;
+    endpoint.failover_seen(|| {
+        tracing::warn!(
+            endpoint = &*endpoint.name,
+            from = &*backend.name,
+            to = &*other.name,
+            "backend has no live replica: its traffic goes to the endpoint's other backends until it is back"
+        );
+    });
+    Some(other)
 }
 
 /// A point in [0, 1) fixed by `key` (64-bit FNV-1a): the same key, the same backend.

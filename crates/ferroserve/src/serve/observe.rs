@@ -14,15 +14,19 @@ use crate::router::SnapshotCell;
 pub(super) async fn sample_every_second(cell: Weak<SnapshotCell>, metrics: Weak<Metrics>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Seconds counted on the monotonic clock from the wall clock at start: a clock that
+    // steps (NTP) neither freezes the charts nor forgets stats.
+    let started = std::time::Instant::now();
+    let epoch_s = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     loop {
         tick.tick().await;
         let (Some(cell), Some(metrics)) = (cell.upgrade(), metrics.upgrade()) else {
             return;
         };
         let snapshot = cell.load_full();
-        let now_s = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now_s = epoch_s + started.elapsed().as_secs();
         let queued = |backend: &str| {
             snapshot
                 .backends
@@ -82,10 +86,8 @@ impl Serve {
 
     /// Runs backend `name` on `replicas` replicas, in place.
     pub async fn scale_backend(&self, name: &str, replicas: usize) -> Result<(), ServeError> {
-        let Some(spec) = self.app().backends.into_iter().find(|b| b.name == name) else {
-            return Err(ServeError::BackendNotFound(name.to_owned()));
-        };
-        self.update_backend_config(name, spec.config.num_replicas(replicas))
+        let config = self.controller.backend_config(name)?;
+        self.update_backend_config(name, config.num_replicas(replicas))
             .await
     }
 }
