@@ -357,3 +357,48 @@ endpoints:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_middleware_makes_itself_are_counted_once() {
+    let server = spawn_cli(
+        "\
+http:
+  middlewares:
+    - trusted_host: {allowed_hosts: [good.example]}
+backends:
+  hello: {builtin: static, init_args: {body: hi}}
+endpoints:
+  hello: {route: /hello, backend: hello}
+",
+    );
+    let http = client();
+    let refused = http
+        .get(server.url("/hello"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), 400, "the middleware refuses the host");
+    let served = http
+        .get(server.url("/hello"))
+        .header("host", "good.example")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(served.status(), 200);
+    let text = scrape(&http, &server.control_url("/metrics")).await;
+    let app = r#"application="default""#;
+    let by_middleware = format!(
+        r#"ray_serve_num_http_requests_total{{route="",method="GET",{app},status_code="400"}}"#
+    );
+    assert_eq!(sample(&text, &by_middleware), 1.0, "{text}");
+    let by_endpoint = format!(
+        r#"ray_serve_num_http_requests_total{{route="/hello",method="GET",{app},status_code="200"}}"#
+    );
+    assert_eq!(
+        sample(&text, &by_endpoint),
+        1.0,
+        "counted once, by the endpoint"
+    );
+    assert!(!text.contains(r#"route="",method="GET",application="default",status_code="200""#));
+}

@@ -223,6 +223,7 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
             Some(stack) => {
                 let service = Stacked {
                     stack: stack.clone(),
+                    cell: serving.cell.clone(),
                     pending,
                     activity,
                 };
@@ -248,8 +249,22 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
 /// A connection's service when middlewares are configured: the boxed stack.
 struct Stacked {
     stack: ProxyService,
+    /// For counting the answers a middleware makes itself.
+    cell: Arc<SnapshotCell>,
     pending: Arc<PendingStatus>,
     activity: Arc<Activity>,
+}
+
+tokio::task_local! {
+    /// Set once [`handle`] has counted (or deliberately not counted) the request this task
+    /// serves through a middleware stack; otherwise a middleware answered it.
+    static COUNTED_BY_HANDLE: Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Tells a middleware stack around [`handle`] that the request is counted.
+#[inline]
+fn counted_by_handle() {
+    let _ = COUNTED_BY_HANDLE.try_with(|c| c.store(true, std::sync::atomic::Ordering::Relaxed));
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Stacked {
@@ -263,7 +278,17 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
         let req = req.map(|body| body.map_err(box_error).boxed_unsync());
         let (activity, waiting) = (self.activity.clone(), self.activity.clone());
         let abandoned = Box::pin(async move { waiting.abandoned().await });
-        let answered = futures_util::future::select(self.stack.clone().oneshot(req), abandoned);
+        // An answer the middlewares make themselves (a CORS preflight, a redirect, a
+        // refused host) is counted here, under no route.
+        let (cell, method, started) = (
+            self.cell.clone(),
+            method_index(req.method()),
+            Instant::now(),
+        );
+        let counted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stacked =
+            Box::pin(COUNTED_BY_HANDLE.scope(counted.clone(), self.stack.clone().oneshot(req)));
+        let answered = futures_util::future::select(stacked, abandoned);
         // `map`, not an async block: see `Answering::call` in `crate::layer`.
         Box::pin(answered.map(move |either| {
             drop(busy);
@@ -273,6 +298,12 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
                     ServeError::ShuttingDown.to_http().into_proxy()
                 }
             };
+            if !counted.load(std::sync::atomic::Ordering::Relaxed) {
+                let status = response.status().as_u16();
+                cell.load()
+                    .unrouted
+                    .answered(method, status, started.elapsed());
+            }
             activity.mark_closing(&mut response);
             Ok(pending.prepare(response))
         }))
@@ -306,6 +337,8 @@ where
 {
     let path = req.uri().path();
     if path.starts_with(RESERVED_PREFIX) {
+        // Probes are not counted.
+        counted_by_handle();
         return admin(cell, req.method(), path);
     }
     if rules.access_log != AccessLog::Off {
@@ -323,6 +356,7 @@ where
         snapshot
             .unrouted
             .answered(method, response.status().as_u16(), Duration::ZERO);
+        counted_by_handle();
         return response;
     };
     let counted = Counted {
@@ -423,6 +457,7 @@ impl Counted<'_> {
         self.answered = true;
         self.stats
             .answered(self.method, status.as_u16(), self.started.elapsed());
+        counted_by_handle();
     }
 }
 
@@ -431,6 +466,7 @@ impl Drop for Counted<'_> {
         if !self.answered {
             self.stats
                 .answered(self.method, CLIENT_CLOSED, self.started.elapsed());
+            counted_by_handle();
         }
     }
 }
