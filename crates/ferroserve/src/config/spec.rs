@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{BackendConfig, EndpointConfig, PythonBackend};
+use super::{BackendConfig, EndpointConfig, OnnxBackend, PythonBackend};
 use crate::error::ServeError;
 
 /// How a backend's replicas are made: one variant, and one YAML key, per kind.
@@ -15,6 +15,8 @@ pub enum BackendKind {
     Rust(String),
     /// A Python class or function, one worker process per replica (`python: module:attr`).
     Python(PythonBackend),
+    /// An ONNX model run in process by ONNX Runtime (`onnx: model.onnx`).
+    Onnx(OnnxBackend),
 }
 
 /// One backend of the app: its name, kind and config.
@@ -62,7 +64,7 @@ fn take_name(object: &mut Object) -> Result<String, String> {
     }
 }
 
-const KINDS: [&str; 3] = ["builtin", "rust", "python"];
+const KINDS: [&str; 4] = ["builtin", "rust", "python", "onnx"];
 
 impl TryFrom<Object> for BackendSpec {
     type Error = String;
@@ -76,7 +78,7 @@ impl TryFrom<Object> for BackendSpec {
             .collect();
         if kinds.len() != 1 {
             return Err(format!(
-                "backend `{name}`: give one of `builtin`, `rust` and `python`, not {}",
+                "backend `{name}`: give one of `builtin`, `rust`, `python` and `onnx`, not {}",
                 kinds.len()
             ));
         }

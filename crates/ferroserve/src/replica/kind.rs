@@ -14,6 +14,7 @@ pub(crate) fn factory_of(kind: &BackendKind, registry: &Registry) -> Option<Back
         BackendKind::Builtin(name) => builtins().get(name).cloned(),
         BackendKind::Rust(name) => registry.get(name).cloned(),
         BackendKind::Python(python) => Some(BackendFactory::python(python.clone())),
+        BackendKind::Onnx(onnx) => Some(BackendFactory::onnx(onnx.clone())),
     }
 }
 

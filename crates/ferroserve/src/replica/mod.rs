@@ -9,6 +9,7 @@
 mod batch;
 mod kind;
 mod local;
+mod onnx;
 mod python;
 
 pub(crate) use kind::factory_of;

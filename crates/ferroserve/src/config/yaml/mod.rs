@@ -13,7 +13,7 @@ use super::MiddlewareFile;
 use super::keypath::key_path_at;
 use super::{
     AppSpec, BackendConfig, BackendKind, BackendSpec, DEFAULT_HOST, DEFAULT_PORT, EndpointConfig,
-    EndpointSpec, HttpOptions, PythonBackend, Traffic, normalize_route, parse_method,
+    EndpointSpec, HttpOptions, OnnxBackend, PythonBackend, Traffic, normalize_route, parse_method,
 };
 use super::{BUILTIN_BACKENDS, RegisteredNames};
 use crate::error::ServeError;
@@ -87,6 +87,9 @@ struct BackendFile {
     builtin: Option<Spanned<String>>,
     rust: Option<Spanned<String>>,
     python: Option<Spanned<String>>,
+    onnx: Option<Spanned<String>>,
+    onnx_runtime_lib: Option<String>,
+    onnx_threads: Option<Spanned<usize>>,
     working_dir: Option<Spanned<String>>,
     python_executable: Option<String>,
     env: Option<std::collections::BTreeMap<String, String>>,
@@ -288,12 +291,26 @@ fn backend_spec(
         spec.builtin.is_some(),
         spec.rust.is_some(),
         spec.python.is_some(),
+        spec.onnx.is_some(),
     ];
     if given.iter().filter(|g| **g).count() > 1 {
         return errors.at(
             spec_line,
             key,
-            "give one of `builtin`, `rust` and `python`, not several",
+            "give one of `builtin`, `rust`, `python` and `onnx`, not several",
+        );
+    }
+    let onnx_only = [
+        ("onnx_runtime_lib", spec.onnx_runtime_lib.is_some()),
+        ("onnx_threads", spec.onnx_threads.is_some()),
+    ];
+    if spec.onnx.is_none()
+        && let Some((field, _)) = onnx_only.iter().find(|(_, set)| *set)
+    {
+        return errors.at(
+            spec_line,
+            format!("{key}.{field}"),
+            "applies to `onnx:` backends only",
         );
     }
     let python_only = [
@@ -371,11 +388,29 @@ fn backend_spec(
             };
         }
         BackendKind::Python(python)
+    } else if let Some(model) = spec.onnx {
+        // Relative to the app file, as `working_dir` is.
+        let mut onnx = OnnxBackend::new(errors.base.join(&model.value));
+        if !onnx.model.is_file() {
+            return errors.at(
+                line_of(&model),
+                format!("{key}.onnx"),
+                format!("`{}` is not a file", onnx.model.display()),
+            );
+        }
+        onnx.runtime_lib = spec.onnx_runtime_lib.map(|lib| errors.base.join(lib));
+        if let Some(threads) = spec.onnx_threads {
+            onnx.threads = threads.value;
+            if let Err(message) = onnx.validate() {
+                return errors.at(line_of(&threads), format!("{key}.onnx_threads"), message);
+            }
+        }
+        BackendKind::Onnx(onnx)
     } else {
         return errors.at(
             line,
             key,
-            "says nothing to serve: give `builtin: NAME`, `rust: NAME` or `python: module:attr`",
+            "says nothing to serve: give `builtin: NAME`, `rust: NAME`, `python: module:attr` or `onnx: model.onnx`",
         );
     };
     let mut config = BackendConfig {
