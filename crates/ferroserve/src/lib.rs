@@ -59,7 +59,7 @@ pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
 pub use builtin::builtins;
 pub use config::{
     AccessLog, AppConfig, AppSpec, BackendConfig, BackendKind, BackendSpec, ConfigError,
-    CorsOptions, EndpointConfig, EndpointSpec, HttpOptions, Middleware, PythonBackend,
+    CorsOptions, EndpointConfig, EndpointSpec, HttpOptions, Middleware, OnnxBackend, PythonBackend,
     RegisteredNames, Traffic,
 };
 pub use control::{ControlOptions, ControlServer};
