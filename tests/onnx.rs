@@ -396,3 +396,58 @@ endpoints:
             .env("FERROSERVE_PYTHON", bare);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_inference_protocol_routes_serve_each_endpoint_as_a_model() {
+    if !onnx_ready() {
+        return;
+    }
+    let server = serve(MLP_APP, &[]);
+    let http = common::client();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), server.url(path));
+        async move {
+            let response = http.get(url).send().await.expect("answers");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let (status, server_meta) = get("/v2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server_meta["name"], "ferroserve");
+    assert_eq!(get("/v2/health/live").await.0, StatusCode::OK);
+    assert_eq!(get("/v2/health/ready").await.0, StatusCode::OK);
+    assert_eq!(get("/v2/models/mlp/ready").await.0, StatusCode::OK);
+    for path in ["/v2/models/mlp", "/v2/models/mlp/versions/1"] {
+        let (status, meta) = get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {meta}");
+        assert_eq!(
+            meta["inputs"],
+            json!([{ "name": "x", "datatype": "FP32", "shape": [-1, 16] }])
+        );
+        assert_eq!(
+            meta["outputs"],
+            json!([{ "name": "y", "datatype": "FP32", "shape": [-1, 4] }])
+        );
+    }
+    let (status, missing) = get("/v2/models/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        missing["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nope"))
+    );
+    // Inference by model name gives what the endpoint's route gives.
+    let request = mlp_request(2, &floats(32, 3));
+    let (status, by_name) = infer(&server, "/v2/models/mlp/infer", &request).await;
+    assert_eq!(status, StatusCode::OK, "{by_name}");
+    let (_, by_route) = infer(&server, "/mlp", &request).await;
+    assert_eq!(by_name, by_route);
+    let (status, bad) = infer(
+        &server,
+        "/v2/models/mlp/versions/1/infer",
+        &mlp_request(1, &floats(15, 4)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+}

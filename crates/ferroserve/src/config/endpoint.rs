@@ -281,6 +281,11 @@ pub(crate) fn normalize_route(route: &str) -> Result<String, String> {
             "route `{route}` is under `{RESERVED_PREFIX}`, which Ferroserve keeps for itself"
         ));
     }
+    if route == "/v2" || route.starts_with("/v2/") {
+        return Err(format!(
+            "route `{route}` is under `/v2`, where Ferroserve serves the Open Inference Protocol (each endpoint is a model there, by its name)"
+        ));
+    }
     let trimmed = route.trim_end_matches('/');
     Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_owned())
 }
@@ -301,6 +306,12 @@ mod tests {
         assert_eq!(normalize_route("/").as_deref(), Ok("/"));
         assert!(normalize_route("api").is_err());
         assert!(normalize_route("/-/routes").is_err());
+        assert!(
+            normalize_route("/v2/models/m/infer").is_err(),
+            "the Open Inference Protocol's"
+        );
+        assert!(normalize_route("/v2").is_err());
+        assert_eq!(normalize_route("/v20").as_deref(), Ok("/v20"));
         assert!(normalize_route("/a?b").is_err());
     }
 

@@ -6,6 +6,7 @@ mod connections;
 pub(crate) mod convert;
 mod informational;
 mod middleware;
+mod oip;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -340,6 +341,11 @@ where
         // Probes are not counted.
         counted_by_handle();
         return admin(cell, req.method(), path);
+    }
+    if oip::is_oip(path) {
+        // The Open Inference Protocol's routes; boxed, so the common future stays small.
+        counted_by_handle();
+        return Box::pin(oip::handle(cell, rules, req)).await;
     }
     if rules.access_log != AccessLog::Off {
         // Boxed: a server without an access log keeps the small future.

@@ -14,6 +14,7 @@ mod python;
 
 pub(crate) use kind::factory_of;
 pub(crate) use local::LocalReplica;
+pub(crate) use onnx::METADATA_METHOD;
 pub(crate) use python::handle_calls::{call_from_python, python_reply};
 
 use std::future::Future;

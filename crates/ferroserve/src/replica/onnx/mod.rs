@@ -26,6 +26,10 @@ use crate::request::Request;
 use crate::response::Response;
 use tensor::{Data, Declared, Tensor};
 
+/// The method a model answers its Open Inference Protocol metadata with (its inputs and
+/// outputs, their types and shapes; `GET /v2/models/NAME`).
+pub(crate) const METADATA_METHOD: &str = "metadata";
+
 impl BackendFactory {
     /// An ONNX model, run in process by ONNX Runtime, one session per replica; it answers
     /// Open Inference Protocol v2 JSON inference requests.
@@ -141,7 +145,14 @@ fn datatype_of(ty: TensorElementType) -> Option<&'static str> {
 }
 
 impl Backend for Model {
+    fn methods(&self) -> crate::backend::Methods {
+        crate::backend::Methods::only([crate::request::DEFAULT_METHOD, METADATA_METHOD])
+    }
+
     async fn call(&self, req: Request) -> Result<Response, BackendError> {
+        if req.method_name() == METADATA_METHOD {
+            return Response::json(&self.metadata());
+        }
         let body = req.body().map_err(|e| BackendError::msg(e.to_string()))?;
         let inputs = match tensor::parse_request(&body, &self.inputs) {
             Ok(inputs) => inputs,
@@ -158,6 +169,32 @@ impl Backend for Model {
             .map_err(BackendError::msg)?;
         let outputs: Vec<_> = answered.iter().map(Tensor::to_json).collect();
         Response::json(&json!({ "model_name": self.name, "outputs": outputs }))
+    }
+}
+
+impl Model {
+    /// Its Open Inference Protocol metadata: inputs and outputs with their types and
+    /// shapes (-1 for a dynamic dimension).
+    fn metadata(&self) -> serde_json::Value {
+        let tensors = |declared: &[Declared]| -> Vec<serde_json::Value> {
+            declared
+                .iter()
+                .map(|d| {
+                    json!({
+                        "name": d.name,
+                        "datatype": d.datatype.unwrap_or("UNSUPPORTED"),
+                        "shape": d.shape,
+                    })
+                })
+                .collect()
+        };
+        json!({
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": tensors(&self.inputs),
+            "outputs": tensors(&self.outputs),
+        })
     }
 }
 

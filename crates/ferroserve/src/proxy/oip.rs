@@ -1,0 +1,152 @@
+//! The Open Inference Protocol v2 (KServe v2, Triton's HTTP API) on the proxy port: server health and metadata, and each endpoint as a model by its name — its readiness, its metadata (asked of its backend), and inference through the same router as HTTP.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::body::{self, BodyRules};
+use super::convert::{self, PlainBody};
+use crate::layer::BoxError;
+use crate::request::{Arg, Request};
+use crate::router::{self, EndpointState, SnapshotCell};
+
+/// The protocol's paths: `/v2` and under it.
+pub(crate) fn is_oip(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
+}
+
+use crate::replica::METADATA_METHOD;
+
+/// Answers one request under `/v2`.
+pub(super) async fn handle<B>(
+    cell: &SnapshotCell,
+    rules: BodyRules,
+    req: http::Request<B>,
+) -> http::Response<PlainBody>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path
+        .trim_start_matches("/v2")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    // `/versions/V` names a version; one version of each model is served.
+    let (model, rest) = match segments.as_slice() {
+        ["models", name, "versions", _, rest @ ..] | ["models", name, rest @ ..] => {
+            (Some(*name), rest)
+        }
+        _ => (None, &segments[..]),
+    };
+    let snapshot = cell.load_full();
+    let Some(name) = model else {
+        return match (req.method(), rest) {
+            (&Method::GET, []) => answer(
+                StatusCode::OK,
+                &json!({ "name": "ferroserve", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }),
+            ),
+            (&Method::GET, ["health", "live"]) => answer(StatusCode::OK, &json!({ "live": true })),
+            (&Method::GET, ["health", "ready"]) => {
+                let ready = !snapshot.held && router::not_ready(&snapshot).is_empty();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                answer(status, &json!({ "ready": ready }))
+            }
+            _ => not_found(&path),
+        };
+    };
+    let Some(endpoint) = snapshot.endpoints.get(name) else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": format!("no model `{name}`: each endpoint is a model, by its name") }),
+        );
+    };
+    match (req.method(), rest) {
+        (&Method::GET, ["ready"]) => {
+            let ready = ready(&snapshot, endpoint);
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            answer(status, &json!({ "name": name, "ready": ready }))
+        }
+        (&Method::GET, []) => {
+            let req = Request::from_arg(Arg::Bytes(Bytes::new())).with_method_name(METADATA_METHOD);
+            convert::into_http(router::call(cell, endpoint, req).await)
+        }
+        (&Method::POST, ["infer"]) => {
+            let (parts, body) = req.into_parts();
+            let limit = endpoint.config.max_body_bytes.unwrap_or(rules.max_bytes);
+            let read = match body::check_declared(&parts.headers, limit) {
+                Ok(()) => body::collect(body, limit, rules.idle).await,
+                Err(too_large) => Err(too_large),
+            };
+            let body = match read {
+                Ok(body) => body,
+                Err(e) => return e.to_http(),
+            };
+            let started = std::time::Instant::now();
+            let response = convert::into_http(
+                router::call(cell, endpoint, Request::from_arg(Arg::Bytes(body))).await,
+            );
+            let method = crate::metrics::method_index(&parts.method);
+            endpoint
+                .stats
+                .answered(method, response.status().as_u16(), started.elapsed());
+            response
+        }
+        _ => not_found(&path),
+    }
+}
+
+/// Whether every backend with a share of `endpoint`'s traffic has a live replica.
+fn ready(snapshot: &router::Snapshot, endpoint: &EndpointState) -> bool {
+    !snapshot.held
+        && endpoint
+            .config
+            .traffic
+            .weights()
+            .filter(|(_, weight)| *weight > 0.0)
+            .all(|(backend, _)| {
+                snapshot
+                    .backends
+                    .get(backend)
+                    .is_some_and(|b| b.replicas.has_live())
+            })
+}
+
+fn not_found(path: &str) -> http::Response<PlainBody> {
+    answer(
+        StatusCode::NOT_FOUND,
+        &json!({ "error": format!("{path} is not an Open Inference Protocol v2 route (see docs/config.md, `onnx`)") }),
+    )
+}
+
+/// A JSON answer.
+fn answer(status: StatusCode, value: &Value) -> http::Response<PlainBody> {
+    let mut response = http::Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_v2_paths_are_the_protocols() {
+        assert!(super::is_oip("/v2"));
+        assert!(super::is_oip("/v2/models/m/infer"));
+        assert!(!super::is_oip("/v20"));
+        assert!(!super::is_oip("/v1/models"));
+    }
+}
