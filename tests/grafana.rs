@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{
-    client, ferroserve_bin, fetch_status, spawn_listening, status_and_text, write_config,
-};
+use common::{client, fetch_status, spawn_cli, status_and_text};
 use promql::{Query, ident_at, legend_labels, matchers, parse_promql};
 use serde_json::Value;
 
@@ -308,13 +306,7 @@ fn the_dashboard_imports_with_a_prometheus_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_reads_what_the_server_exposes() {
     let dashboard = dashboard();
-    let (dir, path) = write_config(&app());
-    let server = spawn_listening(
-        &ferroserve_bin(),
-        &["run", path.to_str().expect("utf-8"), "--port", "0"],
-        &[],
-        Some(dir),
-    );
+    let server = spawn_cli(&app());
     let http = client();
     for _ in 0..3 {
         assert_eq!(fetch_status(http.get(server.url("/hello"))).await, 200);

@@ -319,19 +319,8 @@ backends:
 endpoints:
   slow: {route: /slow, backend: slow}
 ";
-    let (dir, path) = common::write_config(app);
-    std::fs::write(
-        dir.path().join("slow.py"),
-        "import asyncio\n\nasync def handler(request):\n    await asyncio.sleep(30)\n",
-    )
-    .expect("module written");
-    let path = path.to_str().expect("utf-8").to_owned();
-    let server = common::spawn_listening(
-        &common::ferroserve_bin(),
-        &["run", &path, "--port", "0"],
-        &[],
-        Some(dir),
-    );
+    let slow = "import asyncio\n\nasync def handler(request):\n    await asyncio.sleep(30)\n";
+    let server = common::spawn_cli_with(app, &[("slow.py", slow)], &[]);
     let http = client();
     let left = http
         .get(server.url("/slow"))

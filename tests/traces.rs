@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, ferroserve_bin, spawn_listening, write_config};
+use common::{client, spawn_cli_with};
 use serde_json::Value;
 
 const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -35,15 +35,7 @@ endpoints:
   middle: {backend: middle}
   echo: {route: /echo, backend: echo}
 ";
-    let (dir, path) = write_config(app);
-    std::fs::write(dir.path().join("tracer.py"), MODULE).expect("module written");
-    let path = path.to_str().expect("utf-8").to_owned();
-    let server = spawn_listening(
-        &ferroserve_bin(),
-        &["run", &path, "--port", "0", "--access-log", "json"],
-        &[],
-        Some(dir),
-    );
+    let server = spawn_cli_with(app, &[("tracer.py", MODULE)], &["--access-log", "json"]);
     let http = client();
 
     // Straight to a Rust backend: it sees the header.

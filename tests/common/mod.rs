@@ -194,14 +194,20 @@ pub fn spawn_listening(
 
 /// Runs `ferroserve run` on `yaml` with `--port 0`.
 pub fn spawn_cli(yaml: &str) -> Process {
+    spawn_cli_with(yaml, &[], &[])
+}
+
+/// Runs `ferroserve run` on `yaml` with `--port 0` and `args`, with `files` (name,
+/// contents) written beside the app file (a Python module of its backends).
+pub fn spawn_cli_with(yaml: &str, files: &[(&str, &str)], args: &[&str]) -> Process {
     let (dir, path) = write_config(yaml);
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).expect("file written");
+    }
     let path = path.to_str().expect("utf-8 path").to_owned();
-    spawn_listening(
-        &ferroserve_bin(),
-        &["run", &path, "--port", "0"],
-        &[],
-        Some(dir),
-    )
+    let mut all = vec!["run", path.as_str(), "--port", "0"];
+    all.extend_from_slice(args);
+    spawn_listening(&ferroserve_bin(), &all, &[], Some(dir))
 }
 
 /// Runs `ferroserve run` on the app file at `path` (relative to the repository) with `--port 0`.

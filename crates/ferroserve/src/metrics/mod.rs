@@ -274,13 +274,10 @@ impl Metrics {
             series.record(series::Kind::Endpoint, &stats.name, at_s, sample);
         }
         for stats in &backends {
+            let compute = stats.compute.read();
             let sample = Sample {
-                latency: stats.compute.read(),
-                extra_requests: stats
-                    .queue
-                    .read()
-                    .count()
-                    .saturating_sub(stats.compute.read().count()),
+                latency: compute,
+                extra_requests: stats.queue.read().count().saturating_sub(compute.count()),
                 errors: stats.errors.get(),
                 queued: queued(&stats.name),
             };
