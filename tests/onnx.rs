@@ -12,69 +12,12 @@ mod common;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::onnx::{onnx_ready, python, run_script};
 use common::{Process, client, ferroserve_bin, spawn_listening, write_config};
 use http::StatusCode;
 use serde_json::{Value, json};
-
-/// The interpreter the scripts run on: the one Ferroserve looks in for the runtime library.
-fn python() -> String {
-    std::env::var("FERROSERVE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/onnx")
-        .join(name)
-}
-
-/// Whether Python's `onnx` and `onnxruntime` are importable; when not, says so loudly, or
-/// fails when `FERROSERVE_REQUIRE_ONNX=1`.
-fn onnx_ready() -> bool {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let out = Command::new(python())
-            .args(["-c", "import onnx, onnxruntime"])
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", python()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            // The traceback's last line: the module that is missing.
-            let said = String::from_utf8_lossy(&out.stderr);
-            Err(said.trim().lines().last().unwrap_or("").to_owned())
-        }
-    });
-    let Err(why) = ready else { return true };
-    assert!(
-        std::env::var("FERROSERVE_REQUIRE_ONNX").as_deref() != Ok("1"),
-        "FERROSERVE_REQUIRE_ONNX=1 but Python's onnx and onnxruntime are missing \
-         (pip install onnx onnxruntime): {why}"
-    );
-    eprintln!(
-        "\n======== SKIP: the ONNX tests did not run: `{} -c \"import onnx, onnxruntime\"` \
-         failed (pip install onnx onnxruntime): {why} ========\n",
-        python()
-    );
-    false
-}
-
-/// Runs a script of `tests/onnx` with `args`; its stdout.
-fn run_script(name: &str, args: &[&Path]) -> String {
-    let out = Command::new(python())
-        .arg(script(name))
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{name} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
 
 /// The `libonnxruntime.so*` of the Python `onnxruntime` package.
 fn runtime_lib() -> String {

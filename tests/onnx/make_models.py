@@ -4,10 +4,12 @@
 
 - DIR/mlp.onnx: a small MLP, y = relu(x @ W1 + b1) @ W2 + b2, input `x` float [N, 16],
   output `y` float [N, 4] (MatMul, Add, Relu, MatMul, Add; weights from a fixed seed).
+- DIR/scale_any.onnx: y = x * 2 + 1, input `x` float [N, M], output `y` float [N, M]
+  (Mul, Add): any inner width, for batching tests that must not mix widths.
 - DIR/mul_int64.onnx: b = a * [2, -3, 5] + [7, 0, -1], input `a` int64 [N, 3], output `b`
   int64 [N, 3] (Mul, Add).
 
-Both are opset 17, IR version 8, checked with onnx.checker. Needs `pip install onnx numpy`.
+All are opset 17, IR version 8, checked with onnx.checker. Needs `pip install onnx numpy`.
 """
 
 import os
@@ -61,6 +63,24 @@ def mlp():
     return _model(graph)
 
 
+def scale_any():
+    nodes = [
+        helper.make_node("Mul", ["x", "two"], ["doubled"], name="mul"),
+        helper.make_node("Add", ["doubled", "one"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scale_any",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "M"])],
+        initializer=[
+            numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two"),
+            numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+        ],
+    )
+    return _model(graph)
+
+
 def mul_int64():
     scale = np.array([2, -3, 5], dtype=np.int64)
     shift = np.array([7, 0, -1], dtype=np.int64)
@@ -87,7 +107,7 @@ def main(argv):
         return 2
     out = argv[1]
     os.makedirs(out, exist_ok=True)
-    for name, make in [("mlp", mlp), ("mul_int64", mul_int64)]:
+    for name, make in [("mlp", mlp), ("mul_int64", mul_int64), ("scale_any", scale_any)]:
         onnx.save(make(), os.path.join(out, f"{name}.onnx"))
     return 0
 

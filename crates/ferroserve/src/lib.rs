@@ -34,6 +34,7 @@ pub mod layer;
 mod metrics;
 pub mod request;
 pub mod response;
+pub mod tensor;
 // Pure data: the app's configuration and desired state, and where it is kept.
 pub mod config;
 pub mod store;

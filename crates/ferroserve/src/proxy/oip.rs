@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::body::{self, BodyRules};
 use super::convert::{self, PlainBody};
 use crate::layer::BoxError;
-use crate::request::{Arg, Request};
+use crate::request::{Arg, HttpParts, Request};
 use crate::router::{self, EndpointState, SnapshotCell};
 
 /// The protocol's paths: `/v2` and under it.
@@ -93,15 +93,24 @@ where
                 Err(e) => return e.to_http(),
             };
             let started = std::time::Instant::now();
-            let response = convert::into_http(
-                router::call(cell, endpoint, Request::from_arg(Arg::Bytes(body))).await,
-            );
             let method = crate::metrics::method_index(&parts.method);
+            // The backend sees the HTTP request: a binary one says in a header where its
+            // JSON part ends.
+            let http = HttpParts {
+                method: parts.method,
+                uri: parts.uri,
+                headers: parts.headers,
+            };
+            let response = convert::into_http(
+                router::call(cell, endpoint, Request::from_http(http, body)).await,
+            );
             endpoint
                 .stats
                 .answered(method, response.status().as_u16(), started.elapsed());
             response
         }
+        (_, ["infer"]) => not_allowed(&path, "POST"),
+        (_, ["ready"] | []) => not_allowed(&path, "GET"),
         _ => not_found(&path),
     }
 }
@@ -127,6 +136,18 @@ fn not_found(path: &str) -> http::Response<PlainBody> {
         StatusCode::NOT_FOUND,
         &json!({ "error": format!("{path} is not an Open Inference Protocol v2 route (see docs/config.md, `onnx`)") }),
     )
+}
+
+/// A 405 naming the method `path` takes, in `Allow` too.
+fn not_allowed(path: &str, allow: &'static str) -> http::Response<PlainBody> {
+    let mut response = answer(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({ "error": format!("{path} takes {allow}") }),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    response
 }
 
 /// A JSON answer.

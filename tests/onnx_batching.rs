@@ -1,0 +1,159 @@
+//! Dynamic batching of ONNX models and in-process tensor calls: concurrent requests to a
+//! batchable model (every input and output with a dynamic first dimension) are stacked
+//! along the first dimension into fewer runs, requests whose inner dimensions differ are
+//! never stacked together, every caller gets exactly its own rows back; and a Rust handle
+//! calls an ONNX model with `Tensor`s made from `ndarray` arrays, no encoding.
+//!
+//! Needs Python's onnx and onnxruntime (the SKIP rules of `tests/common/onnx.rs`).
+
+mod common;
+
+use common::onnx::{onnx_ready, run_script};
+use common::{client, ferroserve_bin, spawn_listening, write_config};
+use ferroserve::tensor::{Tensor, TensorData};
+use ferroserve::{Arg, BackendConfig, BackendFactory, OnnxBackend};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+/// `scale_any.onnx` (y = 2x + 1 on float [N, M]) behind `/scale`, batching up to 8
+/// requests, each waiting up to 200 ms for the others.
+const APP: &str = "\
+backends:
+  scale: {onnx: scale_any.onnx, max_batch_size: 8, batch_wait_timeout_ms: 200}
+endpoints:
+  scale: {route: /scale, methods: [POST], backend: scale}
+";
+
+/// One request's rows: `rows` × `width` values, distinct across requests.
+fn values(request: usize, rows: usize, width: usize) -> Vec<f32> {
+    (0..rows * width)
+        .map(|i| f32::from(u16::try_from(request * 100 + i).expect("small")))
+        .collect()
+}
+
+/// The `_sum` and `_count` of the batch size histogram of backend `scale`.
+fn batch_sizes(metrics: &str) -> (f64, f64) {
+    let read = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains("deployment=\"scale\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    (
+        read("ray_serve_actual_batch_size_sum"),
+        read("ray_serve_actual_batch_size_count"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_runs_but_never_mix_widths() {
+    if !onnx_ready() {
+        return;
+    }
+    let (dir, path) = write_config(APP);
+    run_script("make_models.py", &[dir.path()]);
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let server = spawn_listening(
+        &ferroserve_bin(),
+        &["run", &path, "--port", "0"],
+        &[],
+        Some(dir),
+    );
+    let http = client();
+    let meta: Value = http
+        .get(server.url("/v2/models/scale"))
+        .send()
+        .await
+        .expect("metadata")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(meta["parameters"]["max_batch_size"], 8, "{meta}");
+    // 12 requests at once: widths 2 and 3, one or two rows each.
+    let calls = (0..12).map(|n| {
+        let (rows, width) = (1 + n % 2, 2 + (n / 2) % 2);
+        let x = values(n, rows, width);
+        let body = json!({"id": n.to_string(), "inputs": [
+            {"name": "x", "shape": [rows, width], "datatype": "FP32", "data": x}
+        ]});
+        let (http, url) = (http.clone(), server.url("/v2/models/scale/infer"));
+        async move {
+            let response = http.post(url).json(&body).send().await.expect("answers");
+            let status = response.status();
+            let answer: Value = response.json().await.expect("JSON");
+            (n, rows, width, x, status, answer)
+        }
+    });
+    for (n, rows, width, x, status, answer) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "request {n}: {answer}");
+        assert_eq!(answer["id"], n.to_string(), "{answer}");
+        let y = &answer["outputs"][0];
+        assert_eq!(y["shape"], json!([rows, width]), "request {n}: {answer}");
+        let want: Vec<f64> = x.iter().map(|v| f64::from(*v) * 2.0 + 1.0).collect();
+        let got: Vec<f64> = y["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect();
+        assert_eq!(got, want, "request {n} got another request's rows");
+    }
+    let metrics = http
+        .get(server.control_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let (requests, batches) = batch_sizes(&metrics);
+    assert_eq!(requests, 12.0, "every request went through the batch queue");
+    assert!(
+        batches < 12.0,
+        "12 concurrent requests ran in {batches} batches: none were stacked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_handle_calls_a_model_with_tensors() {
+    if !onnx_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    run_script("make_models.py", &[dir.path()]);
+    let serve = common::serve().await;
+    let model = OnnxBackend::new(dir.path().join("scale_any.onnx"));
+    common::serve_backend(
+        &serve,
+        "scale",
+        BackendFactory::onnx(model),
+        BackendConfig::default(),
+        None,
+        &[],
+    )
+    .await;
+    let handle = serve.get_handle("scale").expect("a handle");
+    let x = ndarray::array![[0.0_f32, 1.0], [2.0, 3.0]];
+    let answer = handle
+        .remote(Arg::value(vec![Tensor::from_array("x", &x)]))
+        .await
+        .expect("answers");
+    let outputs: Vec<Tensor> = answer.into_value().expect("tensors back, not bytes");
+    assert_eq!(outputs[0].name, "y");
+    let y = outputs[0].view::<f32>().expect("FP32 elements");
+    assert_eq!(y, ndarray::array![[1.0_f32, 3.0], [5.0, 7.0]].into_dyn());
+    assert_eq!(outputs[0].as_slice::<i64>(), None);
+    // A wrong input is an answer saying so, not a failure of the call.
+    let bad = Tensor::new("x", vec![1, 1], TensorData::Int64(vec![1])).expect("1 element");
+    let refused = handle.remote(Arg::value(vec![bad])).await.expect("answers");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let said: Value = refused.body_json().expect("JSON error");
+    assert!(
+        said["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the model takes FP32, not INT64")),
+        "{said}"
+    );
+    serve.shutdown().await;
+}
