@@ -1,8 +1,9 @@
 //! Dynamic batching of ONNX models and in-process tensor calls: concurrent requests to a
 //! batchable model (every input and output with a dynamic first dimension) are stacked
 //! along the first dimension into fewer runs, requests whose inner dimensions differ are
-//! never stacked together, every caller gets exactly its own rows back; and a Rust handle
-//! calls an ONNX model with `Tensor`s made from `ndarray` arrays, no encoding.
+//! never stacked together, every caller gets exactly its own rows back; a Rust handle
+//! calls an ONNX model with `Tensor`s made from `ndarray` arrays, no encoding; and a Python
+//! backend calls it with numpy arrays (`handle.infer`).
 //!
 //! Needs Python's onnx and onnxruntime (the SKIP rules of `tests/common/onnx.rs`).
 
@@ -156,4 +157,79 @@ async fn a_rust_handle_calls_a_model_with_tensors() {
         "{said}"
     );
     serve.shutdown().await;
+}
+
+/// A Python backend that calls the `scale` model with numpy arrays, from async and from
+/// sync code, and answers what came back.
+const CALLER: &str = r#"
+import numpy as np
+from ferroserve import ServeError, get_handle
+
+async def twice(request):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    y = (await get_handle("scale").infer({"x": x}))["y"]
+    assert isinstance(y, np.ndarray) and y.dtype == np.float32, type(y)
+    return {"shape": list(y.shape), "y": y.ravel().tolist()}
+
+def from_sync(request):
+    y = get_handle("scale").infer({"x": np.ones((1, 2), dtype=np.float32)}, outputs=["y"]).result()
+    try:
+        get_handle("scale").infer({"x": np.ones((1, 2), dtype=np.int64)}).result()
+    except ServeError as e:
+        refused = str(e)
+    return {"y": y["y"].tolist(), "refused": refused}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_backend_calls_a_model_with_numpy_arrays() {
+    if !onnx_ready() || !common::onnx::python_has("numpy", "numpy") {
+        return;
+    }
+    let app = "\
+backends:
+  scale: {onnx: scale_any.onnx, max_batch_size: 4, batch_wait_timeout_ms: 1}
+  twice: {python: 'caller:twice', working_dir: .}
+  sync: {python: 'caller:from_sync', working_dir: .}
+endpoints:
+  scale: {backend: scale}
+  twice: {route: /twice, backend: twice}
+  sync: {route: /sync, backend: sync}
+";
+    let (dir, path) = write_config(app);
+    std::fs::write(dir.path().join("caller.py"), CALLER).expect("module written");
+    run_script("make_models.py", &[dir.path()]);
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let server = spawn_listening(
+        &ferroserve_bin(),
+        &["run", &path, "--port", "0"],
+        &[],
+        Some(dir),
+    );
+    let http = client();
+    let response = http
+        .get(server.url("/twice"))
+        .send()
+        .await
+        .expect("answers");
+    let text = response.text().await.expect("text");
+    let answer: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(
+        answer,
+        json!({"shape": [2, 3], "y": [1.0, 3.0, 5.0, 7.0, 9.0, 11.0]})
+    );
+    let sync: Value = http
+        .get(server.url("/sync"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(sync["y"], json!([[3.0, 3.0]]), "{sync}");
+    assert!(
+        sync["refused"]
+            .as_str()
+            .is_some_and(|e| e.contains("the model takes FP32, not INT64")),
+        "{sync}"
+    );
 }

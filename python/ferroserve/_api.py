@@ -90,6 +90,28 @@ async def _await(future):
     return await future
 
 
+class _InferRef(ResponseRef):
+    """The answer of ``handle.infer(...)``: the outputs as numpy arrays, or a ``ServeError``
+    saying why the model refused the inputs."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        value = yield from super().__await__()
+        return _outputs(value)
+
+    def result(self, timeout=None):
+        return _outputs(super().result(timeout))
+
+
+def _outputs(value):
+    if isinstance(value, dict) and isinstance(value.get("error"), str):
+        raise ServeError(value["error"], 400)
+    if isinstance(value, (bytes, str)):
+        raise ServeError(f"the endpoint did not answer with tensors: {value[:200]!r}", 500)
+    return value
+
+
 class Handle:
     """A client for an endpoint, from inside a backend: the same router as HTTP."""
 
@@ -126,6 +148,18 @@ class Handle:
         from . import _worker
 
         return _worker.runtime().handle_call(self.endpoint, self._options, args[0] if args else None)
+
+    def infer(self, inputs, outputs=None):
+        """Calls a model served over the Open Inference Protocol (an ``onnx`` backend, say)
+        with tensors: ``inputs`` maps input names to numpy arrays; the answer is a dict of
+        output names to numpy arrays (only ``outputs`` when given). Sent binary, as
+        Triton's client does; await it, or call ``.result()`` from sync code."""
+        from . import _oip
+
+        body, header_length = _oip.encode_request(inputs, outputs)
+        shaped = self.options(http_method="POST", http_headers={_oip.HEADER_LENGTH: header_length})
+        sent = shaped.remote(body)
+        return _InferRef(sent._future, sent._loop)
 
     def __repr__(self):
         return f"Handle({self.endpoint!r})"
@@ -207,6 +241,11 @@ def jsonable(value):
 def decode_reply(meta, body):
     """The Python value of an answer to a handle call."""
     kind = meta.get("kind")
+    header_length = meta.get("inference_header_length")
+    if header_length is not None and meta.get("status", 200) < 300:
+        from . import _oip
+
+        return _oip.decode_answer(body, header_length)
     if kind == "pickle":
         import pickle
 

@@ -8,6 +8,10 @@ use serde_json::Value;
 
 use super::{Datatype, Tensor, TensorData, TensorSpec, by_datatype, elements};
 
+/// The header that says how long a binary request's or answer's JSON part is (Triton's
+/// `Inference-Header-Content-Length`).
+pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
+
 /// An inference request, its inputs checked against the model's.
 #[derive(Debug)]
 pub(crate) struct InferRequest {

@@ -10,11 +10,8 @@ use crate::backend::{Backend, Methods};
 use crate::error::BackendError;
 use crate::request::{DEFAULT_METHOD, Request};
 use crate::response::Response;
-use crate::tensor::codec::{self, InferRequest};
+use crate::tensor::codec::{self, HEADER_LENGTH, InferRequest};
 use crate::tensor::{Tensor, batch};
-
-/// The header that says how long a binary request's or answer's JSON part is.
-pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// A request read: its inputs, and how it wants its answer.
 struct Parsed {

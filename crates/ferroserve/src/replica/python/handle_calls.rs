@@ -109,7 +109,15 @@ pub(crate) fn python_reply(answer: Result<Response, ServeError>) -> (serde_json:
                     } else {
                         "http"
                     };
-                    let meta = serde_json::json!({"status": status.as_u16(), "media_type": media_type, "kind": kind});
+                    let mut meta = serde_json::json!({"status": status.as_u16(), "media_type": media_type, "kind": kind});
+                    // A binary inference answer: where its JSON part ends, so that Python
+                    // can read its tensors into numpy arrays.
+                    if let Some(n) = headers
+                        .get(crate::tensor::codec::HEADER_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    {
+                        meta["inference_header_length"] = n.into();
+                    }
                     (meta, bytes)
                 }
                 ResponseBody::Value(_) => (

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::fnv::{fnv1a, fnv1a_from};
 
 /// The package's files, compiled into the binary.
-const FILES: [(&str, &str); 8] = [
+const FILES: [(&str, &str); 9] = [
     (
         "__init__.py",
         include_str!("../../../../../python/ferroserve/__init__.py"),
@@ -39,6 +39,11 @@ const FILES: [(&str, &str); 8] = [
     (
         "_middlewares.py",
         include_str!("../../../../../python/ferroserve/_middlewares.py"),
+    ),
+    // numpy arrays to and from models served over the Open Inference Protocol.
+    (
+        "_oip.py",
+        include_str!("../../../../../python/ferroserve/_oip.py"),
     ),
 ];
 
