@@ -1,6 +1,7 @@
 //! The `ferroserve` command: serve an app file (`run`, `start`), check one (`check`), and operate a running server through its control API (`deploy`, `status`, `config`, `shutdown`).
 
 mod client;
+mod models;
 mod server;
 mod terminal;
 
@@ -24,10 +25,14 @@ enum Command {
     /// Serve an app file until SIGINT or SIGTERM (start + deploy, in the foreground). SIGHUP
     /// reloads the file: the change is deployed, and a bad file is logged while the old app
     /// keeps serving.
-    #[command(after_help = "Example:\n  ferroserve run examples/hello.yaml --port 8000")]
+    #[command(
+        after_help = "Examples:\n  ferroserve run examples/hello.yaml --port 8000\n  ferroserve run --models models/ --poll-models"
+    )]
     Run {
-        /// The YAML app file.
-        config: PathBuf,
+        /// The YAML app file (optional with `--models`).
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        models: models::ModelArgs,
         #[command(flatten)]
         server: server::ServerArgs,
     },
@@ -120,8 +125,21 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async move {
         match cli.command {
-            Command::Run { config, server } => server::serve(Some(config), server, true).await,
-            Command::Start { config, server } => server::serve(config, server, false).await,
+            Command::Run {
+                config,
+                models,
+                server,
+            } => {
+                if config.is_none() && models.models.is_none() {
+                    return Err(anyhow::anyhow!(
+                        "nothing to serve: give an app file, or a model repository with --models DIR"
+                    ));
+                }
+                server::serve(config, models, server, true).await
+            }
+            Command::Start { config, server } => {
+                server::serve(config, models::ModelArgs::default(), server, false).await
+            }
             Command::Deploy {
                 config,
                 timeout_s,

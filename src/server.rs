@@ -1,4 +1,4 @@
-//! `run` and `start`: the HTTP proxy, the control API, the app from a file or the state directory, and the signals (SIGINT/SIGTERM stop, SIGHUP reloads the file).
+//! `run` and `start`: the HTTP proxy, the control API, the app from a file, a model repository or the state directory, and the signals (SIGINT/SIGTERM stop, SIGHUP reloads the file).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +9,8 @@ use ferroserve::{
     AppConfig, ControlOptions, ControlServer, FileStore, Registry, Serve, StateStore,
 };
 use tokio::signal::unix::{Signal, SignalKind};
+
+use crate::models::{AppSource, ModelArgs};
 
 /// Where the server listens and keeps its state.
 #[derive(Args, Debug)]
@@ -37,9 +39,11 @@ pub(crate) struct ServerArgs {
 }
 
 /// Serves until SIGINT, SIGTERM or `ferroserve shutdown`. With `reload`, SIGHUP deploys
-/// `config` again.
+/// `config` (and the model repository) again; with `--poll-models`, the model repository
+/// is rescanned and what changed deployed.
 pub(crate) async fn serve(
     config: Option<PathBuf>,
+    models: ModelArgs,
     args: ServerArgs,
     reload: bool,
 ) -> anyhow::Result<()> {
@@ -47,10 +51,14 @@ pub(crate) async fn serve(
     // (a SIGTERM a moment after start still gets a graceful shutdown).
     let mut stops = Signals::new()?;
     let registry = Registry::new();
-    let file_app = config
-        .as_ref()
-        .map(|path| AppConfig::load(path, &registry))
-        .transpose()?;
+    let mut source = AppSource::load(config, models.models.clone(), &registry)?;
+    let poll = models.poll_period();
+    if poll.is_some() && !source.has_repository() {
+        anyhow::bail!(
+            "--poll-models needs a model repository: give --models DIR, or `models: DIR` in the app file"
+        );
+    }
+    let file_app = source.app()?;
     let mut http = file_app
         .as_ref()
         .map(|app| app.http.clone())
@@ -155,19 +163,30 @@ pub(crate) async fn serve(
             "serving {endpoints} endpoints on http://{addr} (GET /-/routes lists them); control API: {on}"
         );
     }
+    let mut rescans = poll.map(|period| {
+        let mut rescans = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        rescans.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        rescans
+    });
     loop {
         tokio::select! {
             _ = stops.terminate.recv() => break,
             _ = stops.interrupt.recv() => break,
             () = shutdown_asked(control.as_ref()) => break,
             _ = stops.hangup.recv(), if reload => {
-                let Some(path) = &config else { continue };
-                match AppConfig::load(path, &registry) {
-                    Ok(app) => {
-                        tracing::info!("SIGHUP: deploying {} again", path.display());
+                match source.reload(&registry) {
+                    Ok(Some(app)) => {
+                        tracing::info!("SIGHUP: deploying {} again", app.file);
                         serve.deploy_in_background(app, registry.clone());
                     }
+                    Ok(None) => {}
                     Err(e) => tracing::error!("SIGHUP: the file is not applied, the app as it was serves: {e}"),
+                }
+            }
+            _ = async { rescans.as_mut().expect("polling").tick().await }, if poll.is_some() => {
+                if let Some(app) = source.rescan() {
+                    tracing::info!("the model repository changed: deploying it");
+                    serve.deploy_in_background(app, registry.clone());
                 }
             }
         }

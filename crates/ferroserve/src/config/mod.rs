@@ -7,6 +7,7 @@ pub mod limits;
 mod middleware;
 mod onnx;
 mod python;
+pub mod repository;
 mod spec;
 mod yaml;
 
@@ -20,7 +21,10 @@ pub use middleware::{CorsOptions, Middleware};
 pub use onnx::{MAX_ONNX_THREADS, OnnxBackend};
 pub use python::{DEFAULT_START_TIMEOUT, PythonBackend};
 pub use spec::{AppSpec, BackendKind, BackendSpec, EndpointSpec};
-pub use yaml::{AppConfig, ConfigError};
+pub use yaml::{
+    AppConfig, ConfigError, ModelRepository, REPOSITORY_BATCH_WAIT_TIMEOUT_MS,
+    REPOSITORY_MAX_BATCH_SIZE, Rescan, ServedModel,
+};
 
 /// Default `http.host`.
 pub const DEFAULT_HOST: &str = "127.0.0.1";

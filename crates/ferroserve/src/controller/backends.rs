@@ -240,8 +240,8 @@ impl Controller {
     }
 
     /// Changes backend `name` to `config`, made by `factory`: in place when only what can
-    /// change in place differs, else (a new kind of code, `init_args`, batching or
-    /// `version`) by a rolling update.
+    /// change in place differs, else (a new kind of code, such as another ONNX model file
+    /// or version, `init_args`, batching or `version`) by a rolling update.
     pub(crate) async fn update_backend(
         &self,
         name: &str,

@@ -2,21 +2,28 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde::Deserialize;
-use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use super::MiddlewareFile;
+use super::RegisteredNames;
 use super::keypath::key_path_at;
 use super::{
-    AppSpec, BackendConfig, BackendKind, BackendSpec, DEFAULT_HOST, DEFAULT_PORT, EndpointConfig,
-    EndpointSpec, HttpOptions, OnnxBackend, PythonBackend, Traffic, normalize_route, parse_method,
+    AppSpec, BackendSpec, DEFAULT_HOST, DEFAULT_PORT, EndpointConfig, EndpointSpec, HttpOptions,
+    Traffic, normalize_route, parse_method,
 };
-use super::{BUILTIN_BACKENDS, RegisteredNames};
 use crate::error::ServeError;
+use backend::{BackendFile, backend_spec};
+pub use models::{
+    ModelRepository, REPOSITORY_BATCH_WAIT_TIMEOUT_MS, REPOSITORY_MAX_BATCH_SIZE, Rescan,
+    ServedModel,
+};
+
+mod backend;
+mod models;
 
 /// A config error: the file, the line (1-based; 0 when unknown), the dotted key and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +67,7 @@ pub struct AppConfig {
 struct AppFile {
     #[serde(default)]
     http: Option<HttpFile>,
+    models: Option<Spanned<String>>,
     #[serde(default)]
     backends: IndexMap<Spanned<String>, Spanned<BackendFile>>,
     #[serde(default)]
@@ -79,33 +87,6 @@ struct HttpFile {
     access_log: Option<super::AccessLog>,
     #[serde(default)]
     middlewares: Vec<Spanned<MiddlewareFile>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendFile {
-    builtin: Option<Spanned<String>>,
-    rust: Option<Spanned<String>>,
-    python: Option<Spanned<String>>,
-    onnx: Option<Spanned<String>>,
-    onnx_runtime_lib: Option<String>,
-    onnx_threads: Option<Spanned<usize>>,
-    working_dir: Option<Spanned<String>>,
-    python_executable: Option<String>,
-    env: Option<std::collections::BTreeMap<String, String>>,
-    start_timeout_s: Option<Spanned<f64>>,
-    num_replicas: Option<Spanned<usize>>,
-    max_concurrent_queries: Option<Spanned<usize>>,
-    max_queued_requests: Option<Spanned<usize>>,
-    user_config: Option<Value>,
-    init_args: Option<Value>,
-    max_batch_size: Option<Spanned<usize>>,
-    batch_wait_timeout_ms: Option<Spanned<u64>>,
-    version: Option<Spanned<String>>,
-    health_check_period_s: Option<Spanned<f64>>,
-    health_check_timeout_s: Option<Spanned<f64>>,
-    max_surge: Option<Spanned<usize>>,
-    graceful_shutdown_timeout_s: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -150,11 +131,34 @@ fn line_of<T>(spanned: &Spanned<T>) -> u32 {
 }
 
 impl AppConfig {
-    /// Reads and validates an app file; `rust: NAME` backends must be in `registry`.
+    /// Reads and validates an app file; `rust: NAME` backends must be in `registry`. The
+    /// models of its model repository (`models: DIR`) are among its backends and endpoints.
     pub fn load(
         path: impl AsRef<Path>,
         registry: &dyn RegisteredNames,
     ) -> Result<Self, ConfigError> {
+        let (app, models) = Self::load_without_models(path, registry)?;
+        app.with_repository(models)
+    }
+
+    /// Parses and validates YAML `source`; `file` names it in errors. The models of its
+    /// model repository (`models: DIR`) are among its backends and endpoints.
+    pub fn from_yaml(
+        source: &str,
+        file: &str,
+        registry: &dyn RegisteredNames,
+    ) -> Result<Self, ConfigError> {
+        let (app, models) = Self::from_yaml_without_models(source, file, registry)?;
+        app.with_repository(models)
+    }
+
+    /// Reads and validates an app file as [`load`](Self::load) does, but leaves out the
+    /// models of its model repository: the app, and the repository folder (`models:`,
+    /// relative to the file) when it names one. For a server that rescans the repository.
+    pub fn load_without_models(
+        path: impl AsRef<Path>,
+        registry: &dyn RegisteredNames,
+    ) -> Result<(Self, Option<PathBuf>), ConfigError> {
         let path = path.as_ref();
         let file = path.display().to_string();
         let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -163,15 +167,24 @@ impl AppConfig {
             key: String::new(),
             message: format!("cannot read the file: {e}"),
         })?;
-        Self::from_yaml(&source, &file, registry)
+        Self::from_yaml_without_models(&source, &file, registry)
     }
 
-    /// Parses and validates YAML `source`; `file` names it in errors.
-    pub fn from_yaml(
+    /// This app with the models of the repository at `dir`, read as it is now.
+    fn with_repository(self, dir: Option<PathBuf>) -> Result<Self, ConfigError> {
+        match dir {
+            Some(dir) => self.with_models(&ModelRepository::open(dir)?),
+            None => Ok(self),
+        }
+    }
+
+    /// Parses and validates YAML `source` as [`from_yaml`](Self::from_yaml) does, but
+    /// leaves out the models of its model repository, whose folder it returns beside.
+    pub fn from_yaml_without_models(
         source: &str,
         file: &str,
         registry: &dyn RegisteredNames,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<(Self, Option<PathBuf>), ConfigError> {
         let base = Path::new(file)
             .parent()
             .map(Path::to_path_buf)
@@ -244,14 +257,33 @@ impl AppConfig {
             let endpoint = endpoint_spec(&errors, &name, spec, &backends, &mut routes)?;
             endpoints.push(endpoint);
         }
-        Ok(Self {
+        let models = match parsed.models {
+            Some(dir) => {
+                // Relative to the app file, as `onnx:` model files are.
+                let resolved = errors.base.join(&dir.value);
+                if !resolved.is_dir() {
+                    return errors.at(
+                        line_of(&dir),
+                        "models",
+                        format!(
+                            "`{}` is not a directory (a model repository: NAME/VERSION/model.onnx)",
+                            resolved.display()
+                        ),
+                    );
+                }
+                Some(resolved)
+            }
+            None => None,
+        };
+        let app = Self {
             file: file.to_owned(),
             http,
             spec: AppSpec {
                 backends,
                 endpoints,
             },
-        })
+        };
+        Ok((app, models))
     }
 }
 
@@ -275,218 +307,6 @@ fn parse_error(source: &str, file: &str, error: &serde_saphyr::Error) -> ConfigE
         key,
         message,
     }
-}
-
-fn backend_spec(
-    errors: &Errors<'_>,
-    name: &Spanned<String>,
-    spec: Spanned<BackendFile>,
-    registry: &dyn RegisteredNames,
-) -> Result<BackendSpec, ConfigError> {
-    let key = format!("backends.{}", name.value);
-    let line = line_of(name);
-    let spec_line = line_of(&spec);
-    let spec = spec.value;
-    let given = [
-        spec.builtin.is_some(),
-        spec.rust.is_some(),
-        spec.python.is_some(),
-        spec.onnx.is_some(),
-    ];
-    if given.iter().filter(|g| **g).count() > 1 {
-        return errors.at(
-            spec_line,
-            key,
-            "give one of `builtin`, `rust`, `python` and `onnx`, not several",
-        );
-    }
-    let onnx_only = [
-        ("onnx_runtime_lib", spec.onnx_runtime_lib.is_some()),
-        ("onnx_threads", spec.onnx_threads.is_some()),
-    ];
-    if spec.onnx.is_none()
-        && let Some((field, _)) = onnx_only.iter().find(|(_, set)| *set)
-    {
-        return errors.at(
-            spec_line,
-            format!("{key}.{field}"),
-            "applies to `onnx:` backends only",
-        );
-    }
-    let python_only = [
-        ("working_dir", spec.working_dir.is_some()),
-        ("python_executable", spec.python_executable.is_some()),
-        ("env", spec.env.is_some()),
-        ("start_timeout_s", spec.start_timeout_s.is_some()),
-    ];
-    if spec.python.is_none()
-        && let Some((field, _)) = python_only.iter().find(|(_, set)| *set)
-    {
-        return errors.at(
-            spec_line,
-            format!("{key}.{field}"),
-            "applies to `python:` backends only",
-        );
-    }
-    let kind = if let Some(b) = spec.builtin {
-        if !BUILTIN_BACKENDS.contains(&b.value.as_str()) {
-            let known = BUILTIN_BACKENDS;
-            return errors.at(
-                line_of(&b),
-                format!("{key}.builtin"),
-                format!(
-                    "no built-in backend `{}`; the built-in backends are: {}",
-                    b.value,
-                    known.join(", ")
-                ),
-            );
-        }
-        BackendKind::Builtin(b.value)
-    } else if let Some(r) = spec.rust {
-        if !registry.is_registered(&r.value) {
-            let known = registry.registered();
-            let known = if known.is_empty() {
-                "none (the stock binary registers none; use `builtin:` or `python:`)".to_owned()
-            } else {
-                known.join(", ")
-            };
-            return errors.at(
-                line_of(&r),
-                format!("{key}.rust"),
-                format!(
-                    "no Rust backend `{}` is registered by this program; registered: {known}",
-                    r.value
-                ),
-            );
-        }
-        BackendKind::Rust(r.value)
-    } else if let Some(p) = spec.python {
-        let mut python = PythonBackend::new(p.value.clone());
-        if let Err(message) = python.validate() {
-            return errors.at(line_of(&p), format!("{key}.python"), message);
-        }
-        if let Some(dir) = spec.working_dir {
-            // Relative to the app file, so `ferroserve run path/app.yaml` works from anywhere.
-            let resolved = errors.base.join(&dir.value);
-            if !resolved.is_dir() {
-                return errors.at(
-                    line_of(&dir),
-                    format!("{key}.working_dir"),
-                    format!("`{}` is not a directory", resolved.display()),
-                );
-            }
-            python.working_dir = Some(resolved);
-        }
-        python.python_executable = spec.python_executable;
-        python.env = spec.env.unwrap_or_default();
-        if let Some(timeout) = spec.start_timeout_s {
-            python.start_timeout = match super::limits::seconds(timeout.value) {
-                Ok(duration) => duration,
-                Err(message) => {
-                    return errors.at(line_of(&timeout), format!("{key}.start_timeout_s"), message);
-                }
-            };
-        }
-        BackendKind::Python(python)
-    } else if let Some(model) = spec.onnx {
-        // Relative to the app file, as `working_dir` is.
-        let mut onnx = OnnxBackend::new(errors.base.join(&model.value));
-        if !onnx.model.is_file() {
-            return errors.at(
-                line_of(&model),
-                format!("{key}.onnx"),
-                format!("`{}` is not a file", onnx.model.display()),
-            );
-        }
-        onnx.runtime_lib = spec.onnx_runtime_lib.map(|lib| errors.base.join(lib));
-        if let Some(threads) = spec.onnx_threads {
-            onnx.threads = threads.value;
-            if let Err(message) = onnx.validate() {
-                return errors.at(line_of(&threads), format!("{key}.onnx_threads"), message);
-            }
-        }
-        BackendKind::Onnx(onnx)
-    } else {
-        return errors.at(
-            line,
-            key,
-            "says nothing to serve: give `builtin: NAME`, `rust: NAME`, `python: module:attr` or `onnx: model.onnx`",
-        );
-    };
-    let mut config = BackendConfig {
-        user_config: spec.user_config.unwrap_or(Value::Null),
-        init_args: spec.init_args.unwrap_or(Value::Null),
-        ..BackendConfig::default()
-    };
-    let mut field_lines: HashMap<&str, u32> = HashMap::new();
-    if let Some(v) = spec.version {
-        field_lines.insert("version", line_of(&v));
-        config.version = Some(v.value);
-    }
-    if let Some(n) = spec.max_surge {
-        field_lines.insert("max_surge", line_of(&n));
-        config.max_surge = n.value;
-    }
-    let seconds = [
-        (
-            "health_check_period_s",
-            spec.health_check_period_s,
-            &mut config.health_check_period_s,
-        ),
-        (
-            "health_check_timeout_s",
-            spec.health_check_timeout_s,
-            &mut config.health_check_timeout_s,
-        ),
-        (
-            "graceful_shutdown_timeout_s",
-            spec.graceful_shutdown_timeout_s,
-            &mut config.graceful_shutdown_timeout_s,
-        ),
-    ];
-    for (field, given, slot) in seconds {
-        if let Some(s) = given {
-            field_lines.insert(field, line_of(&s));
-            *slot = s.value;
-        }
-    }
-    if let Some(n) = spec.max_queued_requests {
-        field_lines.insert("max_queued_requests", line_of(&n));
-        config.max_queued_requests = n.value;
-    }
-    if let Some(ms) = spec.batch_wait_timeout_ms {
-        field_lines.insert("batch_wait_timeout_ms", line_of(&ms));
-        config.batch_wait_timeout_ms = ms.value;
-    }
-    if let Some(n) = spec.num_replicas {
-        field_lines.insert("num_replicas", line_of(&n));
-        config.num_replicas = n.value;
-    }
-    if let Some(n) = spec.max_concurrent_queries {
-        field_lines.insert("max_concurrent_queries", line_of(&n));
-        config.max_concurrent_queries = Some(n.value);
-    }
-    if let Some(n) = spec.max_batch_size {
-        field_lines.insert("max_batch_size", line_of(&n));
-        config.max_batch_size = Some(n.value);
-    }
-    if let Err(ServeError::InvalidConfig {
-        key: field,
-        message,
-    }) = config.validate()
-    {
-        let at = field_lines
-            .get(field.as_str())
-            .copied()
-            .unwrap_or(spec_line);
-        return errors.at(at, format!("{key}.{field}"), message);
-    }
-    Ok(BackendSpec {
-        name: name.value.clone(),
-        kind,
-        config,
-        line: line as usize,
-    })
 }
 
 fn endpoint_spec(
