@@ -13,47 +13,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::onnx::{onnx_ready, python};
 use common::{Process, client, ferroserve_bin, spawn_listening};
 use http::StatusCode;
 use serde_json::{Value, json};
-
-fn python() -> String {
-    std::env::var("FERROSERVE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
-
-/// Whether Python's `onnx` and `onnxruntime` are importable; when not, says so loudly, or
-/// fails when `FERROSERVE_REQUIRE_ONNX=1`.
-fn onnx_ready() -> bool {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let out = Command::new(python())
-            .args(["-c", "import onnx, onnxruntime"])
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", python()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            let said = String::from_utf8_lossy(&out.stderr);
-            Err(said.trim().lines().last().unwrap_or("").to_owned())
-        }
-    });
-    let Err(why) = ready else { return true };
-    assert!(
-        std::env::var("FERROSERVE_REQUIRE_ONNX").as_deref() != Ok("1"),
-        "FERROSERVE_REQUIRE_ONNX=1 but Python's onnx and onnxruntime are missing \
-         (pip install onnx onnxruntime): {why}"
-    );
-    eprintln!(
-        "\n======== SKIP: the model repository tests did not run: `{} -c \"import onnx, \
-         onnxruntime\"` failed (pip install onnx onnxruntime): {why} ========\n",
-        python()
-    );
-    false
-}
 
 /// Writes models under `root`: each `(path, kind, constant)` with `kind` `add_f32`
 /// (`y = x + c`, `x` float [N, 4]) or `add_i64` (`b = a + c`, `a` int64 [N, 2]).
@@ -198,6 +164,7 @@ async fn a_repository_of_two_models_serves_their_latest_versions() {
         json!([6, 7, 8, 9]),
         "{answer}"
     );
+    assert_eq!(answer["model_version"], "3", "{answer}");
     let (status, answer) = post(&server.url("/counter"), &request).await;
     assert_eq!(status, StatusCode::OK, "the route /NAME: {answer}");
     assert_eq!(answer["outputs"][0]["shape"], json!([2, 2]), "{answer}");
@@ -205,6 +172,11 @@ async fn a_repository_of_two_models_serves_their_latest_versions() {
     let (status, meta) = get(&server.url("/v2/models/adder")).await;
     assert_eq!(status, StatusCode::OK, "{meta}");
     assert_eq!(meta["name"], "adder", "{meta}");
+    assert_eq!(meta["versions"], json!(["10"]), "{meta}");
+    assert_eq!(
+        meta["parameters"]["max_batch_size"], 8,
+        "batching is on: {meta}"
+    );
     assert_eq!(
         meta["inputs"],
         json!([{"name": "x", "datatype": "FP32", "shape": [-1, 4]}])

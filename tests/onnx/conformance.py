@@ -218,6 +218,8 @@ def check(url, out):
         if not client.is_model_ready(name):
             problems.append("not ready")
         metadata = client.get_model_metadata(name)
+        if metadata.get("versions") != ["1"]:
+            problems.append(f"metadata versions: {metadata.get('versions')}")
         session = ort.InferenceSession(case["model"], providers=["CPUExecutionProvider"])
         declared = {i["name"]: i for i in metadata["inputs"]}
         for i in session.get_inputs():
@@ -241,6 +243,8 @@ def check(url, out):
             except Exception as e:  # noqa: BLE001 - any client error is a failed check
                 problems.append(f"{mode}: {e}")
                 continue
+            if result.get_response().get("model_version") != "1":
+                problems.append(f"{mode}: model_version: {result.get_response()}")
             if result.get_response().get("id") != f"{name}-{mode}":
                 problems.append(f"{mode}: id not echoed: {result.get_response()}")
             for output_name, want in outputs:

@@ -127,7 +127,7 @@ impl Model {
         let batchable = inputs.iter().chain(&outputs).all(TensorSpec::batchable);
         Ok(Self {
             name,
-            version: "1".to_owned(),
+            version: spec.version.clone().unwrap_or_else(|| "1".to_owned()),
             session: Arc::new(Mutex::new(session)),
             inputs,
             outputs: outputs.into(),
