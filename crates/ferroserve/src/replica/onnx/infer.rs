@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
 
-use super::{METADATA_METHOD, Model, session};
+use super::{METADATA_METHOD, Model};
 use crate::backend::{Backend, Methods};
 use crate::error::BackendError;
 use crate::request::{DEFAULT_METHOD, Request};
@@ -32,7 +32,7 @@ impl Model {
     fn parse(&self, req: Request) -> Result<Parsed, String> {
         let req = match req.take_value::<Vec<Tensor>>() {
             Ok(given) => {
-                let inputs = codec::order_inputs(given, &self.inputs)?;
+                let inputs = codec::order_inputs(given, self.inputs())?;
                 return Ok(Parsed {
                     inputs,
                     reply: Reply::Tensors,
@@ -48,14 +48,14 @@ impl Model {
                     format!("Inference-Header-Content-Length `{n}` is not a length")
                 })?),
             };
-        let mut request = codec::parse_request(&body, header_len, &self.inputs)?;
+        let mut request = codec::parse_request(&body, header_len, self.inputs())?;
         if let Some((unknown, _)) = request
             .outputs
             .iter()
             .flatten()
-            .find(|(name, _)| !self.outputs.iter().any(|o| o.name == *name))
+            .find(|(name, _)| !self.outputs().iter().any(|o| o.name == *name))
         {
-            let names: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+            let names: Vec<&str> = self.outputs().iter().map(|o| o.name.as_str()).collect();
             return Err(format!(
                 "output `{unknown}`: the model has no such output (its outputs: {})",
                 names.join(", ")
@@ -93,11 +93,11 @@ impl Model {
         &self,
         groups: Vec<Vec<Tensor>>,
     ) -> Result<Vec<Result<Vec<Tensor>, String>>, BackendError> {
-        let (session, outputs) = (self.session.clone(), self.outputs.clone());
+        let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
             groups
                 .into_iter()
-                .map(|inputs| session::run(&session, inputs, &outputs))
+                .map(|inputs| engine.run(inputs))
                 .collect()
         })
         .await

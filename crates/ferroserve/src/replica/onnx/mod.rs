@@ -1,21 +1,18 @@
 //! The ONNX kind: a model file served with no code, run in process by ONNX Runtime (`ort`, its library loaded at run time), one session per replica, answering Open Inference Protocol v2 JSON inference requests.
 //!
-//! By job: `runtime` (finding and loading the library, once per process), `session`
-//! (tensors into and out of a run), `infer` (answering requests, one at a time or in
-//! batches). A session runs on a blocking thread, so an inference never holds up the
-//! server's I/O.
+//! By job: `engine` (the small trait a model runs behind), `session` (ONNX Runtime as
+//! that engine: tensors into and out of a session run), `runtime` (finding and loading the
+//! library, once per process), `infer` (answering requests, one at a time or in batches).
+//! A run happens on a blocking thread, so an inference never holds up the server's I/O.
 
+mod engine;
 mod infer;
 mod runtime;
 mod session;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use ort::environment::Environment;
-use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
 use serde_json::json;
 
 use crate::backend::Instantiate;
@@ -75,64 +72,40 @@ impl Instantiate for OnnxKind {
     }
 }
 
-/// One replica's model: its session and what it declares.
+/// One replica's model: its engine and what it declares.
 struct Model {
     /// The backend's name, the answers' `model_name`.
     name: String,
     /// The version the answers' `model_version` says.
     version: String,
-    /// `run` takes the session mutably: one inference at a time per replica.
-    session: Arc<Mutex<Session>>,
-    inputs: Arc<[TensorSpec]>,
-    /// The outputs the protocol can carry (a sequence or a map output is left out).
-    outputs: Arc<[TensorSpec]>,
+    /// Runs the model: one inference at a time per replica.
+    engine: Arc<dyn engine::Engine>,
     /// The most requests one run stacks, when the model is batchable and the backend sets
     /// `max_batch_size`; `None`: one request per run.
     batch: Option<usize>,
 }
 
 impl Model {
-    /// Opens `spec`'s model on `spec.threads` threads (blocking).
+    /// Opens `spec`'s model (blocking).
     fn load(spec: &OnnxBackend, name: String, batch: Option<usize>) -> Result<Self, String> {
-        let environment = runtime::environment(spec.runtime_lib.as_deref())?;
-        let session = open(&environment, &spec.model, spec.threads)
-            .map_err(|e| format!("cannot load the model {}: {e}", spec.model.display()))?;
-        let inputs: Arc<[TensorSpec]> = session
-            .inputs()
-            .iter()
-            .map(|outlet| session::spec(outlet.name(), outlet.dtype()))
-            .collect();
-        if let Some(input) = inputs.iter().find(|i| i.datatype.is_none()) {
-            return Err(format!(
-                "the model {}: input `{}` is not a tensor of a type the Open Inference Protocol \
-                 can carry",
-                spec.model.display(),
-                input.name
-            ));
-        }
-        let (outputs, left_out): (Vec<TensorSpec>, Vec<TensorSpec>) = session
-            .outputs()
-            .iter()
-            .map(|outlet| session::spec(outlet.name(), outlet.dtype()))
-            .partition(|o| o.datatype.is_some());
-        if !left_out.is_empty() {
-            let names: Vec<&str> = left_out.iter().map(|o| o.name.as_str()).collect();
-            tracing::warn!(
-                "model {}: outputs {} are not tensors the Open Inference Protocol can carry \
-                 (a sequence or a map); they are left out of the answers",
-                spec.model.display(),
-                names.join(", ")
-            );
-        }
-        let batchable = inputs.iter().chain(&outputs).all(TensorSpec::batchable);
+        let engine = session::OrtEngine::open(spec)?;
+        let batchable = engine::batchable(&engine);
         Ok(Self {
             name,
             version: spec.version.clone().unwrap_or_else(|| "1".to_owned()),
-            session: Arc::new(Mutex::new(session)),
-            inputs,
-            outputs: outputs.into(),
+            engine: Arc::new(engine),
             batch: batch.filter(|_| batchable),
         })
+    }
+
+    /// The inputs the model declares.
+    fn inputs(&self) -> &[TensorSpec] {
+        self.engine.inputs()
+    }
+
+    /// The outputs the model declares that the protocol can carry.
+    fn outputs(&self) -> &[TensorSpec] {
+        self.engine.outputs()
     }
 
     /// Its Open Inference Protocol metadata: inputs and outputs with their types and
@@ -153,18 +126,10 @@ impl Model {
         json!({
             "name": self.name,
             "versions": [self.version],
-            "platform": "onnxruntime_onnx",
-            "inputs": tensors(&self.inputs),
-            "outputs": tensors(&self.outputs),
+            "platform": self.engine.platform(),
+            "inputs": tensors(self.inputs()),
+            "outputs": tensors(self.outputs()),
             "parameters": { "max_batch_size": self.batch.unwrap_or(0) },
         })
     }
-}
-
-/// A session on the model at `path`.
-fn open(environment: &Environment, path: &Path, threads: usize) -> ort::Result<Session> {
-    Session::builder(environment)?
-        .with_optimization_level(GraphOptimizationLevel::All)?
-        .with_intra_threads(threads)?
-        .commit_from_file(path)
 }

@@ -1,15 +1,96 @@
-//! One ONNX Runtime run: protocol tensors into `ort` values, the session run, and the declared outputs back into protocol tensors.
+//! ONNX Runtime as the engine: a session on the model file, protocol tensors into `ort` values, the session run, and the declared outputs back into protocol tensors.
 
+use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
+use ort::environment::Environment;
 use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, TensorElementType, ValueType};
 
+use super::engine::Engine;
+use super::runtime;
+use crate::config::OnnxBackend;
 use crate::tensor::{Datatype, Tensor, TensorData, TensorSpec};
 
+/// A session on one model; `run` takes it mutably, so one inference at a time.
+pub(super) struct OrtEngine {
+    session: Mutex<Session>,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+}
+
+impl OrtEngine {
+    /// Opens `spec`'s model on `spec.threads` threads, loading the runtime first if this
+    /// process has not (blocking).
+    pub(super) fn open(spec: &OnnxBackend) -> Result<Self, String> {
+        let environment = runtime::environment(spec.runtime_lib.as_deref())?;
+        let session = open(&environment, &spec.model, spec.threads)
+            .map_err(|e| format!("cannot load the model {}: {e}", spec.model.display()))?;
+        let inputs: Vec<TensorSpec> = session
+            .inputs()
+            .iter()
+            .map(|outlet| self::spec(outlet.name(), outlet.dtype()))
+            .collect();
+        if let Some(input) = inputs.iter().find(|i| i.datatype.is_none()) {
+            return Err(format!(
+                "the model {}: input `{}` is not a tensor of a type the Open Inference Protocol \
+                 can carry",
+                spec.model.display(),
+                input.name
+            ));
+        }
+        let (outputs, left_out): (Vec<TensorSpec>, Vec<TensorSpec>) = session
+            .outputs()
+            .iter()
+            .map(|outlet| self::spec(outlet.name(), outlet.dtype()))
+            .partition(|o| o.datatype.is_some());
+        if !left_out.is_empty() {
+            let names: Vec<&str> = left_out.iter().map(|o| o.name.as_str()).collect();
+            tracing::warn!(
+                "model {}: outputs {} are not tensors the Open Inference Protocol can carry \
+                 (a sequence or a map); they are left out of the answers",
+                spec.model.display(),
+                names.join(", ")
+            );
+        }
+        Ok(Self {
+            session: Mutex::new(session),
+            inputs,
+            outputs,
+        })
+    }
+}
+
+impl Engine for OrtEngine {
+    fn platform(&self) -> &'static str {
+        "onnxruntime_onnx"
+    }
+
+    fn inputs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    fn outputs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+        run(&self.session, inputs, &self.outputs)
+    }
+}
+
+/// A session on the model at `path`.
+fn open(environment: &Environment, path: &Path, threads: usize) -> ort::Result<Session> {
+    Session::builder(environment)?
+        .with_optimization_level(GraphOptimizationLevel::All)?
+        .with_intra_threads(threads)?
+        .commit_from_file(path)
+}
+
 /// An input or output as the model declares it.
-pub(super) fn spec(name: &str, value: &ValueType) -> TensorSpec {
+fn spec(name: &str, value: &ValueType) -> TensorSpec {
     let (datatype, shape) = match value {
         ValueType::Tensor { ty, shape, .. } => (datatype_of(*ty), shape.iter().copied().collect()),
         _ => (None, Vec::new()),
@@ -42,7 +123,7 @@ fn datatype_of(ty: TensorElementType) -> Option<Datatype> {
 }
 
 /// One inference (blocking): `inputs` in, every one of `outputs` out.
-pub(super) fn run(
+fn run(
     session: &Mutex<Session>,
     inputs: Vec<Tensor>,
     outputs: &[TensorSpec],
