@@ -373,6 +373,22 @@ async fn the_open_inference_protocol_routes_serve_each_endpoint_as_a_model() {
             json!([{ "name": "y", "datatype": "FP32", "shape": [-1, 4] }])
         );
     }
+    // A version the model does not serve is refused, by metadata and by inference.
+    let (status, said) = get("/v2/models/mlp/versions/2").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{said}");
+    assert!(
+        said["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no version `2`: it serves version 1")),
+        "{said}"
+    );
+    let (status, said) = infer(
+        &server,
+        "/v2/models/mlp/versions/2/infer",
+        &mlp_request(1, &floats(16, 5)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{said}");
     let (status, missing) = get("/v2/models/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
@@ -393,4 +409,12 @@ async fn the_open_inference_protocol_routes_serve_each_endpoint_as_a_model() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    // The wrong method on a protocol route is a 405 that says the right one.
+    let wrong = client()
+        .get(server.url("/v2/models/mlp/infer"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.headers()["allow"], "POST");
 }

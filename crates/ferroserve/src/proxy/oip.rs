@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::body::{self, BodyRules};
 use super::convert::{self, PlainBody};
 use crate::layer::BoxError;
-use crate::request::{Arg, HttpParts, Request};
+use crate::request::{HttpParts, Request};
 use crate::router::{self, EndpointState, SnapshotCell};
 
 /// The protocol's paths: `/v2` and under it.
@@ -34,7 +34,7 @@ where
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    // `/versions/V` names a version; one version of each model is served.
+    // `/versions/V` names a version; each model serves one, and its backend refuses others.
     let (model, rest) = match segments.as_slice() {
         ["models", name, "versions", _, rest @ ..] | ["models", name, rest @ ..] => {
             (Some(*name), rest)
@@ -78,7 +78,9 @@ where
             answer(status, &json!({ "name": name, "ready": ready }))
         }
         (&Method::GET, []) => {
-            let req = Request::from_arg(Arg::Bytes(Bytes::new())).with_method_name(METADATA_METHOD);
+            let (parts, _) = req.into_parts();
+            let req = Request::from_http(http_parts(parts), Bytes::new())
+                .with_method_name(METADATA_METHOD);
             convert::into_http(router::call(cell, endpoint, req).await)
         }
         (&Method::POST, ["infer"]) => {
@@ -95,15 +97,9 @@ where
             let started = std::time::Instant::now();
             let method = crate::metrics::method_index(&parts.method);
             // The backend sees the HTTP request: a binary one says in a header where its
-            // JSON part ends.
-            let http = HttpParts {
-                method: parts.method,
-                uri: parts.uri,
-                headers: parts.headers,
-            };
-            let response = convert::into_http(
-                router::call(cell, endpoint, Request::from_http(http, body)).await,
-            );
+            // JSON part ends, and the path may name a version.
+            let req = Request::from_http(http_parts(parts), body);
+            let response = convert::into_http(router::call(cell, endpoint, req).await);
             endpoint
                 .stats
                 .answered(method, response.status().as_u16(), started.elapsed());
@@ -112,6 +108,15 @@ where
         (_, ["infer"]) => not_allowed(&path, "POST"),
         (_, ["ready"] | []) => not_allowed(&path, "GET"),
         _ => not_found(&path),
+    }
+}
+
+/// The request's method, URI and headers, as a backend sees them.
+fn http_parts(parts: http::request::Parts) -> HttpParts {
+    HttpParts {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
     }
 }
 

@@ -28,8 +28,26 @@ enum Reply {
 }
 
 impl Model {
+    /// An error when the request names a version (`/v2/models/NAME/versions/V/...`) other
+    /// than the one this replica serves.
+    fn check_version(&self, req: &Request) -> Result<(), String> {
+        let mut segments = req.path().unwrap_or_default().split('/');
+        let asked = segments
+            .by_ref()
+            .find(|s| *s == "versions")
+            .and(segments.next());
+        match asked {
+            Some(version) if version != self.version => Err(format!(
+                "model `{}` has no version `{version}`: it serves version {}",
+                self.name, self.version
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads one request, or says what is wrong with it (a 400).
     fn parse(&self, req: Request) -> Result<Parsed, String> {
+        self.check_version(&req)?;
         let req = match req.take_value::<Vec<Tensor>>() {
             Ok(given) => {
                 let inputs = codec::order_inputs(given, self.inputs())?;
@@ -132,6 +150,9 @@ impl Backend for Model {
 
     async fn call(&self, req: Request) -> Result<Response, BackendError> {
         if req.method_name() == METADATA_METHOD {
+            if let Err(why) = self.check_version(&req) {
+                return Ok(bad_request(why));
+            }
             return Response::json(&self.metadata());
         }
         let Parsed { inputs, reply } = match self.parse(req) {
