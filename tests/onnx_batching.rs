@@ -116,6 +116,75 @@ async fn concurrent_requests_share_runs_but_never_mix_widths() {
     );
 }
 
+/// One request the model cannot run on (an index past its table), sent with good ones into
+/// one batch, gets its own 400; the good ones get their answers. An empty tensor that
+/// claims huge dimensions is refused before it reaches the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_fails_alone_in_its_batch() {
+    if !onnx_ready() {
+        return;
+    }
+    let app = "\
+backends:
+  lookup: {onnx: lookup.onnx, max_batch_size: 8, batch_wait_timeout_ms: 200}
+endpoints:
+  lookup: {route: /lookup, methods: [POST], backend: lookup}
+";
+    let (dir, path) = write_config(app);
+    run_script("make_models.py", &[dir.path()]);
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    let server = spawn_listening(
+        &ferroserve_bin(),
+        &["run", &path, "--port", "0"],
+        &[],
+        Some(dir),
+    );
+    let http = client();
+    let calls = [3, 99, 7, 0].map(|id| {
+        let body = json!({"inputs": [{"name": "ids", "shape": [1, 1], "datatype": "INT64", "data": [id]}]});
+        let (http, url) = (http.clone(), server.url("/lookup"));
+        async move {
+            let response = http.post(url).json(&body).send().await.expect("answers");
+            let status = response.status();
+            (id, status, response.json::<Value>().await.expect("JSON"))
+        }
+    });
+    for (id, status, answer) in futures_util::future::join_all(calls).await {
+        if id == 99 {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("could not run on these inputs")),
+                "{answer}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::OK, "id {id}: {answer}");
+            let row = f64::from(u8::try_from(id).expect("small")) * 2.0;
+            assert_eq!(
+                answer["outputs"][0]["data"],
+                json!([row, row + 1.0]),
+                "id {id}"
+            );
+        }
+    }
+    let huge = json!({"inputs": [{"name": "ids", "shape": [4_611_686_018_427_387_904_i64, 0], "datatype": "INT64", "data": []}]});
+    let response = http
+        .post(server.url("/lookup"))
+        .json(&huge)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let said: Value = response.json().await.expect("JSON");
+    assert!(
+        said["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than the request can fill")),
+        "{said}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_handle_calls_a_model_with_tensors() {
     if !onnx_ready() {

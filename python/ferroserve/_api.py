@@ -106,10 +106,21 @@ class _InferRef(ResponseRef):
 
 def _outputs(value):
     if isinstance(value, dict) and isinstance(value.get("error"), str):
-        raise ServeError(value["error"], 400)
+        raise ServeError(value["error"], getattr(value, "status", 400))
+    if isinstance(value, dict) and isinstance(value.get("outputs"), list):
+        # An answer in JSON (no binary outputs): its tensors as arrays all the same.
+        from . import _oip
+
+        return _oip.outputs_of(value)
     if isinstance(value, (bytes, str)):
         raise ServeError(f"the endpoint did not answer with tensors: {value[:200]!r}", 500)
     return value
+
+
+class _ErrorAnswer(dict):
+    """A JSON error answer (``{"error": ...}``) with the status it came with."""
+
+    __slots__ = ("status",)
 
 
 class Handle:
@@ -252,7 +263,12 @@ def decode_reply(meta, body):
         return pickle.loads(body)
     media_type = (meta.get("media_type") or "").split(";")[0].strip()
     if media_type == "application/json":
-        return json.loads(body)
+        value = json.loads(body)
+        status = meta.get("status", 200)
+        if status >= 400 and isinstance(value, dict):
+            value = _ErrorAnswer(value)
+            value.status = status
+        return value
     if media_type.startswith("text/"):
         return body.decode("utf-8")
     return body

@@ -41,7 +41,10 @@ def _raw(array, datatype):
         return np.ascontiguousarray(array, dtype=_DTYPES[datatype]).tobytes()
     parts = []
     for item in array.ravel(order="C"):
-        item = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            item = bytes(item)
+        else:
+            item = str(item).encode("utf-8")
         parts.append(len(item).to_bytes(4, "little"))
         parts.append(item)
     return b"".join(parts)
@@ -76,10 +79,14 @@ def encode_request(inputs, outputs=None):
 
 def decode_answer(body, header_length):
     """The outputs of a binary inference answer, by name, as numpy arrays."""
+    return outputs_of(json.loads(body[:header_length]), body, header_length)
+
+
+def outputs_of(header, body=b"", at=0):
+    """The outputs of an answer's JSON (``header``), by name, as numpy arrays; binary ones
+    are read from ``body`` starting at ``at``."""
     import numpy as np
 
-    header = json.loads(body[:header_length])
-    at = header_length
     outputs = {}
     for output in header.get("outputs", []):
         shape = output["shape"]

@@ -6,6 +6,8 @@
   output `y` float [N, 4] (MatMul, Add, Relu, MatMul, Add; weights from a fixed seed).
 - DIR/scale_any.onnx: y = x * 2 + 1, input `x` float [N, M], output `y` float [N, M]
   (Mul, Add): any inner width, for batching tests that must not mix widths.
+- DIR/lookup.onnx: y = table[ids] (Gather, axis 0) of a fixed [10, 2] float table, input
+  `ids` int64 [N, 1], output `y` float [N, 1, 2]: an index past 9 makes the run fail.
 - DIR/mul_int64.onnx: b = a * [2, -3, 5] + [7, 0, -1], input `a` int64 [N, 3], output `b`
   int64 [N, 3] (Mul, Add).
 
@@ -81,6 +83,18 @@ def scale_any():
     return _model(graph)
 
 
+def lookup():
+    table = np.arange(20, dtype=np.float32).reshape(10, 2)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"], axis=0, name="gather")],
+        "lookup",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 2])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    return _model(graph)
+
+
 def mul_int64():
     scale = np.array([2, -3, 5], dtype=np.int64)
     shift = np.array([7, 0, -1], dtype=np.int64)
@@ -107,7 +121,7 @@ def main(argv):
         return 2
     out = argv[1]
     os.makedirs(out, exist_ok=True)
-    for name, make in [("mlp", mlp), ("mul_int64", mul_int64), ("scale_any", scale_any)]:
+    for name, make in [("mlp", mlp), ("mul_int64", mul_int64), ("scale_any", scale_any), ("lookup", lookup)]:
         onnx.save(make(), os.path.join(out, f"{name}.onnx"))
     return 0
 

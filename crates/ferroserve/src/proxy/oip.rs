@@ -46,7 +46,7 @@ where
         return match (req.method(), rest) {
             (&Method::GET, []) => answer(
                 StatusCode::OK,
-                &json!({ "name": "ferroserve", "version": env!("CARGO_PKG_VERSION"), "extensions": [] }),
+                &json!({ "name": "ferroserve", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"] }),
             ),
             (&Method::GET, ["health", "live"]) => answer(StatusCode::OK, &json!({ "live": true })),
             (&Method::GET, ["health", "ready"]) => {

@@ -22,16 +22,20 @@ fn rows(inputs: &[Tensor]) -> Option<i64> {
 }
 
 /// Stacks the requests' inputs (each in the model's order, all of one [`signature`]) into
-/// one set of inputs; with the rows each request brought.
-pub(crate) fn join(requests: Vec<Vec<Tensor>>) -> Result<(Vec<Tensor>, Vec<usize>), String> {
+/// one set of inputs, copying them, so that the requests can still run one by one if the
+/// batch fails; with the rows each request brought.
+pub(crate) fn join(requests: &[Vec<Tensor>]) -> Result<(Vec<Tensor>, Vec<usize>), String> {
     let mut counts = Vec::with_capacity(requests.len());
-    let mut joined: Vec<Tensor> = Vec::new();
-    for inputs in requests {
-        let rows = rows(&inputs).ok_or("an input without a first dimension")?;
-        counts.push(usize::try_from(rows).map_err(|_| "a negative first dimension")?);
-        if joined.is_empty() {
-            joined = inputs;
-            continue;
+    let Some((first, rest)) = requests.split_first() else {
+        return Ok((Vec::new(), counts));
+    };
+    let mut joined = first.clone();
+    counts.push(rows_of(first)?);
+    for inputs in rest {
+        let rows = rows_of(inputs)?;
+        counts.push(rows);
+        if joined.len() != inputs.len() {
+            return Err("requests with different inputs in one batch".to_owned());
         }
         for (into, input) in joined.iter_mut().zip(inputs) {
             if into.name != input.name || into.shape.get(1..) != input.shape.get(1..) {
@@ -40,21 +44,30 @@ pub(crate) fn join(requests: Vec<Vec<Tensor>>) -> Result<(Vec<Tensor>, Vec<usize
                     input.name
                 ));
             }
-            append(&mut into.data, input.data)?;
+            append(&mut into.data, &input.data)?;
             if let Some(first) = into.shape.first_mut() {
-                *first += rows;
+                *first = i64::try_from(rows)
+                    .ok()
+                    .and_then(|rows| first.checked_add(rows))
+                    .ok_or("a batch too large")?;
             }
         }
     }
     Ok((joined, counts))
 }
 
+/// A request's rows, as a count.
+fn rows_of(inputs: &[Tensor]) -> Result<usize, String> {
+    let rows = rows(inputs).ok_or("an input without a first dimension")?;
+    usize::try_from(rows).map_err(|_| "a negative first dimension".to_owned())
+}
+
 /// Appends `more` to `data`, of the same element type.
-fn append(data: &mut TensorData, more: TensorData) -> Result<(), String> {
+fn append(data: &mut TensorData, more: &TensorData) -> Result<(), String> {
     macro_rules! same {
         ($($variant:ident),*) => {
             match (data, more) {
-                $((TensorData::$variant(a), TensorData::$variant(b)) => a.extend(b),)*
+                $((TensorData::$variant(a), TensorData::$variant(b)) => a.extend_from_slice(b),)*
                 (a, b) => {
                     return Err(format!(
                         "{} and {} in one batch",
@@ -74,7 +87,10 @@ fn append(data: &mut TensorData, more: TensorData) -> Result<(), String> {
 /// Cuts one run's `outputs` into each request's rows (`counts`, as [`join`] gave them);
 /// each output's first dimension must be the batch's rows.
 pub(crate) fn split(outputs: Vec<Tensor>, counts: &[usize]) -> Result<Vec<Vec<Tensor>>, String> {
-    let total: usize = counts.iter().sum();
+    let total = counts
+        .iter()
+        .try_fold(0usize, |n, c| n.checked_add(*c))
+        .ok_or("a batch too large")?;
     let mut answers: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::new()).collect();
     for mut output in outputs {
         let first = output.shape.first().copied().unwrap_or(-1);
@@ -88,7 +104,10 @@ pub(crate) fn split(outputs: Vec<Tensor>, counts: &[usize]) -> Result<Vec<Vec<Te
         let per_row = output.data.len().checked_div(total).unwrap_or(0);
         // Cut from the back, so each cut moves only the rows it takes.
         for (answer, count) in answers.iter_mut().zip(counts).rev() {
-            let keep = output.data.len() - count * per_row;
+            let keep = count
+                .checked_mul(per_row)
+                .and_then(|n| output.data.len().checked_sub(n))
+                .ok_or_else(|| format!("output `{}` is short of rows", output.name))?;
             let data = map_data!(&mut output.data, v => v.split_off(keep));
             let mut shape = output.shape.clone();
             if let Some(first) = shape.first_mut() {
@@ -115,7 +134,7 @@ mod tests {
     #[test]
     fn join_stacks_rows_and_split_gives_each_its_own() {
         let (joined, counts) =
-            join(vec![x(1, vec![1., 2.]), x(2, vec![3., 4., 5., 6.])]).expect("same shapes");
+            join(&[x(1, vec![1., 2.]), x(2, vec![3., 4., 5., 6.])]).expect("same shapes");
         assert_eq!(counts, [1, 2]);
         assert_eq!(joined[0].shape, [3, 2]);
         assert_eq!(
@@ -136,7 +155,7 @@ mod tests {
         assert_ne!(signature(&a), signature(&c));
         let scalar = vec![Tensor::new("x", vec![], TensorData::Fp32(vec![0.])).expect("fits")];
         assert_eq!(signature(&scalar), None);
-        assert!(join(vec![a, c]).is_err());
+        assert!(join(&[a, c]).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::ser::Serializer;
 use serde_json::Value;
 
-use super::{Datatype, Tensor, TensorData, TensorSpec, by_datatype, elements};
+use super::{Datatype, Tensor, TensorData, TensorSpec, by_datatype, check_extent, elements};
 
 /// The header that says how long a binary request's or answer's JSON part is (Triton's
 /// `Inference-Header-Content-Length`).
@@ -19,8 +19,9 @@ pub(crate) struct InferRequest {
     pub(crate) id: Option<Value>,
     /// The inputs, in the order the model declares them.
     pub(crate) inputs: Vec<Tensor>,
-    /// The outputs asked for (`None`: all), each with whether it goes back binary.
-    pub(crate) outputs: Option<Vec<(String, bool)>>,
+    /// The outputs asked for (`None`: all), each with whether it goes back binary (`None`:
+    /// as `binary_output` says).
+    pub(crate) outputs: Option<Vec<(String, Option<bool>)>>,
     /// Whether outputs not asked for by name go back binary (`binary_data_output`).
     pub(crate) binary_output: bool,
 }
@@ -28,13 +29,12 @@ pub(crate) struct InferRequest {
 impl InferRequest {
     /// Whether the output `name` goes back binary.
     pub(crate) fn binary(&self, name: &str) -> bool {
-        match &self.outputs {
-            Some(asked) => asked
-                .iter()
-                .find(|(n, _)| n == name)
-                .is_some_and(|(_, binary)| *binary),
-            None => self.binary_output,
-        }
+        self.outputs
+            .iter()
+            .flatten()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, binary)| *binary)
+            .unwrap_or(self.binary_output)
     }
 
     /// The outputs to answer with, of those the model made.
@@ -74,9 +74,10 @@ pub(crate) fn parse_request(
     let Some(items) = request.get("inputs").and_then(Value::as_array) else {
         return Err("the body has no `inputs` list".to_owned());
     };
+    let budget = body.len();
     let given = items
         .iter()
-        .map(|item| parse_input(item, &mut binary))
+        .map(|item| parse_input(item, &mut binary, budget))
         .collect::<Result<Vec<_>, _>>()?;
     if !binary.is_empty() {
         return Err(format!(
@@ -95,7 +96,15 @@ pub(crate) fn parse_request(
                         .get("name")
                         .and_then(Value::as_str)
                         .ok_or("an item of `outputs` has no `name`")?;
-                    Ok((name.to_owned(), flag(o, "binary_data")?.unwrap_or(false)))
+                    if o.get("parameters")
+                        .and_then(|p| p.get("classification"))
+                        .is_some()
+                    {
+                        return Err(format!(
+                            "output `{name}`: the classification extension is not served"
+                        ));
+                    }
+                    Ok((name.to_owned(), flag(o, "binary_data")?))
                 })
                 .collect::<Result<Vec<_>, String>>()?,
         ),
@@ -160,6 +169,16 @@ pub(crate) fn order_inputs(
     declared: &[TensorSpec],
 ) -> Result<Vec<Tensor>, String> {
     for (at, tensor) in given.iter().enumerate() {
+        if elements(&tensor.shape) != Some(tensor.data.len()) {
+            return Err(format!(
+                "input `{}`: shape {:?} does not hold its {} elements",
+                tensor.name,
+                tensor.shape,
+                tensor.data.len()
+            ));
+        }
+        check_extent(&tensor.shape, tensor.data.len())
+            .map_err(|e| format!("input `{}`: {e}", tensor.name))?;
         let Some(wanted) = declared.iter().find(|d| d.name == tensor.name) else {
             let names: Vec<&str> = declared.iter().map(|d| d.name.as_str()).collect();
             return Err(format!(
@@ -192,8 +211,9 @@ fn flag(item: &Value, key: &str) -> Result<Option<bool>, String> {
     }
 }
 
-/// One `inputs` item; a binary one takes its bytes off the front of `binary`.
-fn parse_input(item: &Value, binary: &mut &[u8]) -> Result<Tensor, String> {
+/// One `inputs` item; a binary one takes its bytes off the front of `binary`. Its shape
+/// may claim no more elements than `budget` (see [`check_extent`]).
+fn parse_input(item: &Value, binary: &mut &[u8], budget: usize) -> Result<Tensor, String> {
     let name = item
         .get("name")
         .and_then(Value::as_str)
@@ -218,6 +238,7 @@ fn parse_input(item: &Value, binary: &mut &[u8]) -> Result<Tensor, String> {
         .map(|d| d.as_i64().filter(|d| *d >= 0))
         .collect::<Option<_>>()
         .ok_or_else(|| within("`shape` must list whole numbers, none negative".to_owned()))?;
+    check_extent(&shape, budget).map_err(within)?;
     let count = elements(&shape).ok_or_else(|| within("`shape` is too large".to_owned()))?;
     let binary_size = match item
         .get("parameters")

@@ -55,7 +55,7 @@ fn errors_name_the_input_and_what_is_wrong() {
         (r#"{"inputs":[]}"#, "input `x`: missing"),
         (
             r#"{"inputs":[{"name":"x","shape":[9223372036854775807,4],"datatype":"FP32","data":[]}]}"#,
-            "input `x`: `shape` is too large",
+            "input `x`: shape [9223372036854775807, 4] is larger than the request can fill",
         ),
         (
             r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32"}]}"#,
@@ -151,6 +151,13 @@ fn binary_inputs_follow_the_json_header() {
     assert_eq!(request.inputs[0].data, TensorData::Fp32(vec![1.5, -2.0]));
     assert!(request.binary("y"));
     assert!(!request.binary("z"));
+    // An output asked for without its own `binary_data` follows `binary_data_output`.
+    let json_only = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],"outputs":[{"name":"y"}],"parameters":{"binary_data_output":true}}"#;
+    assert!(
+        parse_request(json_only, None, &declared())
+            .expect("parses")
+            .binary("y")
+    );
     // Too few bytes, too many, a header longer than the body: each a clear error.
     let short = &body[..body.len() - 1];
     let error = parse_request(short, Some(header.len()), &declared()).expect_err("short");
@@ -235,4 +242,34 @@ fn nan_and_infinity_travel_as_python_writes_them() {
     let (answer, _) = encode_answer("m", "1", &request, &outputs).expect("encodes");
     let text = String::from_utf8(answer).expect("UTF-8");
     assert!(text.contains(r#""data":[NaN,Infinity,0.5]"#), "{text}");
+}
+
+#[test]
+fn an_empty_tensor_cannot_claim_huge_dimensions() {
+    let body =
+        br#"{"inputs":[{"name":"x","shape":[4611686018427387904,0],"datatype":"FP32","data":[]}]}"#;
+    let declared = [spec("x", Datatype::Fp32, vec![-1, -1])];
+    let error = parse_request(body, None, &declared).expect_err("a huge empty tensor");
+    assert!(
+        error.contains("larger than the request can fill"),
+        "{error}"
+    );
+    // Small empty tensors and full ones are fine.
+    let body = br#"{"inputs":[{"name":"x","shape":[0,16],"datatype":"FP32","data":[]}]}"#;
+    parse_request(body, None, &declared).expect("an empty batch");
+    // A handle's tensor is checked the same way, and its data against its shape.
+    let lying = Tensor {
+        name: "x".into(),
+        shape: vec![1 << 40, 1 << 40],
+        data: TensorData::Fp32(Vec::new()),
+    };
+    let error = order_inputs(vec![lying], &declared).expect_err("shape and data disagree");
+    assert!(error.contains("does not hold its 0 elements"), "{error}");
+}
+
+#[test]
+fn classification_is_refused_not_ignored() {
+    let body = br#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],"outputs":[{"name":"y","parameters":{"classification":3}}]}"#;
+    let error = parse_request(body, None, &declared()).expect_err("classification");
+    assert!(error.contains("classification extension"), "{error}");
 }

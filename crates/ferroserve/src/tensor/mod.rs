@@ -370,6 +370,27 @@ pub(crate) fn elements(shape: &[i64]) -> Option<usize> {
         .try_fold(1usize, |n, d| n.checked_mul(usize::try_from(*d).ok()?))
 }
 
+/// The least element budget [`check_extent`] allows, however small the request.
+pub(crate) const MIN_EXTENT: usize = 4096;
+
+/// Whether `shape` stays within `budget` elements, counting a zero dimension as one: a
+/// tensor with no elements cannot claim dimensions larger than its request could fill, so
+/// that a few bytes never ask a model for an output of gigabytes.
+pub(crate) fn check_extent(shape: &[i64], budget: usize) -> Result<(), String> {
+    let nominal = shape.iter().try_fold(1usize, |n, d| {
+        let d = usize::try_from(*d).ok()?.max(1);
+        n.checked_mul(d)
+    });
+    match nominal {
+        Some(n) if n <= budget.max(MIN_EXTENT) => Ok(()),
+        _ => Err(format!(
+            "shape {shape:?} is larger than the request can fill (at most {} elements, \
+             counting a zero dimension as one)",
+            budget.max(MIN_EXTENT)
+        )),
+    }
+}
+
 /// A model's input or output as the model declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {

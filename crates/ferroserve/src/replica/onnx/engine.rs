@@ -10,6 +10,12 @@ pub(super) trait Engine: Send + Sync + 'static {
     fn inputs(&self) -> &[TensorSpec];
     /// The outputs it answers with (those the protocol can carry).
     fn outputs(&self) -> &[TensorSpec];
+    /// Whether the engine can take these inputs, beyond their types and shapes (checked
+    /// per request, before requests are stacked); the error names the input.
+    fn check(&self, inputs: &[Tensor]) -> Result<(), String> {
+        let _ = inputs;
+        Ok(())
+    }
     /// One inference, blocking: `inputs` (checked, in the declared order) in, every output
     /// of [`Engine::outputs`] out; an error says why the model could not run on them.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;

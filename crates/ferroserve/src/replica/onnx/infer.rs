@@ -1,6 +1,11 @@
 //! Answering inference requests: an Open Inference Protocol body (JSON, or Triton's binary extension) or, from an in-process handle, a `Vec<Tensor>`; one run per request, or, for a batchable model, one run per batch of requests whose inputs agree in every dimension after the first.
+//!
+//! Reading, running and answering all happen on one blocking thread per call or batch, so
+//! a large body never holds up the server's I/O threads. A batch that fails runs again one
+//! request at a time, so one bad request gets its own error and the others their answers.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
@@ -11,7 +16,7 @@ use crate::error::BackendError;
 use crate::request::{DEFAULT_METHOD, Request};
 use crate::response::Response;
 use crate::tensor::codec::{self, HEADER_LENGTH, InferRequest};
-use crate::tensor::{Tensor, batch};
+use crate::tensor::{Datatype, Tensor, batch};
 
 /// A request read: its inputs, and how it wants its answer.
 struct Parsed {
@@ -27,15 +32,29 @@ enum Reply {
     Tensors,
 }
 
+/// Requests that can be stacked: their places among the requests, replies and inputs.
+#[derive(Default)]
+struct Group {
+    places: Vec<usize>,
+    replies: Vec<Reply>,
+    inputs: Vec<Vec<Tensor>>,
+}
+
+/// What requests must share to be stacked: each input's type and inner dimensions.
+type Signature = Vec<(Datatype, Vec<i64>)>;
+
 impl Model {
     /// An error when the request names a version (`/v2/models/NAME/versions/V/...`) other
     /// than the one this replica serves.
     fn check_version(&self, req: &Request) -> Result<(), String> {
-        let mut segments = req.path().unwrap_or_default().split('/');
-        let asked = segments
-            .by_ref()
-            .find(|s| *s == "versions")
-            .and(segments.next());
+        // `/v2/models/NAME/versions/V/...`: the version is the fifth segment, by position
+        // (a model may be named `versions`).
+        let path = req.path().unwrap_or_default();
+        let segments: Vec<&str> = path.split('/').collect();
+        let asked = match segments.as_slice() {
+            ["", "v2", "models", _, "versions", version, ..] => Some(*version),
+            _ => None,
+        };
         match asked {
             Some(version) if version != self.version => Err(format!(
                 "model `{}` has no version `{version}`: it serves version {}",
@@ -51,6 +70,7 @@ impl Model {
         let req = match req.take_value::<Vec<Tensor>>() {
             Ok(given) => {
                 let inputs = codec::order_inputs(given, self.inputs())?;
+                self.engine.check(&inputs)?;
                 return Ok(Parsed {
                     inputs,
                     reply: Reply::Tensors,
@@ -79,23 +99,27 @@ impl Model {
                 names.join(", ")
             ));
         }
+        let inputs = std::mem::take(&mut request.inputs);
+        self.engine.check(&inputs)?;
         Ok(Parsed {
-            inputs: std::mem::take(&mut request.inputs),
+            inputs,
             reply: Reply::Body(request),
         })
     }
 
     /// The answer to a request, given its run's outputs.
-    fn answer(&self, reply: Reply, outputs: Vec<Tensor>) -> Result<Response, BackendError> {
+    fn answer(&self, reply: Reply, outputs: Vec<Tensor>) -> Response {
         let request = match reply {
-            Reply::Tensors => return Ok(Response::value(outputs)),
+            Reply::Tensors => return Response::value(outputs),
             Reply::Body(request) => request,
         };
         let outputs = request.select(outputs);
         let (body, header_len) =
-            codec::encode_answer(&self.name, &self.version, &request, &outputs)
-                .map_err(BackendError::msg)?;
-        Ok(match header_len {
+            match codec::encode_answer(&self.name, &self.version, &request, &outputs) {
+                Ok(encoded) => encoded,
+                Err(why) => return internal(&format!("the answer could not be written: {why}")),
+            };
+        match header_len {
             None => {
                 Response::bytes(body).with_media_type(HeaderValue::from_static("application/json"))
             }
@@ -103,77 +127,15 @@ impl Model {
                 http::HeaderName::from_static(HEADER_LENGTH),
                 HeaderValue::from(n),
             ),
-        })
-    }
-
-    /// Runs each group of stacked inputs on a blocking thread, in one go.
-    async fn run_all(
-        &self,
-        groups: Vec<Vec<Tensor>>,
-    ) -> Result<Vec<Result<Vec<Tensor>, String>>, BackendError> {
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || {
-            groups
-                .into_iter()
-                .map(|inputs| engine.run(inputs))
-                .collect()
-        })
-        .await
-        .map_err(|e| BackendError::msg(format!("the inference failed: {e}")))
-    }
-}
-
-/// A 400 with `{"error": why}`.
-fn bad_request(why: String) -> Response {
-    match Response::json(&json!({ "error": why })) {
-        Ok(response) => response.with_status(StatusCode::BAD_REQUEST),
-        Err(_) => Response::text(why).with_status(StatusCode::BAD_REQUEST),
-    }
-}
-
-/// A failed run: the model refused what it was given.
-fn failed_run(why: &str) -> Response {
-    bad_request(format!("the model could not run on these inputs: {why}"))
-}
-
-impl Backend for Model {
-    fn methods(&self) -> Methods {
-        Methods::only([DEFAULT_METHOD, METADATA_METHOD])
-    }
-
-    fn batch_methods(&self) -> Methods {
-        match self.batch {
-            Some(_) => Methods::only([DEFAULT_METHOD]),
-            None => Methods::Only(Vec::new()),
         }
     }
 
-    async fn call(&self, req: Request) -> Result<Response, BackendError> {
-        if req.method_name() == METADATA_METHOD {
-            if let Err(why) = self.check_version(&req) {
-                return Ok(bad_request(why));
-            }
-            return Response::json(&self.metadata());
-        }
-        let Parsed { inputs, reply } = match self.parse(req) {
-            Ok(parsed) => parsed,
-            Err(why) => return Ok(bad_request(why)),
-        };
-        let ran = self.run_all(vec![inputs]).await?.pop();
-        match ran {
-            Some(Ok(outputs)) => self.answer(reply, outputs),
-            Some(Err(why)) => Ok(failed_run(&why)),
-            None => Err(BackendError::msg("the run gave no result")),
-        }
-    }
-
-    async fn call_batch(&self, requests: Vec<Request>) -> Result<Vec<Response>, BackendError> {
+    /// Answers `requests` (blocking): each read, stacked with the others of its signature
+    /// when the model takes batches, run, and answered — exactly one answer each, in order.
+    fn serve(&self, requests: Vec<Request>) -> Vec<Response> {
         let mut answers: Vec<Option<Response>> = requests.iter().map(|_| None).collect();
-        let mut waiting: Vec<(usize, Reply)> = Vec::new();
-        // The requests of each group, and their inputs, by signature.
-        let mut groups: Vec<(Vec<usize>, Vec<Vec<Tensor>>)> = Vec::new();
-        let mut by_signature: HashMap<Vec<(crate::tensor::Datatype, Vec<i64>)>, usize> =
-            HashMap::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut by_signature: HashMap<Signature, usize> = HashMap::new();
         for (at, req) in requests.into_iter().enumerate() {
             let Parsed { inputs, reply } = match self.parse(req) {
                 Ok(parsed) => parsed,
@@ -182,59 +144,132 @@ impl Backend for Model {
                     continue;
                 }
             };
-            let group = match batch::signature(&inputs) {
-                Some(signature) => {
-                    let key = signature
-                        .into_iter()
-                        .map(|(t, s)| (t, s.to_vec()))
-                        .collect();
-                    *by_signature.entry(key).or_insert_with(|| {
-                        groups.push((Vec::new(), Vec::new()));
-                        groups.len() - 1
-                    })
-                }
+            let signature = batch::signature(&inputs)
+                .filter(|_| self.batch.is_some())
+                .map(|s| s.into_iter().map(|(t, d)| (t, d.to_vec())).collect());
+            let group = match signature {
+                Some(signature) => *by_signature.entry(signature).or_insert_with(|| {
+                    groups.push(Default::default());
+                    groups.len() - 1
+                }),
                 None => {
-                    groups.push((Vec::new(), Vec::new()));
+                    groups.push(Default::default());
                     groups.len() - 1
                 }
             };
-            groups[group].0.push(waiting.len());
-            groups[group].1.push(inputs);
-            waiting.push((at, reply));
+            groups[group].places.push(at);
+            groups[group].replies.push(reply);
+            groups[group].inputs.push(inputs);
         }
-        let mut members = Vec::with_capacity(groups.len());
-        let mut stacked = Vec::with_capacity(groups.len());
-        let mut counts = Vec::with_capacity(groups.len());
-        for (who, inputs) in groups {
-            let (joined, rows) = batch::join(inputs).map_err(BackendError::msg)?;
-            members.push(who);
-            stacked.push(joined);
-            counts.push(rows);
-        }
-        let ran = self.run_all(stacked).await?;
-        let mut replies: Vec<Option<(usize, Reply)>> = waiting.into_iter().map(Some).collect();
-        for ((who, rows), result) in members.into_iter().zip(counts).zip(ran) {
-            let split = result.and_then(|outputs| batch::split(outputs, &rows));
-            match split {
-                Ok(outputs) => {
-                    for (w, outputs) in who.into_iter().zip(outputs) {
-                        if let Some((at, reply)) = replies[w].take() {
-                            answers[at] = Some(self.answer(reply, outputs)?);
-                        }
-                    }
-                }
-                Err(why) => {
-                    for w in who {
-                        if let Some((at, _)) = replies[w].take() {
-                            answers[at] = Some(failed_run(&why));
-                        }
-                    }
-                }
+        for Group {
+            places,
+            replies,
+            inputs,
+        } in groups
+        {
+            for (at, answer) in places.into_iter().zip(self.run_group(replies, inputs)) {
+                answers[at] = Some(answer);
             }
         }
         answers
             .into_iter()
-            .map(|a| a.ok_or_else(|| BackendError::msg("a request of the batch got no answer")))
+            .map(|a| a.unwrap_or_else(|| internal("a request of the batch got no answer")))
             .collect()
+    }
+
+    /// Runs one group of requests that can be stacked: as one run, or, when there is one
+    /// request or the stacked run fails, one run each.
+    fn run_group(&self, replies: Vec<Reply>, inputs: Vec<Vec<Tensor>>) -> Vec<Response> {
+        if inputs.len() > 1 {
+            let stacked = batch::join(&inputs)
+                .and_then(|(joined, rows)| batch::split(self.engine.run(joined)?, &rows));
+            match stacked {
+                Ok(outputs) => {
+                    return replies
+                        .into_iter()
+                        .zip(outputs)
+                        .map(|(reply, outputs)| self.answer(reply, outputs))
+                        .collect();
+                }
+                Err(why) => tracing::debug!(
+                    "model {}: a batch of {} failed ({why}); running its requests one by one",
+                    self.name,
+                    inputs.len()
+                ),
+            }
+        }
+        replies
+            .into_iter()
+            .zip(inputs)
+            .map(|(reply, inputs)| match self.engine.run(inputs) {
+                Ok(outputs) => self.answer(reply, outputs),
+                Err(why) => failed_run(&why),
+            })
+            .collect()
+    }
+}
+
+/// A 400 with `{"error": why}`.
+fn bad_request(why: String) -> Response {
+    error_answer(StatusCode::BAD_REQUEST, why)
+}
+
+/// A 500 with `{"error": why}`.
+fn internal(why: &str) -> Response {
+    error_answer(StatusCode::INTERNAL_SERVER_ERROR, why.to_owned())
+}
+
+fn error_answer(status: StatusCode, why: String) -> Response {
+    match Response::json(&json!({ "error": why })) {
+        Ok(response) => response.with_status(status),
+        Err(_) => Response::text(why).with_status(status),
+    }
+}
+
+/// A failed run: the model refused what it was given.
+fn failed_run(why: &str) -> Response {
+    bad_request(format!("the model could not run on these inputs: {why}"))
+}
+
+/// A replica's model as a backend; the model is shared with the blocking threads it runs on.
+pub(super) struct Shared(pub(super) Arc<Model>);
+
+impl Shared {
+    /// Serves `requests` on a blocking thread.
+    async fn serve(&self, requests: Vec<Request>) -> Result<Vec<Response>, BackendError> {
+        let model = self.0.clone();
+        tokio::task::spawn_blocking(move || model.serve(requests))
+            .await
+            .map_err(|e| BackendError::msg(format!("the inference failed: {e}")))
+    }
+}
+
+impl Backend for Shared {
+    fn methods(&self) -> Methods {
+        Methods::only([DEFAULT_METHOD, METADATA_METHOD])
+    }
+
+    fn batch_methods(&self) -> Methods {
+        match self.0.batch {
+            Some(_) => Methods::only([DEFAULT_METHOD]),
+            None => Methods::Only(Vec::new()),
+        }
+    }
+
+    async fn call(&self, req: Request) -> Result<Response, BackendError> {
+        if req.method_name() == METADATA_METHOD {
+            if let Err(why) = self.0.check_version(&req) {
+                return Ok(bad_request(why));
+            }
+            return Response::json(&self.0.metadata());
+        }
+        self.serve(vec![req])
+            .await?
+            .pop()
+            .ok_or_else(|| BackendError::msg("the run gave no answer"))
+    }
+
+    async fn call_batch(&self, requests: Vec<Request>) -> Result<Vec<Response>, BackendError> {
+        self.serve(requests).await
     }
 }

@@ -57,7 +57,7 @@ impl Instantiate for OnnxKind {
                 .await
                 .map_err(|e| format!("loading the model failed: {e}"))??;
             Ok(Instance {
-                backend: Arc::new(model),
+                backend: Arc::new(infer::Shared(Arc::new(model))),
                 configured: false,
             })
         })
@@ -79,7 +79,7 @@ struct Model {
     /// The version the answers' `model_version` says.
     version: String,
     /// Runs the model: one inference at a time per replica.
-    engine: Arc<dyn engine::Engine>,
+    engine: Box<dyn engine::Engine>,
     /// The most requests one run stacks, when the model is batchable and the backend sets
     /// `max_batch_size`; `None`: one request per run.
     batch: Option<usize>,
@@ -93,7 +93,7 @@ impl Model {
         Ok(Self {
             name,
             version: spec.version.clone().unwrap_or_else(|| "1".to_owned()),
-            engine: Arc::new(engine),
+            engine: Box::new(engine),
             batch: batch.filter(|_| batchable),
         })
     }

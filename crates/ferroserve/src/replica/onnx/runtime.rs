@@ -86,8 +86,20 @@ print(os.path.join(os.path.dirname(s.origin), 'capi') if s and s.origin else '')
                 .is_some_and(|n| n == "libonnxruntime.so" || n.starts_with("libonnxruntime.so."))
         })
         .collect();
-    libraries.sort();
+    libraries.sort_by_key(|path| version_of(path));
     libraries.pop()
+}
+
+/// The numbers of a library's version suffix (`libonnxruntime.so.1.17.0`: 1, 17, 0), so
+/// that 1.17 sorts after 1.9.
+fn version_of(path: &std::path::Path) -> Vec<u64> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("libonnxruntime.so"))
+        .unwrap_or_default()
+        .split('.')
+        .filter_map(|part| part.parse().ok())
+        .collect()
 }
 
 /// The reason a load failed (the dlopen error is the cause of ort's, not in its text).
@@ -98,5 +110,23 @@ fn load_error(e: &ort::LoadDynamicError) -> String {
             .source()
             .map_or_else(|| error.to_string(), ToString::to_string),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn library_versions_sort_by_number() {
+        let mut names = [
+            "libonnxruntime.so.1.17.0",
+            "libonnxruntime.so.1.9.0",
+            "libonnxruntime.so",
+        ]
+        .map(std::path::PathBuf::from);
+        names.sort_by_key(|p| super::version_of(p));
+        assert_eq!(
+            names[2],
+            std::path::PathBuf::from("libonnxruntime.so.1.17.0")
+        );
     }
 }

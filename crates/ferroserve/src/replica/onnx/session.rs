@@ -76,6 +76,24 @@ impl Engine for OrtEngine {
         &self.outputs
     }
 
+    /// ONNX string tensors hold UTF-8 text without NUL bytes.
+    fn check(&self, inputs: &[Tensor]) -> Result<(), String> {
+        for input in inputs {
+            if let TensorData::Bytes(items) = &input.data
+                && items
+                    .iter()
+                    .any(|b| b.contains(&0) || std::str::from_utf8(b).is_err())
+            {
+                return Err(format!(
+                    "input `{}`: a BYTES element is not UTF-8 text without NUL bytes, which \
+                     ONNX string tensors must be",
+                    input.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
         run(&self.session, inputs, &self.outputs)
     }
