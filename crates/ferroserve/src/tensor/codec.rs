@@ -1,11 +1,10 @@
 //! The Open Inference Protocol's inference request and answer bodies: JSON tensors (flat or nested row-major `data`) and Triton's binary tensor extension (a JSON header of `Inference-Header-Content-Length` bytes, then each binary tensor's raw little-endian bytes).
 
-use bytes::Bytes;
-use half::f16;
 use serde::Serialize;
-use serde::ser::Serializer;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
+use super::element::Element;
 use super::{Datatype, Tensor, TensorData, TensorSpec, by_datatype, check_extent, elements};
 
 /// The header that says how long a binary request's or answer's JSON part is (Triton's
@@ -54,7 +53,7 @@ pub(crate) fn parse_request(
     header_len: Option<usize>,
     declared: &[TensorSpec],
 ) -> Result<InferRequest, String> {
-    let (header, mut binary) = match header_len {
+    let (header, binary) = match header_len {
         Some(n) if n > body.len() => {
             return Err(format!(
                 "Inference-Header-Content-Length is {n}, the body only {} bytes",
@@ -64,17 +63,66 @@ pub(crate) fn parse_request(
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let request: Value = match serde_json::from_slice(header) {
-        Ok(request) => request,
+    match serde_json::from_slice::<Header<'_>>(header) {
+        Ok(request) => read_request(request, binary, body.len(), declared),
         // Python's `json` (and so tritonclient) writes NaN and ±Infinity bare.
-        Err(e) => quote_non_finite(header)
-            .and_then(|quoted| serde_json::from_slice(&quoted).ok())
-            .ok_or_else(|| format!("the body is not JSON: {e}"))?,
-    };
-    let Some(items) = request.get("inputs").and_then(Value::as_array) else {
+        Err(e) => {
+            let quoted = quote_non_finite(header).ok_or_else(|| not_json(&e))?;
+            let request =
+                serde_json::from_slice::<Header<'_>>(&quoted).map_err(|_| not_json(&e))?;
+            read_request(request, binary, body.len(), declared)
+        }
+    }
+}
+
+/// Why a body is refused as an inference request.
+fn not_json(e: &serde_json::Error) -> String {
+    if e.is_data() {
+        format!("the body is not an inference request: {e}")
+    } else {
+        format!("the body is not JSON: {e}")
+    }
+}
+
+/// An inference request's JSON, each input's `data` left unread until its datatype and
+/// shape are known.
+#[derive(serde::Deserialize)]
+struct Header<'a> {
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default, borrow)]
+    inputs: Option<Vec<Item<'a>>>,
+    #[serde(default)]
+    outputs: Option<Value>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+/// One item of `inputs`.
+#[derive(serde::Deserialize)]
+struct Item<'a> {
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    datatype: Option<Value>,
+    #[serde(default)]
+    shape: Option<Value>,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+/// The request of a parsed header; `binary` holds the binary inputs, `budget` bounds shapes.
+fn read_request(
+    request: Header<'_>,
+    mut binary: &[u8],
+    budget: usize,
+    declared: &[TensorSpec],
+) -> Result<InferRequest, String> {
+    let Some(items) = request.inputs else {
         return Err("the body has no `inputs` list".to_owned());
     };
-    let budget = body.len();
     let given = items
         .iter()
         .map(|item| parse_input(item, &mut binary, budget))
@@ -86,7 +134,7 @@ pub(crate) fn parse_request(
         ));
     }
     let inputs = order_inputs(given, declared)?;
-    let outputs = match request.get("outputs") {
+    let outputs = match &request.outputs {
         None | Some(Value::Null) => None,
         Some(Value::Array(asked)) => Some(
             asked
@@ -104,17 +152,17 @@ pub(crate) fn parse_request(
                             "output `{name}`: the classification extension is not served"
                         ));
                     }
-                    Ok((name.to_owned(), flag(o, "binary_data")?))
+                    Ok((name.to_owned(), flag(o.get("parameters"), "binary_data")?))
                 })
                 .collect::<Result<Vec<_>, String>>()?,
         ),
         Some(_) => return Err("`outputs` must be a list".to_owned()),
     };
     Ok(InferRequest {
-        id: request.get("id").cloned(),
+        id: request.id,
         inputs,
         outputs,
-        binary_output: flag(&request, "binary_data_output")?.unwrap_or(false),
+        binary_output: flag(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false),
     })
 }
 
@@ -147,19 +195,6 @@ fn quote_non_finite(body: &[u8]) -> Option<Vec<u8>> {
         at += 1;
     }
     changed.then_some(out)
-}
-
-/// A JSON number, or one of the strings `NaN`, `Infinity`, `-Infinity`.
-fn float(value: &Value) -> Option<f64> {
-    match value {
-        Value::String(s) => match s.as_str() {
-            "NaN" => Some(f64::NAN),
-            "Infinity" => Some(f64::INFINITY),
-            "-Infinity" => Some(f64::NEG_INFINITY),
-            _ => None,
-        },
-        number => number.as_f64(),
-    }
 }
 
 /// The `given` inputs, each checked against the model's `declared` inputs, in the model's
@@ -203,8 +238,8 @@ pub(crate) fn order_inputs(
 }
 
 /// The boolean `parameters.<key>` of a request or tensor.
-fn flag(item: &Value, key: &str) -> Result<Option<bool>, String> {
-    match item.get("parameters").and_then(|p| p.get(key)) {
+fn flag(parameters: Option<&Value>, key: &str) -> Result<Option<bool>, String> {
+    match parameters.and_then(|p| p.get(key)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(format!("parameter `{key}` must be true or false")),
@@ -213,15 +248,17 @@ fn flag(item: &Value, key: &str) -> Result<Option<bool>, String> {
 
 /// One `inputs` item; a binary one takes its bytes off the front of `binary`. Its shape
 /// may claim no more elements than `budget` (see [`check_extent`]).
-fn parse_input(item: &Value, binary: &mut &[u8], budget: usize) -> Result<Tensor, String> {
+fn parse_input(item: &Item<'_>, binary: &mut &[u8], budget: usize) -> Result<Tensor, String> {
     let name = item
-        .get("name")
+        .name
+        .as_ref()
         .and_then(Value::as_str)
         .ok_or("an input has no `name`")?
         .to_owned();
     let within = |message: String| format!("input `{name}`: {message}");
     let datatype = item
-        .get("datatype")
+        .datatype
+        .as_ref()
         .and_then(Value::as_str)
         .ok_or_else(|| within("no `datatype`".to_owned()))?;
     let datatype = Datatype::parse(datatype).ok_or_else(|| {
@@ -231,7 +268,8 @@ fn parse_input(item: &Value, binary: &mut &[u8], budget: usize) -> Result<Tensor
         ))
     })?;
     let shape: Vec<i64> = item
-        .get("shape")
+        .shape
+        .as_ref()
         .and_then(Value::as_array)
         .ok_or_else(|| within("no `shape` list".to_owned()))?
         .iter()
@@ -241,7 +279,8 @@ fn parse_input(item: &Value, binary: &mut &[u8], budget: usize) -> Result<Tensor
     check_extent(&shape, budget).map_err(within)?;
     let count = elements(&shape).ok_or_else(|| within("`shape` is too large".to_owned()))?;
     let binary_size = match item
-        .get("parameters")
+        .parameters
+        .as_ref()
         .and_then(|p| p.get("binary_data_size"))
     {
         None | Some(Value::Null) => None,
@@ -265,17 +304,10 @@ fn parse_input(item: &Value, binary: &mut &[u8], budget: usize) -> Result<Tensor
         }
         None => {
             let data = item
-                .get("data")
+                .data
                 .ok_or_else(|| within("no `data` and no `binary_data_size`".to_owned()))?;
-            let mut flat = Vec::with_capacity(count.min(1 << 20));
-            flatten(data, &mut flat);
-            if flat.len() != count {
-                return Err(within(format!(
-                    "shape {shape:?} holds {count} elements, `data` has {}",
-                    flat.len()
-                )));
-            }
-            by_datatype!(datatype, T => <T as Element>::read_json(&flat)).map_err(within)?
+            by_datatype!(datatype, T => super::json_data::read::<T>(data, count))
+                .map_err(|e| within(e.replace("the shape", &format!("shape {shape:?}"))))?
         }
     };
     Tensor::new(name.clone(), shape, data).map_err(|_| {
@@ -283,192 +315,6 @@ fn parse_input(item: &Value, binary: &mut &[u8], budget: usize) -> Result<Tensor
             "shape holds {count} elements, the binary data another number"
         ))
     })
-}
-
-/// `data`, flat or nested, into `out`, row-major.
-fn flatten<'a>(data: &'a Value, out: &mut Vec<&'a Value>) {
-    match data {
-        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
-        scalar => out.push(scalar),
-    }
-}
-
-/// An element type's JSON and little-endian forms.
-pub(crate) trait Element: Sized {
-    /// What a JSON element must be, for messages.
-    const WHAT: &'static str;
-    /// One element of JSON `data`.
-    fn one(value: &Value) -> Option<Self>;
-    /// The element's raw bytes, appended to `out`.
-    fn put(&self, out: &mut Vec<u8>);
-    /// `count` elements of raw bytes.
-    fn read_le(bytes: &[u8], count: usize) -> Result<TensorData, String>;
-    /// The elements in their variant.
-    fn wrap(items: Vec<Self>) -> TensorData;
-
-    /// Every element of JSON `data`.
-    fn read_json(values: &[&Value]) -> Result<TensorData, String> {
-        values
-            .iter()
-            .map(|v| Self::one(v))
-            .collect::<Option<Vec<_>>>()
-            .map(Self::wrap)
-            .ok_or_else(|| format!("`data` holds a value that is not {}", Self::WHAT))
-    }
-}
-
-/// `count` fixed-size elements of `bytes`.
-fn fixed<T, const N: usize>(
-    bytes: &[u8],
-    count: usize,
-    decode: fn([u8; N]) -> T,
-) -> Result<Vec<T>, String> {
-    if Some(bytes.len()) != count.checked_mul(N) {
-        return Err(format!(
-            "{count} elements of {N} bytes are {} bytes, the binary data has {}",
-            count.saturating_mul(N),
-            bytes.len()
-        ));
-    }
-    Ok(bytes
-        .chunks_exact(N)
-        .map(|chunk| {
-            let mut raw = [0u8; N];
-            raw.copy_from_slice(chunk);
-            decode(raw)
-        })
-        .collect())
-}
-
-macro_rules! number {
-    ($($t:ty => $variant:ident, $what:literal, $one:expr;)*) => {$(
-        impl Element for $t {
-            const WHAT: &'static str = $what;
-            fn one(value: &Value) -> Option<Self> {
-                ($one)(value)
-            }
-            fn put(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-            fn read_le(bytes: &[u8], count: usize) -> Result<TensorData, String> {
-                fixed(bytes, count, <$t>::from_le_bytes).map(TensorData::$variant)
-            }
-            fn wrap(items: Vec<Self>) -> TensorData {
-                TensorData::$variant(items)
-            }
-        }
-    )*};
-}
-
-/// A JSON integer as `T`, if it fits.
-fn integer<T: TryFrom<i64> + TryFrom<u64>>(value: &Value) -> Option<T> {
-    match value.as_i64() {
-        Some(i) => T::try_from(i).ok(),
-        None => T::try_from(value.as_u64()?).ok(),
-    }
-}
-
-/// A JSON number as the nearest `f32`.
-#[allow(clippy::cast_possible_truncation)]
-fn single(value: &Value) -> Option<f32> {
-    float(value).map(|f| f as f32)
-}
-
-number! {
-    u8 => Uint8, "an 8-bit unsigned integer", integer::<u8>;
-    u16 => Uint16, "a 16-bit unsigned integer", integer::<u16>;
-    u32 => Uint32, "a 32-bit unsigned integer", integer::<u32>;
-    u64 => Uint64, "a 64-bit unsigned integer", integer::<u64>;
-    i8 => Int8, "an 8-bit integer", integer::<i8>;
-    i16 => Int16, "a 16-bit integer", integer::<i16>;
-    i32 => Int32, "a 32-bit integer", integer::<i32>;
-    i64 => Int64, "a 64-bit integer", integer::<i64>;
-    f16 => Fp16, "a number", |v: &Value| float(v).map(f16::from_f64);
-    f32 => Fp32, "a number", single;
-    f64 => Fp64, "a number", float;
-}
-
-impl Element for bool {
-    const WHAT: &'static str = "true or false";
-    fn one(value: &Value) -> Option<Self> {
-        value.as_bool()
-    }
-    fn put(&self, out: &mut Vec<u8>) {
-        out.push(u8::from(*self));
-    }
-    fn read_le(bytes: &[u8], count: usize) -> Result<TensorData, String> {
-        fixed(bytes, count, |[b]: [u8; 1]| b != 0).map(TensorData::Bool)
-    }
-    fn wrap(items: Vec<Self>) -> TensorData {
-        TensorData::Bool(items)
-    }
-}
-
-/// `BYTES`: a JSON string each; in binary, each a 4-byte little-endian length, then it.
-impl Element for Bytes {
-    const WHAT: &'static str = "a string";
-    fn one(value: &Value) -> Option<Self> {
-        value.as_str().map(|s| Bytes::copy_from_slice(s.as_bytes()))
-    }
-    fn put(&self, out: &mut Vec<u8>) {
-        let len = u32::try_from(self.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(self);
-    }
-    fn read_le(mut bytes: &[u8], count: usize) -> Result<TensorData, String> {
-        let mut items = Vec::with_capacity(count.min(bytes.len() / 4));
-        while !bytes.is_empty() {
-            let (len, rest) = bytes
-                .split_first_chunk::<4>()
-                .ok_or("a BYTES element's 4-byte length is cut short")?;
-            let len = usize::try_from(u32::from_le_bytes(*len)).unwrap_or(usize::MAX);
-            if len > rest.len() {
-                return Err("a BYTES element is longer than the binary data left".to_owned());
-            }
-            let (item, rest) = rest.split_at(len);
-            items.push(Bytes::copy_from_slice(item));
-            bytes = rest;
-        }
-        if items.len() != count {
-            return Err(format!(
-                "the shape holds {count} elements, the binary data has {}",
-                items.len()
-            ));
-        }
-        Ok(TensorData::Bytes(items))
-    }
-    fn wrap(items: Vec<Self>) -> TensorData {
-        TensorData::Bytes(items)
-    }
-}
-
-impl Serialize for TensorData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Bool(v) => s.collect_seq(v),
-            Self::Uint8(v) => s.collect_seq(v),
-            Self::Uint16(v) => s.collect_seq(v),
-            Self::Uint32(v) => s.collect_seq(v),
-            Self::Uint64(v) => s.collect_seq(v),
-            Self::Int8(v) => s.collect_seq(v),
-            Self::Int16(v) => s.collect_seq(v),
-            Self::Int32(v) => s.collect_seq(v),
-            Self::Int64(v) => s.collect_seq(v),
-            Self::Fp16(v) => s.collect_seq(v.iter().map(|x| x.to_f32())),
-            Self::Fp32(v) => s.collect_seq(v),
-            Self::Fp64(v) => s.collect_seq(v),
-            Self::Bytes(v) => s.collect_seq(v.iter().map(|b| String::from_utf8_lossy(b))),
-        }
-    }
-}
-
-impl TensorData {
-    /// Its elements' raw little-endian bytes (BYTES: each length-prefixed).
-    pub(crate) fn to_le(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        super::each_data!(self, v => v.iter().for_each(|x| x.put(&mut out)));
-        out
-    }
 }
 
 /// Writes an output as the answer carries it: its data inline, or its size when it

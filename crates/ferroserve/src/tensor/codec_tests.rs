@@ -1,6 +1,8 @@
 //! Tests of the inference request and answer bodies, JSON and binary.
 
 use super::*;
+use bytes::Bytes;
+use half::f16;
 
 fn spec(name: &str, datatype: Datatype, shape: Vec<i64>) -> TensorSpec {
     TensorSpec {
@@ -60,6 +62,18 @@ fn errors_name_the_input_and_what_is_wrong() {
         (
             r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32"}]}"#,
             "input `x`: no `data` and no `binary_data_size`",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[[1,2],[3]]}]}"#,
+            "input `x`: shape [1, 2] holds 2 elements, `data` has more",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,{"a":2}]}]}"#,
+            "input `x`: `data` holds a value that is not a number",
+        ),
+        (
+            r#"{"inputs":{"name":"x"}}"#,
+            "the body is not an inference request",
         ),
         ("[1", "the body is not JSON"),
     ];

@@ -16,6 +16,8 @@
 
 pub(crate) mod batch;
 pub(crate) mod codec;
+pub(crate) mod element;
+mod json_data;
 
 use bytes::Bytes;
 use half::f16;
