@@ -10,7 +10,7 @@ use ferroserve::{
 };
 use tokio::signal::unix::{Signal, SignalKind};
 
-use crate::models::{AppSource, ModelArgs};
+use crate::models::{AppSource, Deploy, ModelArgs};
 
 /// Where the server listens and keeps its state.
 #[derive(Args, Debug)]
@@ -51,8 +51,8 @@ pub(crate) async fn serve(
     // (a SIGTERM a moment after start still gets a graceful shutdown).
     let mut stops = Signals::new()?;
     let registry = Registry::new();
-    let mut source = AppSource::load(config, models.models.clone(), &registry)?;
     let poll = models.poll_period();
+    let mut source = AppSource::load(config, models.models.clone(), &registry, poll.is_some())?;
     if poll.is_some() && !source.has_repository() {
         anyhow::bail!(
             "--poll-models needs a model repository: give --models DIR, or `models: DIR` in the app file"
@@ -163,6 +163,8 @@ pub(crate) async fn serve(
             "serving {endpoints} endpoints on http://{addr} (GET /-/routes lists them); control API: {on}"
         );
     }
+    // The outcomes of the deploys of SIGHUP and rescans, by number, for `source`.
+    let (outcomes, mut finished) = tokio::sync::mpsc::unbounded_channel();
     let mut rescans = poll.map(|period| {
         let mut rescans = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         rescans.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,26 +177,41 @@ pub(crate) async fn serve(
             () = shutdown_asked(control.as_ref()) => break,
             _ = stops.hangup.recv(), if reload => {
                 match source.reload(&registry) {
-                    Ok(Some(app)) => {
-                        tracing::info!("SIGHUP: deploying {} again", app.file);
-                        serve.deploy_in_background(app, registry.clone());
+                    Ok(Some(deploy)) => {
+                        tracing::info!("SIGHUP: deploying {} again", deploy.app.file);
+                        spawn_deploy(&serve, &registry, deploy, &outcomes);
                     }
                     Ok(None) => {}
                     Err(e) => tracing::error!("SIGHUP: the file is not applied, the app as it was serves: {e}"),
                 }
             }
             _ = async { rescans.as_mut().expect("polling").tick().await }, if poll.is_some() => {
-                if let Some(app) = source.rescan() {
-                    tracing::info!("the model repository changed: deploying it");
-                    serve.deploy_in_background(app, registry.clone());
+                if let Some(deploy) = source.rescan(&serve.app()) {
+                    spawn_deploy(&serve, &registry, deploy, &outcomes);
                 }
             }
+            Some((id, outcome)) = finished.recv() => source.finished(id, outcome),
         }
     }
     tracing::info!("shutting down: finishing the requests in flight");
     control.iter().for_each(ControlServer::stop);
     serve.shutdown().await;
     Ok(())
+}
+
+/// Runs `deploy` in a task of its own, and sends its outcome (by its number) to `outcomes`.
+fn spawn_deploy(
+    serve: &Arc<Serve>,
+    registry: &Registry,
+    deploy: Deploy,
+    outcomes: &tokio::sync::mpsc::UnboundedSender<(u64, Result<(), String>)>,
+) {
+    let (serve, registry, outcomes) = (serve.clone(), registry.clone(), outcomes.clone());
+    tokio::spawn(async move {
+        let outcome = serve.deploy(&deploy.app, &registry).await;
+        // Only a server shutting down no longer listens.
+        let _ = outcomes.send((deploy.id, outcome.map_err(|e| e.to_string())));
+    });
 }
 
 /// Ends when the control API is asked to stop the server; never without one.

@@ -56,6 +56,18 @@ fn run(args: &[&str], dir: tempfile::TempDir) -> Process {
     spawn_listening(&ferroserve_bin(), &all, &[], Some(dir))
 }
 
+/// `ferroserve run --models MODELS --poll-models` every `interval_ms`, with `--port 0`.
+fn run_polled(models: &Path, interval_ms: &str, dir: tempfile::TempDir) -> Process {
+    let models = path_str(models);
+    let polled = [
+        "--models",
+        models,
+        "--poll-models",
+        "--poll-models-interval-ms",
+    ];
+    run(&[&polled[..], &[interval_ms]].concat(), dir)
+}
+
 /// `ferroserve run` with `args`, which must fail before listening; its stderr.
 fn refused(args: &[&str]) -> String {
     let out = Command::new(ferroserve_bin())
@@ -289,17 +301,6 @@ fn a_bad_repository_is_refused_naming_what_is_wrong() {
     assert!(stderr.contains("line 1, key `max_batch_size`"), "{stderr}");
 
     write(root, "repo/adder/config.yaml", "num_replicas: 1\n");
-    std::fs::create_dir_all(root.join("repo/empty/1")).expect("mkdir");
-    let stderr = refused(&["--models", &repo]);
-    assert!(
-        stderr.contains(&format!(
-            "{}: has no version folder",
-            root.join("repo/empty").display()
-        )),
-        "{stderr}"
-    );
-    std::fs::remove_dir_all(root.join("repo/empty")).expect("removed");
-
     write(
         root,
         "app.yaml",
@@ -358,17 +359,7 @@ async fn poll_models_rolls_out_a_new_version_with_no_failed_request() {
     let staging = tempfile::tempdir().expect("temp dir");
     make_models(staging.path(), &[("v2.onnx", "add_f32", 2)]);
     let v2 = std::fs::read(staging.path().join("v2.onnx")).expect("v2 written");
-    let models_arg = path_str(&models).to_owned();
-    let server = Arc::new(run(
-        &[
-            "--models",
-            &models_arg,
-            "--poll-models",
-            "--poll-models-interval-ms",
-            "150",
-        ],
-        dir,
-    ));
+    let server = Arc::new(run_polled(&models, "150", dir));
     assert_eq!(adds(&server, "adder").await, Ok(1.0));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -442,17 +433,7 @@ async fn poll_models_adds_and_removes_model_folders() {
     let dir = tempfile::tempdir().expect("temp dir");
     let models = dir.path().join("models");
     make_models(&models, &[("adder/1/model.onnx", "add_f32", 1)]);
-    let models_arg = path_str(&models).to_owned();
-    let server = run(
-        &[
-            "--models",
-            &models_arg,
-            "--poll-models",
-            "--poll-models-interval-ms",
-            "100",
-        ],
-        dir,
-    );
+    let server = run_polled(&models, "100", dir);
     let (status, _) = get(&server.url("/v2/models/later/ready")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     make_models(&models, &[("later/4/model.onnx", "add_f32", 40)]);
@@ -497,5 +478,145 @@ async fn sighup_reads_the_repository_again() {
         Duration::from_secs(20),
         async || adds(&server, "adder").await == Ok(2.0),
     )
+    .await;
+}
+
+/// `--poll-models` on a new model whose load fails (its file is cut short): the failure is
+/// logged once and the model is not said to serve; once the whole file is copied over it,
+/// the model is deployed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_models_deploys_a_model_again_once_its_failed_file_is_replaced() {
+    if !onnx_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let models = dir.path().join("models");
+    make_models(
+        &models,
+        &[
+            ("adder/1/model.onnx", "add_f32", 1),
+            ("staging/late.onnx", "add_f32", 30),
+        ],
+    );
+    let whole = std::fs::read(models.join("staging/late.onnx")).expect("made");
+    std::fs::remove_dir_all(models.join("staging")).expect("removed");
+    let server = run_polled(&models, "100", dir);
+    let late = models.join("late/1/model.onnx");
+    std::fs::create_dir_all(late.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(&late, &whole[..whole.len() / 2]).expect("written");
+    let stderr = || server.stderr.lock().expect("lock").clone();
+    eventually("the failed load", Duration::from_secs(20), async || {
+        stderr().contains("deploy failed")
+    })
+    .await;
+    // Rescans go on (10 of them): the failure is tried again, but said once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, _) = get(&server.url("/v2/models/late/ready")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(stderr().matches("deploy failed").count(), 1, "{}", stderr());
+
+    std::fs::write(&late, &whole).expect("written");
+    eventually("late to serve", Duration::from_secs(20), async || {
+        adds(&server, "late").await == Ok(30.0)
+    })
+    .await;
+    let log = stderr();
+    assert!(
+        log.contains("model `late`: version 1's `model.onnx` is new or still changing; not served"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("version 1 serves"),
+        "late never served before: {log}"
+    );
+    assert!(log.contains("the model repository is deployed"), "{log}");
+}
+
+/// `--poll-models`: a served version's `model.onnx` overwritten in place by another model
+/// rolls out as a new version does, with no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_models_rolls_out_a_model_file_replaced_in_place() {
+    if !onnx_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let models = dir.path().join("models");
+    let staging = tempfile::tempdir().expect("temp dir");
+    make_models(&models, &[("adder/1/model.onnx", "add_f32", 1)]);
+    make_models(staging.path(), &[("other.onnx", "add_f32", 7)]);
+    let other = std::fs::read(staging.path().join("other.onnx")).expect("made");
+    let server = Arc::new(run_polled(&models, "100", dir));
+    assert_eq!(adds(&server, "adder").await, Ok(1.0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load_loop(&server, 2, &stop);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(models.join("adder/1/model.onnx"), &other).expect("overwritten");
+    eventually(
+        "the new file to answer",
+        Duration::from_secs(20),
+        async || adds(&server, "adder").await == Ok(7.0),
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let answers = client.await.expect("client loop");
+        assert!(
+            answers.iter().all(|a| *a == Ok(1.0) || *a == Ok(7.0)),
+            "{answers:?}"
+        );
+    }
+    let (_, app) = get(&server.control_url("/api/app")).await;
+    assert_eq!(app["backends"][0]["onnx"]["version"], "1", "{app}");
+}
+
+/// A folder that cannot be a model (empty, `lost+found`, a name not in UTF-8) is skipped
+/// with a warning naming it, at start and on rescans; a repository with no model to serve
+/// at all is refused, naming each folder and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_folders_are_skipped_with_a_warning() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let models = dir.path().join("models");
+    for folder in ["empty", "lost+found", "no_model/1"] {
+        std::fs::create_dir_all(models.join(folder)).expect("mkdir");
+    }
+    let not_utf8 = models.join(std::ffi::OsStr::from_bytes(b"bad\xff"));
+    std::fs::create_dir_all(not_utf8.join("1")).expect("a folder not named in UTF-8");
+    let models_arg = path_str(&models).to_owned();
+    let stderr = refused(&["--models", &models_arg]);
+    assert!(stderr.contains("has no model to serve"), "{stderr}");
+    for folder in ["empty", "lost+found", "no_model"] {
+        let path = models.join(folder).display().to_string();
+        assert!(
+            stderr.contains(&format!("{path}: has no version folder")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("is not named in UTF-8"), "{stderr}");
+    let stderr = refused(&["--models", path_str(&dir.path().join("nowhere"))]);
+    assert!(
+        stderr.contains("cannot read the model repository"),
+        "{stderr}"
+    );
+    if !onnx_ready() {
+        return;
+    }
+
+    make_models(&models, &[("adder/1/model.onnx", "add_f32", 1)]);
+    let server = run_polled(&models, "100", dir);
+    assert_eq!(adds(&server, "adder").await, Ok(1.0));
+    let log = server.stderr.lock().expect("lock").clone();
+    let warned = format!(
+        "WARN ferroserve::config::yaml::models: model repository: {}",
+        models.join("empty").display()
+    );
+    assert!(log.contains(&warned), "{log}");
+    assert!(log.contains("is not named in UTF-8"), "{log}");
+    // Rescans are not blocked by them either: a new model is served.
+    std::fs::create_dir_all(models.join(std::ffi::OsStr::from_bytes(b"worse\xfe"))).expect("mkdir");
+    make_models(&models, &[("later/2/model.onnx", "add_f32", 20)]);
+    eventually("the new model", Duration::from_secs(20), async || {
+        adds(&server, "later").await == Ok(20.0)
+    })
     .await;
 }

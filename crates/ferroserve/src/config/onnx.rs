@@ -23,6 +23,13 @@ pub struct OnnxBackend {
     /// kind, so a new version replaces the replicas in a rolling update, as a new file does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The model file's size and modification time when a model repository took it
+    /// (`1234 bytes, modified 1700000000.123456789`), `None` for a model named by its file.
+    /// Not an app file key: part of the kind, so a `model.onnx` replaced in place (same
+    /// path and version) replaces the replicas in a rolling update too, and every replica
+    /// runs the file its backend was deployed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_stamp: Option<String>,
 }
 
 fn one_thread() -> usize {
@@ -40,6 +47,7 @@ impl OnnxBackend {
             runtime_lib: None,
             threads: 1,
             version: None,
+            file_stamp: None,
         }
     }
 
@@ -47,6 +55,13 @@ impl OnnxBackend {
     #[must_use]
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into());
+        self
+    }
+
+    /// Sets `file_stamp`.
+    #[must_use]
+    pub fn file_stamp(mut self, stamp: impl Into<String>) -> Self {
+        self.file_stamp = Some(stamp.into());
         self
     }
 
@@ -76,5 +91,24 @@ mod tests {
         assert_eq!(back, one);
         let unversioned = serde_json::to_value(OnnxBackend::new("m.onnx")).expect("serialises");
         assert!(unversioned.get("version").is_none(), "{unversioned}");
+        assert!(unversioned.get("file_stamp").is_none(), "{unversioned}");
+    }
+
+    #[test]
+    fn a_file_replaced_in_place_is_a_new_kind() {
+        let model = |stamp: &str| {
+            BackendKind::Onnx(
+                OnnxBackend::new("m/1/model.onnx")
+                    .version("1")
+                    .file_stamp(stamp),
+            )
+        };
+        let before = model("10 bytes, modified 1.000000000");
+        let after = model("10 bytes, modified 2.000000000");
+        assert_ne!(before, after, "the controller rolls the replicas");
+        let json = serde_json::to_value(&after).expect("serialises");
+        assert_eq!(json["onnx"]["file_stamp"], "10 bytes, modified 2.000000000");
+        let back: BackendKind = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back, after, "a saved app deploys the same kind again");
     }
 }

@@ -1,6 +1,7 @@
-//! A model repository's folder, `DIR/NAME/VERSION/model.onnx`, read as a listing, and which version of each model to serve, decided from listings alone.
+//! A model repository's folder, `DIR/NAME/VERSION/model.onnx`, read as a listing (a folder that cannot be read is noted, not fatal), and which version of each model to serve, decided from listings alone.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -19,6 +20,21 @@ pub struct FileStamp {
     pub modified: Option<SystemTime>,
 }
 
+/// `1234 bytes, modified 1700000000.123456789` (seconds since the Unix epoch): what tells
+/// one file at a path from another put there since.
+impl fmt::Display for FileStamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.len)?;
+        match self
+            .modified
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        {
+            Some(at) => write!(f, ", modified {}.{:09}", at.as_secs(), at.subsec_nanos()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What a repository folder holds: each folder in it, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -33,6 +49,9 @@ pub struct ModelFolder {
     pub versions: BTreeMap<String, Option<FileStamp>>,
     /// The stamp of its `config.yaml`, when it has one.
     pub config: Option<FileStamp>,
+    /// Why the folder cannot be a model, when it was seen but could not be read (or its
+    /// name cannot be a model's): it is skipped.
+    pub problem: Option<String>,
 }
 
 /// One model to serve: its name and the version chosen.
@@ -44,6 +63,8 @@ pub struct RepositoryModel {
     pub version: String,
     /// `DIR/NAME/VERSION/model.onnx`.
     pub model: PathBuf,
+    /// The stamp of that file as listed: a file replaced in place is another model.
+    pub stamp: FileStamp,
     /// `DIR/NAME/config.yaml`, when there is one.
     pub config: Option<PathBuf>,
 }
@@ -61,13 +82,15 @@ pub enum Found {
     /// Not yet: each `model.onnx` (or the `config.yaml`) is new or changed since the
     /// previous listing, so it may be half written. Why, for the log.
     Pending(String),
-    /// No version folder holds a `model.onnx`. What is wrong.
+    /// The folder cannot be read, or no version folder in it holds a `model.onnx`. What is
+    /// wrong.
     Unusable(String),
 }
 
 /// Which version of each model to serve, from `listing` of the repository at `dir`.
 ///
-/// Folders whose names start with `.` are skipped. Versions are the folders named by a
+/// Folders whose names start with `.` are skipped; one with a [`ModelFolder::problem`]
+/// is [`Found::Unusable`]. Versions are the folders named by a
 /// positive integer (`1`, `2`, `10`, compared as numbers; other folders are ignored); the
 /// highest one holding a `model.onnx` is chosen. With a `previous` listing, a file counts
 /// only when its size and modification time are the same in both, so a file being copied in
@@ -96,6 +119,9 @@ fn select_one(
     folder: &ModelFolder,
     before: Option<Option<&ModelFolder>>,
 ) -> Found {
+    if let Some(problem) = &folder.problem {
+        return Found::Unusable(problem.clone());
+    }
     let settled = |now: &FileStamp, then: Option<&FileStamp>| match before {
         None => true,
         Some(_) => then == Some(now),
@@ -113,7 +139,7 @@ fn select_one(
     };
     let previous = |v: &str| before.flatten().and_then(|f| f.versions.get(v)?.as_ref());
     let changing = format!("version {newest}'s `{MODEL_FILE}` is new or still changing");
-    let Some(&(_, version, _)) = versions
+    let Some(&(_, version, stamp)) = versions
         .iter()
         .find(|(_, v, stamp)| settled(stamp, previous(v)))
     else {
@@ -130,6 +156,7 @@ fn select_one(
             name: name.to_owned(),
             version: version.to_owned(),
             model: folder_path.join(version).join(MODEL_FILE),
+            stamp: *stamp,
             config: folder.config.map(|_| folder_path.join(CONFIG_FILE)),
         },
         waiting: (version != newest).then_some(changing),
@@ -145,7 +172,10 @@ fn version_number(name: &str) -> Option<u64> {
 
 /// Reads the repository at `dir`: each folder in it (the contents of those whose names
 /// start with `.` are not read), each folder in those, and the stamps of their
-/// `model.onnx` and `config.yaml`. Symbolic links are followed.
+/// `model.onnx` and `config.yaml`. Symbolic links are followed. Only a repository folder
+/// that cannot be read is an error: a model folder that cannot be read, or whose name is
+/// not UTF-8 (listed by its name with U+FFFD for what is not), has a
+/// [`ModelFolder::problem`].
 pub fn read_listing(dir: &Path) -> Result<Listing, String> {
     let mut listing = Listing::default();
     let entries = std::fs::read_dir(dir)
@@ -156,28 +186,34 @@ pub fn read_listing(dir: &Path) -> Result<Listing, String> {
         if !path.is_dir() {
             continue;
         }
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            return Err(format!(
-                "the model folder `{}` is not named in UTF-8",
-                path.display()
-            ));
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            let problem = "is not named in UTF-8, so it cannot name a model (nor a route)";
+            // A folder named in UTF-8 as this one is shown keeps the name.
+            let shown = name.to_string_lossy().into_owned();
+            listing.models.entry(shown).or_insert(ModelFolder {
+                problem: Some(problem.to_owned()),
+                ..ModelFolder::default()
+            });
+            continue;
         };
         let folder = if name.starts_with('.') {
             ModelFolder::default()
         } else {
-            read_model_folder(&path)?
+            read_model_folder(&path).unwrap_or_else(|e| ModelFolder {
+                problem: Some(format!("cannot be read: {e}")),
+                ..ModelFolder::default()
+            })
         };
-        listing.models.insert(name, folder);
+        listing.models.insert(name.to_owned(), folder);
     }
     Ok(listing)
 }
 
-fn read_model_folder(path: &Path) -> Result<ModelFolder, String> {
+fn read_model_folder(path: &Path) -> std::io::Result<ModelFolder> {
     let mut folder = ModelFolder::default();
-    let entries =
-        std::fs::read_dir(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
@@ -343,5 +379,52 @@ mod tests {
         assert!(listing.models[".hidden"].versions.is_empty());
         let err = read_listing(&root.join("missing")).expect_err("no folder");
         assert!(err.contains("cannot read the model repository"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_that_cannot_be_read_or_named_is_unusable_not_fatal() {
+        use std::os::unix::ffi::OsStrExt as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("iris/1")).expect("mkdir");
+        std::fs::write(root.join("iris/1/model.onnx"), b"12345").expect("write");
+        let odd = std::ffi::OsStr::from_bytes(b"odd\xff");
+        std::fs::create_dir_all(root.join(odd).join("1")).expect("a name not in UTF-8");
+        let locked = root.join("locked");
+        std::fs::create_dir_all(locked.join("1")).expect("mkdir");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        // Root reads it all the same: then only the name not in UTF-8 is unusable.
+        let unreadable = std::fs::read_dir(&locked).is_err();
+        let listing = read_listing(root).expect("the repository is readable");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let found = select(root, &listing, None);
+        assert!(matches!(&found["iris"], Found::Model { .. }), "{found:?}");
+        let Found::Unusable(why) = &found["odd\u{FFFD}"] else {
+            panic!("{found:?}");
+        };
+        assert!(why.contains("not named in UTF-8"), "{why}");
+        match &found["locked"] {
+            Found::Unusable(why) if unreadable => {
+                assert!(why.starts_with("cannot be read: "), "{why}");
+            }
+            Found::Unusable(why) => assert!(why.contains("has no version folder"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_model_chosen_carries_its_file_stamp() {
+        let now = listing(&[("iris", "1", Some(at(10, 7)))]);
+        let Found::Model { model, .. } = &select(Path::new("r"), &now, None)["iris"] else {
+            panic!("served");
+        };
+        assert_eq!(model.stamp, at(10, 7));
+        assert_eq!(model.stamp.to_string(), "10 bytes, modified 7.000000000");
+        let unknown = FileStamp {
+            len: 3,
+            modified: None,
+        };
+        assert_eq!(unknown.to_string(), "3 bytes");
     }
 }

@@ -1,4 +1,4 @@
-//! A model repository as backends and endpoints: each model an `onnx` backend with batching on, its `config.yaml` read with the backend keys of app files, and rescans that keep what serves when a model is half copied or broken.
+//! A model repository as backends and endpoints: each model an `onnx` backend with batching on, its `config.yaml` read with the backend keys of app files, folders that cannot be models skipped with a warning, and rescans that keep what serves when a model is half copied or broken.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -35,8 +35,8 @@ pub struct Rescan {
     /// Models or versions whose files are new or still changing: taken on a later rescan
     /// once they are the same in two.
     pub pending: Vec<String>,
-    /// What is wrong: a model folder that became unusable, a `config.yaml` that is not
-    /// valid, a repository that cannot be read.
+    /// What is wrong: a folder that cannot be a model (or no longer), a `config.yaml` that
+    /// is not valid, a repository that cannot be read.
     pub problems: Vec<String>,
 }
 
@@ -47,31 +47,64 @@ pub struct ModelRepository {
     dir: PathBuf,
     previous: Listing,
     served: BTreeMap<String, ServedModel>,
+    skipped: Vec<String>,
 }
+
+/// How a note ends for a model the server does not run.
+const NOT_SERVED: &str = "not served";
 
 impl ModelRepository {
     /// Reads the repository at `dir`: every model folder with the latest version holding
-    /// a `model.onnx`, taken as it is. A folder that cannot be read, a model folder with no
-    /// such version, a `config.yaml` that is not valid (its file, line and key) and a
-    /// model name that cannot be a route are errors.
+    /// a `model.onnx`, taken as it is. A folder that cannot be a model (it cannot be read,
+    /// no version folder in it holds a `model.onnx`, its name is not UTF-8 or cannot be a
+    /// route, as `lost+found` or `v2`) is skipped: a warning, and a line of
+    /// [`skipped`](Self::skipped), say which and why. Errors: a repository folder that
+    /// cannot be read, one with no model to serve (naming each folder skipped and why), a
+    /// `config.yaml` that is not valid (its file, line and key).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, ConfigError> {
         let dir = dir.into();
         let listing = repository::read_listing(&dir).map_err(|m| folder_error(&dir, m))?;
         let mut served = BTreeMap::new();
+        let mut skipped = Vec::new();
         for (name, found) in repository::select(&dir, &listing, None) {
             let model = match found {
                 Found::Model { model, .. } => model,
                 Found::Pending(why) | Found::Unusable(why) => {
-                    return Err(folder_error(&dir.join(&name), why));
+                    skipped.push(unusable(&dir, &name, &why, NOT_SERVED));
+                    continue;
                 }
             };
+            if let Err(e) = model_route(&model) {
+                skipped.push(format!("{e} ({NOT_SERVED})"));
+                continue;
+            }
             served.insert(name, serve_model(model)?);
+        }
+        if served.is_empty() {
+            let mut message = format!(
+                "the model repository has no model to serve (the layout is NAME/VERSION/{})",
+                repository::MODEL_FILE
+            );
+            for line in &skipped {
+                message.push_str("; ");
+                message.push_str(line);
+            }
+            return Err(folder_error(&dir, message));
+        }
+        for line in &skipped {
+            tracing::warn!("model repository: {line}");
         }
         Ok(Self {
             dir,
             previous: listing,
             served,
+            skipped,
         })
+    }
+
+    /// The folders [`open`](Self::open) skipped, and why: one line each, as warned.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     /// The repository folder.
@@ -84,13 +117,15 @@ impl ModelRepository {
         self.served.values()
     }
 
-    /// Reads the folder again and updates [`models`](Self::models): a new version or a new
-    /// model folder is taken once its files are the same as at the previous rescan (so a
-    /// file being copied in is not taken half written), and a removed model folder is
-    /// dropped. A model folder that has become unusable, or whose `config.yaml` is not
-    /// valid, keeps what it served (a new one is left out until fixed). What was left as
-    /// it was, and why.
-    pub fn rescan(&mut self) -> Rescan {
+    /// Reads the folder again and updates [`models`](Self::models): a new version, a new
+    /// model folder or a `model.onnx` replaced in place is taken once its files are the
+    /// same as at the previous rescan (so a file being copied in is not taken half
+    /// written), and a removed model folder is dropped. A model folder that has become
+    /// unusable, or whose `config.yaml` is not valid, keeps what it served (a new one is
+    /// left out until fixed); while the version chosen is being replaced, no older one is
+    /// taken in its stead. What was left as it was, and why: each line ends with what
+    /// `serving` says of the model, the version the server runs (`None`: not served).
+    pub fn rescan(&mut self, serving: impl Fn(&str) -> Option<String>) -> Rescan {
         let mut notes = Rescan::default();
         let listing = match repository::read_listing(&self.dir) {
             Ok(listing) => listing,
@@ -109,37 +144,61 @@ impl ModelRepository {
             .collect();
         self.served.retain(|name, _| !gone.contains(name));
         for (name, found) in found {
-            let serving = self
-                .served
-                .get(&name)
-                .map(|s| format!("version {} serves", s.model.version));
-            let keep = serving.unwrap_or_else(|| "not served yet".to_owned());
+            let keep = serving(&name).map_or_else(
+                || NOT_SERVED.to_owned(),
+                |version| format!("version {version} serves"),
+            );
             match found {
                 Found::Model { model, waiting } => {
+                    if let Some(chosen) = self.served.get(&name)
+                        && let Some(why) = replacing(&listing, chosen, &model)
+                    {
+                        notes.pending.push(format!("model `{name}`: {why}; {keep}"));
+                        continue;
+                    }
                     if let Some(why) = waiting {
-                        let chosen = &model.version;
-                        notes
-                            .pending
-                            .push(format!("model `{name}`: {why}; version {chosen} is chosen"));
+                        notes.pending.push(format!("model `{name}`: {why}; {keep}"));
                     }
                     match serve_model(model) {
                         Ok(next) => {
                             self.served.insert(name, next);
                         }
-                        Err(e) => notes.problems.push(format!("{e} (model `{name}`: {keep})")),
+                        Err(e) => notes.problems.push(format!("{e} ({keep})")),
                     }
                 }
                 Found::Pending(why) => {
                     notes.pending.push(format!("model `{name}`: {why}; {keep}"));
                 }
-                Found::Unusable(why) => notes
-                    .problems
-                    .push(format!("{} {why} ({keep})", self.dir.join(&name).display())),
+                Found::Unusable(why) => {
+                    notes.problems.push(unusable(&self.dir, &name, &why, &keep));
+                }
             }
         }
         self.previous = listing;
         notes
     }
+}
+
+/// The line of a folder that cannot be a model: its path, why, and `keep`.
+fn unusable(dir: &Path, name: &str, why: &str, keep: &str) -> String {
+    format!("{}: {why} ({keep})", dir.join(name).display())
+}
+
+/// Why the version `chosen` of a model, rather than an older `found` instead, stays
+/// chosen: its `model.onnx` is still there, but being replaced (new or changing since
+/// the previous listing). `None` when `found` is to be taken.
+fn replacing(listing: &Listing, chosen: &ServedModel, found: &RepositoryModel) -> Option<String> {
+    let number = |v: &str| v.parse::<u64>().unwrap_or(0);
+    let version = &chosen.model.version;
+    let folder = listing.models.get(&chosen.model.name)?;
+    (number(&found.version) < number(version) && folder.versions.get(version)?.is_some()).then(
+        || {
+            format!(
+                "version {version}'s `{}` is being replaced (new or still changing)",
+                repository::MODEL_FILE
+            )
+        },
+    )
 }
 
 fn folder_error(path: &Path, message: String) -> ConfigError {
@@ -151,22 +210,26 @@ fn folder_error(path: &Path, message: String) -> ConfigError {
     }
 }
 
-/// `model` as an `onnx` backend with the repository's batching defaults and its
-/// `config.yaml`'s keys, and the endpoint `NAME` on `/NAME`.
-fn serve_model(model: RepositoryModel) -> Result<ServedModel, ConfigError> {
-    let folder = model
-        .model
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let route = normalize_route(&format!("/{}", model.name)).map_err(|message| {
+/// The route of `model`'s endpoint, `/NAME`; an error naming its folder when the name
+/// cannot be a route.
+fn model_route(model: &RepositoryModel) -> Result<String, ConfigError> {
+    normalize_route(&format!("/{}", model.name)).map_err(|message| {
+        let folder = model.model.parent().and_then(Path::parent);
         folder_error(
-            &folder,
+            folder.unwrap_or(Path::new(&model.name)),
             format!("the model's name is its endpoint's route, and {message}"),
         )
-    })?;
-    let mut onnx = OnnxBackend::new(&model.model).version(model.version.clone());
+    })
+}
+
+/// `model` as an `onnx` backend with the repository's batching defaults and its
+/// `config.yaml`'s keys, and the endpoint `NAME` on `/NAME`. The file's stamp is part of
+/// the backend's kind: a file replaced in place rolls out as a new version does.
+fn serve_model(model: RepositoryModel) -> Result<ServedModel, ConfigError> {
+    let route = model_route(&model)?;
+    let mut onnx = OnnxBackend::new(&model.model)
+        .version(model.version.clone())
+        .file_stamp(model.stamp.to_string());
     let defaults = BackendConfig::default()
         .max_batch_size(REPOSITORY_MAX_BATCH_SIZE)
         .batch_wait_timeout_ms(REPOSITORY_BATCH_WAIT_TIMEOUT_MS);
@@ -277,213 +340,4 @@ impl AppConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ModelOnly;
-
-    /// A repository in a temporary folder: `files` are (path, contents) under it.
-    fn repository(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for (path, contents) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-            std::fs::write(path, contents).expect("written");
-        }
-        dir
-    }
-
-    fn names(repository: &ModelRepository) -> Vec<(&str, &str)> {
-        repository
-            .models()
-            .map(|m| (m.model.name.as_str(), m.model.version.as_str()))
-            .collect()
-    }
-
-    #[test]
-    fn each_model_is_an_onnx_backend_with_batching_and_an_endpoint() {
-        let dir = repository(&[
-            ("iris/1/model.onnx", "v1"),
-            ("iris/2/model.onnx", "v2"),
-            ("mlp/7/model.onnx", "v7"),
-        ]);
-        let repo = ModelRepository::open(dir.path()).expect("valid");
-        assert_eq!(names(&repo), [("iris", "2"), ("mlp", "7")]);
-        let iris = repo.models().next().expect("iris");
-        let BackendKind::Onnx(onnx) = &iris.backend.kind else {
-            panic!("{:?}", iris.backend.kind);
-        };
-        assert_eq!(onnx.model, dir.path().join("iris/2/model.onnx"));
-        assert_eq!(onnx.version.as_deref(), Some("2"));
-        assert_eq!(iris.backend.config.max_batch_size, Some(8));
-        assert_eq!(iris.backend.config.batch_wait_timeout_ms, 2);
-        assert_eq!(iris.endpoint.config.route.as_deref(), Some("/iris"));
-        assert_eq!(iris.endpoint.config.methods, [http::Method::POST]);
-        assert!(iris.endpoint.config.traffic.uses("iris"));
-    }
-
-    #[test]
-    fn config_yaml_sets_backend_keys_over_the_defaults() {
-        let dir = repository(&[
-            ("iris/1/model.onnx", "v1"),
-            (
-                "iris/config.yaml",
-                "# iris\nnum_replicas: 2\nmax_batch_size: 32\nonnx_threads: 2\n",
-            ),
-            ("mlp/1/model.onnx", "v1"),
-            ("mlp/config.yaml", "# nothing yet\n"),
-        ]);
-        let repo = ModelRepository::open(dir.path()).expect("valid");
-        let models: Vec<&ServedModel> = repo.models().collect();
-        let iris = &models[0].backend;
-        assert_eq!(iris.config.num_replicas, 2);
-        assert_eq!(iris.config.max_batch_size, Some(32));
-        assert_eq!(iris.config.batch_wait_timeout_ms, 2);
-        assert!(matches!(&iris.kind, BackendKind::Onnx(o) if o.threads == 2));
-        assert_eq!(models[1].backend.config.max_batch_size, Some(8));
-    }
-
-    #[test]
-    fn a_bad_config_yaml_names_its_file_line_and_key() {
-        let cases = [
-            (
-                "num_replicas: 2\nmax_batch_sise: 4\n",
-                2,
-                "max_batch_sise",
-                "unknown field",
-            ),
-            ("num_replicas: 0\n", 1, "num_replicas", "at least 1"),
-            ("\nnum_replicas: many\n", 2, "num_replicas", ""),
-            ("onnx_threads: 0\n", 1, "onnx_threads", "between"),
-            (
-                "max_concurrent_queries: 4\n",
-                1,
-                "max_concurrent_queries",
-                "max_batch_size (8)",
-            ),
-            ("onnx: other.onnx\n", 1, "onnx", "takes no kind"),
-            ("env: {A: b}\n", 1, "env", "python:"),
-        ];
-        for (config, line, key, message) in cases {
-            let dir = repository(&[("iris/3/model.onnx", "v3"), ("iris/config.yaml", config)]);
-            let e = ModelRepository::open(dir.path()).expect_err(config);
-            let file = dir.path().join("iris/config.yaml").display().to_string();
-            assert_eq!(
-                (e.file.as_str(), e.line, e.key.as_str()),
-                (file.as_str(), line, key),
-                "{config}: {e}"
-            );
-            assert!(e.message.contains(message), "{config}: {e}");
-        }
-    }
-
-    #[test]
-    fn a_model_without_a_version_or_a_route_is_an_error_naming_it() {
-        let dir = repository(&[("iris/1/model.onnx", "v1"), ("mlp/1/weights.bin", "")]);
-        let e = ModelRepository::open(dir.path()).expect_err("mlp has no model.onnx");
-        assert_eq!(e.file, dir.path().join("mlp").display().to_string());
-        assert!(e.message.contains("NAME/VERSION/model.onnx"), "{e}");
-        let dir = repository(&[("v2/1/model.onnx", "v1")]);
-        let e = ModelRepository::open(dir.path()).expect_err("/v2 is the protocol's");
-        assert!(e.to_string().contains("route `/v2`"), "{e}");
-        let e = ModelRepository::open(dir.path().join("nothing")).expect_err("no folder");
-        assert!(
-            e.message.contains("cannot read the model repository"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn models_key_is_relative_to_the_app_file_and_names_clash_clearly() {
-        let dir = repository(&[("models/iris/1/model.onnx", "v1")]);
-        let file = dir.path().join("app.yaml");
-        let file = file.to_str().expect("utf-8");
-        let yaml = "models: models\nbackends:\n  echo: {builtin: echo}\nendpoints:\n  echo: {backend: echo, route: /echo}\n";
-        let app = AppConfig::from_yaml(yaml, file, &ModelOnly).expect("valid");
-        let names: Vec<&str> = app.spec.backends.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(names, ["echo", "iris"]);
-        assert_eq!(app.spec.endpoints[1].config.route.as_deref(), Some("/iris"));
-        let (base, models) =
-            AppConfig::from_yaml_without_models(yaml, file, &ModelOnly).expect("valid");
-        assert_eq!(base.spec.backends.len(), 1);
-        assert_eq!(models, Some(dir.path().join("models")));
-
-        let e = AppConfig::from_yaml("http: {port: 0}\nmodels: nowhere\n", file, &ModelOnly)
-            .expect_err("no folder");
-        assert_eq!((e.line, e.key.as_str()), (2, "models"));
-        for (yaml, line, key) in [
-            (
-                "models: models\nbackends:\n  iris: {builtin: echo}\n",
-                3,
-                "backends.iris",
-            ),
-            (
-                "models: models\nbackends:\n  a: {builtin: echo}\nendpoints:\n  iris: {backend: a}\n",
-                5,
-                "endpoints.iris",
-            ),
-            (
-                "models: models\nbackends:\n  a: {builtin: echo}\nendpoints:\n  e: {backend: a, route: /iris/}\n",
-                5,
-                "endpoints.e.route",
-            ),
-        ] {
-            let e = AppConfig::from_yaml(yaml, file, &ModelOnly).expect_err(yaml);
-            assert_eq!((e.line, e.key.as_str()), (line, key), "{e}");
-            assert!(e.message.contains("model `iris`"), "{e}");
-        }
-    }
-
-    #[test]
-    fn a_rescan_takes_settled_versions_and_keeps_what_serves_on_trouble() {
-        let dir = repository(&[("iris/1/model.onnx", "v1"), ("mlp/1/model.onnx", "v1")]);
-        let root = dir.path();
-        let mut repo = ModelRepository::open(root).expect("valid");
-        let write = |path: &str, contents: &str| {
-            let path = root.join(path);
-            std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-            std::fs::write(path, contents).expect("written");
-        };
-        write("iris/2/model.onnx", "v2");
-        write("new/1/model.onnx", "v1");
-        let notes = repo.rescan();
-        assert_eq!(names(&repo), [("iris", "1"), ("mlp", "1")], "{notes:?}");
-        assert!(notes.problems.is_empty(), "{notes:?}");
-        assert_eq!(notes.pending.len(), 2, "{notes:?}");
-        assert!(
-            notes.pending[0].contains("model `iris`: version 2"),
-            "{notes:?}"
-        );
-        assert!(notes.pending[1].contains("model `new`"), "{notes:?}");
-        let notes = repo.rescan();
-        assert_eq!(notes, Rescan::default());
-        assert_eq!(names(&repo), [("iris", "2"), ("mlp", "1"), ("new", "1")]);
-
-        write("iris/config.yaml", "num_replicas: zero\n");
-        std::fs::remove_dir_all(root.join("mlp")).expect("removed");
-        std::fs::remove_file(root.join("new/1/model.onnx")).expect("removed");
-        repo.rescan();
-        let notes = repo.rescan().problems;
-        assert_eq!(names(&repo), [("iris", "2"), ("new", "1")], "{notes:?}");
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        assert!(
-            notes[0].contains("config.yaml, line 1, key `num_replicas`"),
-            "{notes:?}"
-        );
-        assert!(notes[0].contains("version 2 serves"), "{notes:?}");
-        assert!(
-            notes[1].contains("new") && notes[1].contains("version 1 serves"),
-            "{notes:?}"
-        );
-        write("iris/config.yaml", "num_replicas: 2\n");
-        repo.rescan();
-        let notes = repo.rescan();
-        assert!(
-            notes.problems.iter().all(|n| !n.contains("iris")),
-            "{notes:?}"
-        );
-        assert_eq!(
-            repo.models().next().map(|m| m.backend.config.num_replicas),
-            Some(2)
-        );
-    }
-}
+mod tests;
