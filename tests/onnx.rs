@@ -373,6 +373,17 @@ async fn the_open_inference_protocol_routes_serve_each_endpoint_as_a_model() {
             json!([{ "name": "y", "datatype": "FP32", "shape": [-1, 4] }])
         );
     }
+    assert_eq!(
+        get("/v2/models/mlp/versions/1/ready").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get("/v2/models/mlp/versions/2/ready").await,
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"name": "mlp", "ready": false})
+        )
+    );
     // A version the model does not serve is refused, by metadata and by inference.
     let (status, said) = get("/v2/models/mlp/versions/2").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{said}");

@@ -35,11 +35,10 @@ where
         .filter(|s| !s.is_empty())
         .collect();
     // `/versions/V` names a version; each model serves one, and its backend refuses others.
-    let (model, rest) = match segments.as_slice() {
-        ["models", name, "versions", _, rest @ ..] | ["models", name, rest @ ..] => {
-            (Some(*name), rest)
-        }
-        _ => (None, &segments[..]),
+    let (model, version, rest) = match segments.as_slice() {
+        ["models", name, "versions", version, rest @ ..] => (Some(*name), Some(*version), rest),
+        ["models", name, rest @ ..] => (Some(*name), None, rest),
+        _ => (None, None, &segments[..]),
     };
     let snapshot = cell.load_full();
     let Some(name) = model else {
@@ -69,7 +68,16 @@ where
     };
     match (req.method(), rest) {
         (&Method::GET, ["ready"]) => {
-            let ready = ready(&snapshot, endpoint);
+            // A named version is ready only if it is the one served: its backend says.
+            let mut ready = ready(&snapshot, endpoint);
+            if ready && version.is_some() {
+                let (parts, _) = req.into_parts();
+                let asked = Request::from_http(http_parts(parts), Bytes::new())
+                    .with_method_name(METADATA_METHOD);
+                ready = router::call(cell, endpoint, asked)
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+            }
             let status = if ready {
                 StatusCode::OK
             } else {
@@ -81,7 +89,7 @@ where
             let (parts, _) = req.into_parts();
             let req = Request::from_http(http_parts(parts), Bytes::new())
                 .with_method_name(METADATA_METHOD);
-            convert::into_http(router::call(cell, endpoint, req).await)
+            json_errors(convert::into_http(router::call(cell, endpoint, req).await))
         }
         (&Method::POST, ["infer"]) => {
             let (parts, body) = req.into_parts();
@@ -99,7 +107,7 @@ where
             // The backend sees the HTTP request: a binary one says in a header where its
             // JSON part ends, and the path may name a version.
             let req = Request::from_http(http_parts(parts), body);
-            let response = convert::into_http(router::call(cell, endpoint, req).await);
+            let response = json_errors(convert::into_http(router::call(cell, endpoint, req).await));
             endpoint
                 .stats
                 .answered(method, response.status().as_u16(), started.elapsed());
@@ -109,6 +117,22 @@ where
         (_, ["ready"] | []) => not_allowed(&path, "GET"),
         _ => not_found(&path),
     }
+}
+
+/// A failed answer as the protocol writes errors, `{"error": "..."}`, when its backend (not
+/// a model: "has no method `metadata`", say) answered in another form.
+fn json_errors(response: http::Response<PlainBody>) -> http::Response<PlainBody> {
+    let json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if response.status().is_success() || json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = body.into_inner().unwrap_or_default();
+    let said = String::from_utf8_lossy(&text);
+    answer(parts.status, &json!({ "error": said.trim() }))
 }
 
 /// The request's method, URI and headers, as a backend sees them.
@@ -139,7 +163,7 @@ fn ready(snapshot: &router::Snapshot, endpoint: &EndpointState) -> bool {
 fn not_found(path: &str) -> http::Response<PlainBody> {
     answer(
         StatusCode::NOT_FOUND,
-        &json!({ "error": format!("{path} is not an Open Inference Protocol v2 route (see docs/config.md, `onnx`)") }),
+        &json!({ "error": format!("{path} is not an Open Inference Protocol v2 route (see docs/onnx.md)") }),
     )
 }
 
@@ -174,5 +198,20 @@ mod tests {
         assert!(super::is_oip("/v2/models/m/infer"));
         assert!(!super::is_oip("/v20"));
         assert!(!super::is_oip("/v1/models"));
+    }
+
+    #[test]
+    fn a_backend_error_in_text_becomes_the_protocols_json_error() {
+        let mut text = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+            "backend `py` has no method `metadata`\n",
+        )));
+        *text.status_mut() = http::StatusCode::NOT_FOUND;
+        let json = super::json_errors(text);
+        assert_eq!(json.status(), http::StatusCode::NOT_FOUND);
+        let body = json.into_body().into_inner().unwrap_or_default();
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&body).ok(),
+            Some(serde_json::json!({"error": "backend `py` has no method `metadata`"}))
+        );
     }
 }
