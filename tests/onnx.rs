@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::onnx::{onnx_ready, python, run_script};
-use common::{Process, client, ferroserve_bin, spawn_listening, write_config};
+use common::onnx::{onnx_ready, python, run_script, serve_with_models};
+use common::{Process, client, ferroserve_bin, write_config};
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -45,14 +45,7 @@ fn app_with_models(yaml: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// `ferroserve run` on `yaml` beside the test models, with `envs`.
 fn serve(yaml: &str, envs: &[(&str, &str)]) -> Process {
-    let (dir, path) = app_with_models(yaml);
-    let path = path.to_str().expect("utf-8 path").to_owned();
-    spawn_listening(
-        &ferroserve_bin(),
-        &["run", &path, "--port", "0"],
-        envs,
-        Some(dir),
-    )
+    serve_with_models(yaml, &[], envs)
 }
 
 /// Python ONNX Runtime's answer to `request` on the model `model` of `server`'s directory.

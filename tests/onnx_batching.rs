@@ -9,8 +9,8 @@
 
 mod common;
 
-use common::onnx::{onnx_ready, run_script};
-use common::{client, ferroserve_bin, spawn_listening, write_config};
+use common::client;
+use common::onnx::{onnx_ready, run_script, serve_with_models};
 use ferroserve::tensor::{Tensor, TensorData};
 use ferroserve::{Arg, BackendConfig, BackendFactory, OnnxBackend};
 use http::StatusCode;
@@ -52,15 +52,7 @@ async fn concurrent_requests_share_runs_but_never_mix_widths() {
     if !onnx_ready() {
         return;
     }
-    let (dir, path) = write_config(APP);
-    run_script("make_models.py", &[dir.path()]);
-    let path = path.to_str().expect("utf-8 path").to_owned();
-    let server = spawn_listening(
-        &ferroserve_bin(),
-        &["run", &path, "--port", "0"],
-        &[],
-        Some(dir),
-    );
+    let server = serve_with_models(APP, &[], &[]);
     let http = client();
     let meta: Value = http
         .get(server.url("/v2/models/scale"))
@@ -130,15 +122,7 @@ backends:
 endpoints:
   lookup: {route: /lookup, methods: [POST], backend: lookup}
 ";
-    let (dir, path) = write_config(app);
-    run_script("make_models.py", &[dir.path()]);
-    let path = path.to_str().expect("utf-8 path").to_owned();
-    let server = spawn_listening(
-        &ferroserve_bin(),
-        &["run", &path, "--port", "0"],
-        &[],
-        Some(dir),
-    );
+    let server = serve_with_models(app, &[], &[]);
     let http = client();
     let calls = [3, 99, 7, 0].map(|id| {
         let body = json!({"inputs": [{"name": "ids", "shape": [1, 1], "datatype": "INT64", "data": [id]}]});
@@ -264,16 +248,7 @@ endpoints:
   twice: {route: /twice, backend: twice}
   sync: {route: /sync, backend: sync}
 ";
-    let (dir, path) = write_config(app);
-    std::fs::write(dir.path().join("caller.py"), CALLER).expect("module written");
-    run_script("make_models.py", &[dir.path()]);
-    let path = path.to_str().expect("utf-8 path").to_owned();
-    let server = spawn_listening(
-        &ferroserve_bin(),
-        &["run", &path, "--port", "0"],
-        &[],
-        Some(dir),
-    );
+    let server = serve_with_models(app, &[("caller.py", CALLER)], &[]);
     let http = client();
     let response = http
         .get(server.url("/twice"))

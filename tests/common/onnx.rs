@@ -70,3 +70,24 @@ pub fn run_script(name: &str, args: &[&Path]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
+
+/// `ferroserve run` on `yaml` (as `app.yaml`, on port 0, with `envs`) in a temporary
+/// directory that also holds the models of `make_models.py` and `files` (name, contents).
+pub fn serve_with_models(
+    yaml: &str,
+    files: &[(&str, &str)],
+    envs: &[(&str, &str)],
+) -> super::Process {
+    let (dir, path) = super::write_config(yaml);
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).expect("file written");
+    }
+    run_script("make_models.py", &[dir.path()]);
+    let path = path.to_str().expect("utf-8 path").to_owned();
+    super::spawn_listening(
+        &super::ferroserve_bin(),
+        &["run", &path, "--port", "0"],
+        envs,
+        Some(dir),
+    )
+}
