@@ -821,7 +821,11 @@ fn onnx_summaries(measured: &[Measurement]) -> Vec<OnnxSummary> {
             let raw_us = per_request(&onnx_raw_row(model));
             let ferroserve_c1_us = per_request(&onnx_row(model, false));
             let peer = rps(&onnx_peer_row(model), 64);
-            let vs_peer = |batched| rps(&onnx_row(model, batched), 64).zip(peer).map(|(f, p)| f / p);
+            let vs_peer = |batched| {
+                rps(&onnx_row(model, batched), 64)
+                    .zip(peer)
+                    .map(|(f, p)| f / p)
+            };
             OnnxSummary {
                 model: (*model).to_owned(),
                 raw_us,
@@ -865,11 +869,11 @@ fn main() -> anyhow::Result<()> {
                 || args.only.iter().any(|w| row.name.contains(w.as_str()))
         })
         .collect();
-    if selected.iter().any(|row| row.name.contains("onnx")) {
-        if let Err(why) = onnx_setup(&args.python) {
-            eprintln!("== the ONNX rows are left out: {why}");
-            selected.retain(|row| !row.name.contains("onnx"));
-        }
+    if selected.iter().any(|row| row.name.contains("onnx"))
+        && let Err(why) = onnx_setup(&args.python)
+    {
+        eprintln!("== the ONNX rows are left out: {why}");
+        selected.retain(|row| !row.name.contains("onnx"));
     }
     let mut results: Vec<(String, usize, Vec<Numbers>)> = Vec::new();
     // Ferroserve's rows and the baseline, interleaved; then each peer on its own (their
