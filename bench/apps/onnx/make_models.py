@@ -14,6 +14,10 @@
 - DIR/NAME.json: one Open Inference Protocol v2 request for each model, batch of one,
   inputs uniform in [0, 1) from a fixed seed, written with 4 decimals (about 1 MB for the
   image models).
+- DIR/NAME.bin: the same request in Triton's binary tensor extension, as tritonclient sends
+  it by default: a JSON header (`binary_data_size` on the input, `binary_data_output` on
+  the request), then the input's little-endian bytes (602 kB for the image models);
+  DIR/NAME.bin.header holds the header's length, for `Inference-Header-Content-Length`.
 
 Every model is checked: it runs in ONNX Runtime with a batch of 1 and of 3, and the rows of
 the batch of 3 match single runs. Needs `pip install onnx onnxruntime numpy`.
@@ -108,6 +112,24 @@ def request(model, rng):
     return body, value.name, data
 
 
+def binary_request(name, data):
+    """The same input in Triton's binary tensor extension: (header length, body)."""
+    raw = np.ascontiguousarray(data, dtype="<f4").tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(data.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return len(head), head + raw
+
+
 def verify(model, name, data):
     """Runs `model` on a batch of 1 and of 3 (ONNX Runtime, one thread)."""
     import onnxruntime as ort
@@ -144,6 +166,11 @@ def main(argv):
         onnx.save(model, os.path.join(out, f"{name}.onnx"))
         with open(os.path.join(out, f"{name}.json"), "w") as f:
             json.dump(body, f, separators=(",", ":"))
+        header_length, binary = binary_request(input_name, data)
+        with open(os.path.join(out, f"{name}.bin"), "wb") as f:
+            f.write(binary)
+        with open(os.path.join(out, f"{name}.bin.header"), "w") as f:
+            f.write(str(header_length))
     return 0
 
 

@@ -52,15 +52,37 @@ struct Args {
 enum Load {
     /// GET of a path.
     Get(String),
-    /// POST of a JSON body read from a file (an ONNX row's inference request), with a
-    /// longer timeout than wrk's 2 s: a queue of 64 requests to a 60 ms model is 4 s long.
-    Post { path: String, body: PathBuf },
+    /// POST of a body read from a file (an ONNX row's inference request), with a longer
+    /// timeout than wrk's 2 s: a queue of 64 requests to a 60 ms model is 4 s long. JSON,
+    /// or with `binary` Triton's binary tensor extension, whose JSON header's length is in
+    /// the file `BODY.header`.
+    Post {
+        path: String,
+        body: PathBuf,
+        binary: bool,
+    },
 }
 
 impl Load {
     fn path(&self) -> &str {
         match self {
             Self::Get(path) | Self::Post { path, .. } => path,
+        }
+    }
+
+    /// The `Inference-Header-Content-Length` of a binary request.
+    fn header_length(&self) -> anyhow::Result<Option<String>> {
+        match self {
+            Self::Post {
+                body, binary: true, ..
+            } => {
+                let mut file = body.clone().into_os_string();
+                file.push(".header");
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                Ok(Some(text.trim().to_owned()))
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -92,11 +114,22 @@ const ONNX_MODELS: [&str; 3] = ["mlp", "squeezenet", "resnet50"];
 /// Where the ONNX rows' models, request bodies and app files are.
 const ONNX_DIR: &str = "bench/apps/onnx";
 
-fn onnx_row(model: &str, batched: bool) -> String {
-    if batched {
-        format!("ferroserve onnx {model}, batched (8, 2 ms)")
-    } else {
-        format!("ferroserve onnx {model}, unbatched")
+/// How a Ferroserve ONNX row is called.
+#[derive(Clone, Copy, PartialEq)]
+enum OnnxVariant {
+    /// JSON tensors, one run per request.
+    Unbatched,
+    /// JSON tensors, `max_batch_size: 8`, `batch_wait_timeout_ms: 2`.
+    Batched,
+    /// Triton's binary tensor extension (input and output), one run per request.
+    Binary,
+}
+
+fn onnx_row(model: &str, variant: OnnxVariant) -> String {
+    match variant {
+        OnnxVariant::Unbatched => format!("ferroserve onnx {model}, unbatched"),
+        OnnxVariant::Batched => format!("ferroserve onnx {model}, batched (8, 2 ms)"),
+        OnnxVariant::Binary => format!("ferroserve onnx {model}, unbatched, binary"),
     }
 }
 
@@ -214,25 +247,33 @@ fn rows(args: &Args, bins: &Path) -> Vec<Row> {
             peer: false,
         },
     ];
-    let infer = |model: &str| Load::Post {
+    let infer = |model: &str, binary: bool| Load::Post {
         path: format!("/v2/models/{model}/infer"),
-        body: PathBuf::from(format!("{ONNX_DIR}/models/{model}.json")),
+        body: PathBuf::from(format!(
+            "{ONNX_DIR}/models/{model}.{}",
+            if binary { "bin" } else { "json" }
+        )),
+        binary,
     };
     let model_file = |model: &str| format!("{ONNX_DIR}/models/{model}.onnx");
     let min_round = |model: &str| if model == "resnet50" { 10 } else { 0 };
     for model in ONNX_MODELS {
-        for batched in [false, true] {
-            let app = if batched {
+        for variant in [
+            OnnxVariant::Unbatched,
+            OnnxVariant::Batched,
+            OnnxVariant::Binary,
+        ] {
+            let app = if variant == OnnxVariant::Batched {
                 format!("{ONNX_DIR}/{model}_batched.yaml")
             } else {
                 format!("{ONNX_DIR}/{model}.yaml")
             };
             rows.push(Row {
-                name: onnx_row(model, batched),
+                name: onnx_row(model, variant),
                 target: Target::Http {
                     command: vec![bin("ferroserve"), "run".into(), app],
                     ready: format!("/v2/models/{model}/ready"),
-                    load: infer(model),
+                    load: infer(model, variant == OnnxVariant::Binary),
                     startup: Duration::from_secs(60),
                     min_round: min_round(model),
                 },
@@ -293,7 +334,7 @@ fn rows(args: &Args, bins: &Path) -> Vec<Row> {
                         "1".into(),
                     ],
                     ready: "/v2/health/ready".to_owned(),
-                    load: infer(model),
+                    load: infer(model, false),
                     startup: Duration::from_secs(60),
                     min_round: min_round(model),
                 },
@@ -429,14 +470,20 @@ fn http_ok(port: u16, path: &str) -> bool {
 /// count against the next round. GET rows are left as they were.
 fn drain(port: u16, load: &Load) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    let Load::Post { path, body } = load else {
+    let Load::Post { path, body, .. } = load else {
         return Ok(());
     };
     let body = std::fs::read(body).with_context(|| format!("reading {}", body.display()))?;
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let kind = match load.header_length()? {
+        Some(length) => {
+            format!("application/octet-stream\r\nInference-Header-Content-Length: {length}")
+        }
+        None => "application/json".to_owned(),
+    };
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes())?;
@@ -494,6 +541,9 @@ fn wrk(port: u16, load: &Load, concurrency: usize, seconds: u64) -> anyhow::Resu
             .arg(&url)
             .arg("--")
             .arg(body);
+        if let Some(length) = load.header_length()? {
+            command.arg(length);
+        }
     } else {
         command.arg(&url);
     }
@@ -799,6 +849,9 @@ struct OnnxSummary {
     ferroserve_c1_us: Option<f64>,
     /// `ferroserve_c1_us / raw_us`: the target is at most 1.05 for CPU-bound models.
     ferroserve_c1_vs_raw: Option<f64>,
+    /// The same with Triton's binary tensor extension instead of JSON.
+    ferroserve_binary_c1_us: Option<f64>,
+    ferroserve_binary_c1_vs_raw: Option<f64>,
     /// The Python peer's time per request at concurrency 1.
     peer_c1_us: Option<f64>,
     /// Ferroserve's requests/s over the peer's at concurrency 64, unbatched and batched:
@@ -819,10 +872,11 @@ fn onnx_summaries(measured: &[Measurement]) -> Vec<OnnxSummary> {
         .iter()
         .map(|model| {
             let raw_us = per_request(&onnx_raw_row(model));
-            let ferroserve_c1_us = per_request(&onnx_row(model, false));
+            let ferroserve_c1_us = per_request(&onnx_row(model, OnnxVariant::Unbatched));
+            let ferroserve_binary_c1_us = per_request(&onnx_row(model, OnnxVariant::Binary));
             let peer = rps(&onnx_peer_row(model), 64);
-            let vs_peer = |batched| {
-                rps(&onnx_row(model, batched), 64)
+            let vs_peer = |variant| {
+                rps(&onnx_row(model, variant), 64)
                     .zip(peer)
                     .map(|(f, p)| f / p)
             };
@@ -831,12 +885,21 @@ fn onnx_summaries(measured: &[Measurement]) -> Vec<OnnxSummary> {
                 raw_us,
                 ferroserve_c1_us,
                 ferroserve_c1_vs_raw: ferroserve_c1_us.zip(raw_us).map(|(f, r)| f / r),
+                ferroserve_binary_c1_us,
+                ferroserve_binary_c1_vs_raw: ferroserve_binary_c1_us
+                    .zip(raw_us)
+                    .map(|(f, r)| f / r),
                 peer_c1_us: per_request(&onnx_peer_row(model)),
-                vs_peer_c64_unbatched: vs_peer(false),
-                vs_peer_c64_batched: vs_peer(true),
+                vs_peer_c64_unbatched: vs_peer(OnnxVariant::Unbatched),
+                vs_peer_c64_batched: vs_peer(OnnxVariant::Batched),
             }
         })
-        .filter(|s| s.raw_us.is_some() || s.ferroserve_c1_us.is_some() || s.peer_c1_us.is_some())
+        .filter(|s| {
+            s.raw_us.is_some()
+                || s.ferroserve_c1_us.is_some()
+                || s.ferroserve_binary_c1_us.is_some()
+                || s.peer_c1_us.is_some()
+        })
         .collect()
 }
 
@@ -845,11 +908,13 @@ fn print_onnx(summaries: &[OnnxSummary]) {
     let times = |v: Option<f64>| v.map_or_else(|| "—".to_owned(), |v| format!("{v:.2}×"));
     for s in summaries {
         println!(
-            "onnx {}: per request at c=1: session.run {}, ferroserve {} ({} of raw), python peer {}; req/s at c=64 vs the python peer: {} unbatched, {} batched",
+            "onnx {}: per request at c=1: session.run {}, ferroserve {} ({} of raw; binary {}, {}), python peer {}; req/s at c=64 vs the python peer: {} unbatched, {} batched",
             s.model,
             us(s.raw_us),
             us(s.ferroserve_c1_us),
             times(s.ferroserve_c1_vs_raw),
+            us(s.ferroserve_binary_c1_us),
+            times(s.ferroserve_binary_c1_vs_raw),
             us(s.peer_c1_us),
             times(s.vs_peer_c64_unbatched),
             times(s.vs_peer_c64_batched),
