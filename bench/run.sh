@@ -5,6 +5,7 @@
 #   bench/run.sh                    # Ferroserve rows, 10 s each, concurrency 1 and 64
 #   bench/run.sh --duration 5       # shorter
 #   bench/run.sh --peers            # also Ray Serve and uvicorn+Starlette (pip installs into target/bench/venv)
+#   bench/run.sh --peers --only onnx  # only the ONNX rows (with their Python peer and raw ONNX Runtime)
 #
 # Results: a table on stdout and target/bench/results.json.
 set -euo pipefail
@@ -14,6 +15,9 @@ WRK_VERSION="4.1.0-3+b2"          # Debian bookworm's wrk, pinned
 RAY_VERSION="2.60.0"
 UVICORN_VERSION="0.54.0"
 STARLETTE_VERSION="1.10.0"
+ONNXRUNTIME_VERSION="1.23.2"     # the ONNX rows: the same wheel for Ferroserve's library and the peer
+ONNX_VERSION="1.20.0"
+NUMPY_VERSION="2.4.6"
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -32,7 +36,8 @@ for a in "$@"; do
     if [ ! -x "$venv/bin/python" ]; then
       python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q "ray[serve]==$RAY_VERSION" "uvicorn[standard]==$UVICORN_VERSION" "starlette==$STARLETTE_VERSION"
+    "$venv/bin/pip" install -q "ray[serve]==$RAY_VERSION" "uvicorn[standard]==$UVICORN_VERSION" "starlette==$STARLETTE_VERSION" \
+      "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "numpy==$NUMPY_VERSION"
     args+=(--python "$PWD/$venv/bin/python")
   fi
 done
