@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
 use serde_json::json;
@@ -231,17 +233,71 @@ fn failed_run(why: &str) -> Response {
     bad_request(format!("the model could not run on these inputs: {why}"))
 }
 
-/// A replica's model as a backend; the model is shared with the blocking threads it runs on.
-pub(super) struct Shared(pub(super) Arc<Model>);
+/// Calls that recently took less than this (read, run and answered) run on the calling
+/// thread: handing a 6 µs MLP run to a blocking thread cost more than the run, and at 64
+/// connections most of the server's CPU went to switching threads.
+const INLINE_BELOW: Duration = Duration::from_micros(200);
+
+/// Bodies larger than this always go to a blocking thread, however quick the model.
+const INLINE_BODY_BYTES: usize = 64 * 1024;
+
+/// A replica's model as a backend; the model is shared with the blocking threads it runs
+/// on, and its pace decides where a call runs.
+pub(super) struct Shared {
+    model: Arc<Model>,
+    /// A moving average of how long a call took, in nanoseconds (`u64::MAX` until the
+    /// first call has been timed, so a model's first call never blocks an I/O thread).
+    recent_nanos: AtomicU64,
+}
 
 impl Shared {
-    /// Serves `requests` on a blocking thread.
-    async fn serve(&self, requests: Vec<Request>) -> Result<Vec<Response>, BackendError> {
-        let model = self.0.clone();
-        tokio::task::spawn_blocking(move || model.serve(requests))
-            .await
-            .map_err(|e| BackendError::msg(format!("the inference failed: {e}")))
+    /// The backend of `model`.
+    pub(super) fn new(model: Model) -> Self {
+        Self {
+            model: Arc::new(model),
+            recent_nanos: AtomicU64::new(u64::MAX),
+        }
     }
+
+    /// Serves `requests`: on this thread when the model is quick and the bodies small,
+    /// else on a blocking thread.
+    async fn serve(&self, requests: Vec<Request>) -> Result<Vec<Response>, BackendError> {
+        let quick = self.recent_nanos.load(Ordering::Relaxed) < nanos(INLINE_BELOW);
+        let small = || {
+            requests
+                .iter()
+                .map(|r| r.body().map_or(0, |b| b.len()))
+                .sum::<usize>()
+                <= INLINE_BODY_BYTES
+        };
+        let started = Instant::now();
+        let answers = if quick && small() {
+            self.model.serve(requests)
+        } else {
+            let model = self.model.clone();
+            tokio::task::spawn_blocking(move || model.serve(requests))
+                .await
+                .map_err(|e| BackendError::msg(format!("the inference failed: {e}")))?
+        };
+        self.record(started.elapsed());
+        Ok(answers)
+    }
+
+    /// Folds one call's time into the moving average (an eighth each).
+    fn record(&self, took: Duration) {
+        let sample = nanos(took);
+        let old = self.recent_nanos.load(Ordering::Relaxed);
+        let new = if old == u64::MAX {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.recent_nanos.store(new, Ordering::Relaxed);
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1)
 }
 
 impl Backend for Shared {
@@ -250,7 +306,7 @@ impl Backend for Shared {
     }
 
     fn batch_methods(&self) -> Methods {
-        match self.0.batch {
+        match self.model.batch {
             Some(_) => Methods::only([DEFAULT_METHOD]),
             None => Methods::Only(Vec::new()),
         }
@@ -258,10 +314,10 @@ impl Backend for Shared {
 
     async fn call(&self, req: Request) -> Result<Response, BackendError> {
         if req.method_name() == METADATA_METHOD {
-            if let Err(why) = self.0.check_version(&req) {
+            if let Err(why) = self.model.check_version(&req) {
                 return Ok(bad_request(why));
             }
-            return Response::json(&self.0.metadata());
+            return Response::json(&self.model.metadata());
         }
         self.serve(vec![req])
             .await?

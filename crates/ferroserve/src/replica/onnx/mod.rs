@@ -57,7 +57,7 @@ impl Instantiate for OnnxKind {
                 .await
                 .map_err(|e| format!("loading the model failed: {e}"))??;
             Ok(Instance {
-                backend: Arc::new(infer::Shared(Arc::new(model))),
+                backend: Arc::new(infer::Shared::new(model)),
                 configured: false,
             })
         })
