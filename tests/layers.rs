@@ -12,6 +12,7 @@ const LAYERS: &[&str] = &[
     "form",
     "metrics",
     "request",
+    "tensor", // the protocol's tensors, a leaf
     "response",
     "layer",  // core types
     "config", // pure data
