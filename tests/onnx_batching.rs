@@ -169,6 +169,77 @@ endpoints:
     );
 }
 
+/// The CPU time process `pid` has used, from `/proc/PID/stat` (user + system).
+fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // After the command's name, in parentheses: fields from the third on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .expect("a stat line")
+        .1
+        .split(' ')
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // Linux reports clock ticks of 1/100 s.
+    std::time::Duration::from_millis(ticks * 10)
+}
+
+/// Callers that leave before their run starts cost no run: of 16 requests abandoned after
+/// 30 ms, only those already running or answered use CPU, not all sixteen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_callers_that_left_are_skipped() {
+    if !onnx_ready() {
+        return;
+    }
+    let app = "\
+backends:
+  slow: {onnx: slow.onnx}
+endpoints:
+  slow: {route: /slow, methods: [POST], backend: slow}
+";
+    let server = serve_with_models(app, &[], &[]);
+    let http = client();
+    // Binary, so that reading a request costs next to nothing beside its run.
+    let rows = 64;
+    let header = json!({"inputs": [{"name": "x", "shape": [rows, 512], "datatype": "FP32",
+        "parameters": {"binary_data_size": rows * 512 * 4}}]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(std::iter::repeat_n(0.5_f32.to_le_bytes(), rows * 512).flatten());
+    let body = bytes::Bytes::from(body);
+    let post = |timeout: Option<std::time::Duration>| {
+        let request = http
+            .post(server.url("/slow"))
+            .header("inference-header-content-length", header.len())
+            .body(body.clone());
+        match timeout {
+            Some(t) => request.timeout(t),
+            None => request,
+        }
+    };
+    let pid = server.child.id();
+    let mut one = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let before = cpu_time(pid);
+        let response = post(None).send().await.expect("answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        one = one.min(cpu_time(pid).saturating_sub(before));
+    }
+    let before = cpu_time(pid);
+    // The first one or two may be answered in time; the rest leave while queued.
+    let abandoned = (0..16).map(|_| post(Some(std::time::Duration::from_millis(30))).send());
+    futures_util::future::join_all(abandoned).await;
+    // Long enough for sixteen runs to finish, had they run.
+    tokio::time::sleep(one * 16 + std::time::Duration::from_millis(500)).await;
+    let spent = cpu_time(pid).saturating_sub(before);
+    assert!(
+        spent < one * 8,
+        "one request costs {one:?} of CPU; 16 callers that left after 30 ms cost {spent:?}, \
+         as if their runs had not been skipped"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_handle_calls_a_model_with_tensors() {
     if !onnx_ready() {

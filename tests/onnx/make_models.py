@@ -8,6 +8,9 @@
   (Mul, Add): any inner width, for batching tests that must not mix widths.
 - DIR/lookup.onnx: y = table[ids] (Gather, axis 0) of a fixed [10, 2] float table, input
   `ids` int64 [N, 1], output `y` float [N, 1, 2]: an index past 9 makes the run fail.
+- DIR/slow.onnx: y = 40 chained MatMuls of x with a fixed [512, 512] matrix, input `x`
+  float [N, 512], output `y` float [N, 512]: about 20 MFLOP a row, for tests that need a
+  run to take a while.
 - DIR/mul_int64.onnx: b = a * [2, -3, 5] + [7, 0, -1], input `a` int64 [N, 3], output `b`
   int64 [N, 3] (Mul, Add).
 
@@ -95,6 +98,25 @@ def lookup():
     return _model(graph)
 
 
+def slow():
+    rng = np.random.default_rng(SEED)
+    w = (rng.normal(0.0, 1.0, size=(512, 512)) / 512**0.5).astype(np.float32)
+    nodes = []
+    last = "x"
+    for i in range(40):
+        out = "y" if i == 39 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [last, "w"], [out], name=f"matmul{i}"))
+        last = out
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 512])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    return _model(graph)
+
+
 def mul_int64():
     scale = np.array([2, -3, 5], dtype=np.int64)
     shift = np.array([7, 0, -1], dtype=np.int64)
@@ -121,7 +143,7 @@ def main(argv):
         return 2
     out = argv[1]
     os.makedirs(out, exist_ok=True)
-    for name, make in [("mlp", mlp), ("mul_int64", mul_int64), ("scale_any", scale_any), ("lookup", lookup)]:
+    for name, make in [("mlp", mlp), ("mul_int64", mul_int64), ("scale_any", scale_any), ("lookup", lookup), ("slow", slow)]:
         onnx.save(make(), os.path.join(out, f"{name}.onnx"))
     return 0
 

@@ -18,7 +18,9 @@ pub(super) trait Engine: Send + Sync + 'static {
     }
     /// One inference, blocking: `inputs` (checked, in the declared order) in, every output
     /// of [`Engine::outputs`] out; an error says why the model could not run on them.
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
+    /// `wanted` is asked once the engine is free to run, just before it does: `false`
+    /// (its caller has gone) skips the run.
+    fn run(&self, inputs: Vec<Tensor>, wanted: &dyn Fn() -> bool) -> Result<Vec<Tensor>, String>;
 }
 
 /// Whether `engine` can take stacked requests: every input and output has a dynamic first

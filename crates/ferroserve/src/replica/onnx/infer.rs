@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
@@ -134,7 +134,14 @@ impl Model {
 
     /// Answers `requests` (blocking): each read, stacked with the others of its signature
     /// when the model takes batches, run, and answered — exactly one answer each, in order.
-    fn serve(&self, requests: Vec<Request>) -> Vec<Response> {
+    fn serve(&self, requests: Vec<Request>, wanted: &dyn Fn() -> bool) -> Vec<Response> {
+        if !wanted() {
+            // The caller left while this waited for a thread: nobody reads the answers.
+            return requests
+                .iter()
+                .map(|_| internal("the caller has gone"))
+                .collect();
+        }
         let mut answers: Vec<Option<Response>> = requests.iter().map(|_| None).collect();
         let mut groups: Vec<Group> = Vec::new();
         let mut by_signature: HashMap<Signature, usize> = HashMap::new();
@@ -169,7 +176,10 @@ impl Model {
             inputs,
         } in groups
         {
-            for (at, answer) in places.into_iter().zip(self.run_group(replies, inputs)) {
+            for (at, answer) in places
+                .into_iter()
+                .zip(self.run_group(replies, inputs, wanted))
+            {
                 answers[at] = Some(answer);
             }
         }
@@ -181,10 +191,15 @@ impl Model {
 
     /// Runs one group of requests that can be stacked: as one run, or, when there is one
     /// request or the stacked run fails, one run each.
-    fn run_group(&self, replies: Vec<Reply>, inputs: Vec<Vec<Tensor>>) -> Vec<Response> {
+    fn run_group(
+        &self,
+        replies: Vec<Reply>,
+        inputs: Vec<Vec<Tensor>>,
+        wanted: &dyn Fn() -> bool,
+    ) -> Vec<Response> {
         if inputs.len() > 1 {
             let stacked = batch::join(&inputs)
-                .and_then(|(joined, rows)| batch::split(self.engine.run(joined)?, &rows));
+                .and_then(|(joined, rows)| batch::split(self.engine.run(joined, wanted)?, &rows));
             match stacked {
                 Ok(outputs) => {
                     return replies
@@ -203,7 +218,7 @@ impl Model {
         replies
             .into_iter()
             .zip(inputs)
-            .map(|(reply, inputs)| match self.engine.run(inputs) {
+            .map(|(reply, inputs)| match self.engine.run(inputs, wanted) {
                 Ok(outputs) => self.answer(reply, outputs),
                 Err(why) => failed_run(&why),
             })
@@ -272,12 +287,18 @@ impl Shared {
         };
         let started = Instant::now();
         let answers = if quick && small() {
-            self.model.serve(requests)
+            self.model.serve(requests, &|| true)
         } else {
+            // Cleared if this call is dropped (its caller left, a timeout) while it waits:
+            // the blocking thread then skips the run instead of working for no one.
+            let wanted = Arc::new(AtomicBool::new(true));
+            let _gone = ClearOnDrop(wanted.clone());
             let model = self.model.clone();
-            tokio::task::spawn_blocking(move || model.serve(requests))
-                .await
-                .map_err(|e| BackendError::msg(format!("the inference failed: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                model.serve(requests, &|| wanted.load(Ordering::Relaxed))
+            })
+            .await
+            .map_err(|e| BackendError::msg(format!("the inference failed: {e}")))?
         };
         self.record(started.elapsed());
         Ok(answers)
@@ -293,6 +314,15 @@ impl Shared {
             old - old / 8 + sample / 8
         };
         self.recent_nanos.store(new, Ordering::Relaxed);
+    }
+}
+
+/// Clears its flag when dropped.
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 

@@ -94,8 +94,8 @@ impl Engine for OrtEngine {
         Ok(())
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
-        run(&self.session, inputs, &self.outputs)
+    fn run(&self, inputs: Vec<Tensor>, wanted: &dyn Fn() -> bool) -> Result<Vec<Tensor>, String> {
+        run(&self.session, inputs, &self.outputs, wanted)
     }
 }
 
@@ -140,17 +140,22 @@ fn datatype_of(ty: TensorElementType) -> Option<Datatype> {
     })
 }
 
-/// One inference (blocking): `inputs` in, every one of `outputs` out.
+/// One inference (blocking): `inputs` in, every one of `outputs` out, unless `wanted` says
+/// no once the session is ours.
 fn run(
     session: &Mutex<Session>,
     inputs: Vec<Tensor>,
     outputs: &[TensorSpec],
+    wanted: &dyn Fn() -> bool,
 ) -> Result<Vec<Tensor>, String> {
     let values = inputs
         .into_iter()
         .map(value_of)
         .collect::<Result<Vec<(String, DynValue)>, String>>()?;
     let mut session = session.lock().unwrap_or_else(PoisonError::into_inner);
+    if !wanted() {
+        return Err("the caller has gone; the run was skipped".to_owned());
+    }
     let results = session.run(values).map_err(|e| e.to_string())?;
     outputs
         .iter()
