@@ -41,6 +41,15 @@ fn make_models(root: &Path, models: &[(&str, &str, i64)]) {
     );
 }
 
+/// A temporary directory holding a model repository `models/` of `models` (as
+/// [`make_models`] takes them); the directory and the repository's path.
+fn repository(models: &[(&str, &str, i64)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("models");
+    make_models(&root, models);
+    (dir, root)
+}
+
 /// Writes `contents` at `root/path`, making folders.
 fn write(root: &Path, path: &str, contents: &str) {
     let path = root.join(path);
@@ -151,17 +160,12 @@ async fn a_repository_of_two_models_serves_their_latest_versions() {
     if !onnx_ready() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let models = dir.path().join("models");
-    make_models(
-        &models,
-        &[
-            ("adder/1/model.onnx", "add_f32", 1),
-            ("adder/9/model.onnx", "add_f32", 9),
-            ("adder/10/model.onnx", "add_f32", 10),
-            ("counter/3/model.onnx", "add_i64", 5),
-        ],
-    );
+    let (dir, models) = repository(&[
+        ("adder/1/model.onnx", "add_f32", 1),
+        ("adder/9/model.onnx", "add_f32", 9),
+        ("adder/10/model.onnx", "add_f32", 10),
+        ("counter/3/model.onnx", "add_i64", 5),
+    ]);
     std::fs::create_dir_all(models.join("adder/11")).expect("mkdir");
     write(&models, ".cache/1/model.onnx", "not a model");
     let models = path_str(&models).to_owned();
@@ -353,9 +357,7 @@ async fn poll_models_rolls_out_a_new_version_with_no_failed_request() {
     if !onnx_ready() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let models = dir.path().join("models");
-    make_models(&models, &[("adder/1/model.onnx", "add_f32", 1)]);
+    let (dir, models) = repository(&[("adder/1/model.onnx", "add_f32", 1)]);
     let staging = tempfile::tempdir().expect("temp dir");
     make_models(staging.path(), &[("v2.onnx", "add_f32", 2)]);
     let v2 = std::fs::read(staging.path().join("v2.onnx")).expect("v2 written");
@@ -430,9 +432,7 @@ async fn poll_models_adds_and_removes_model_folders() {
     if !onnx_ready() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let models = dir.path().join("models");
-    make_models(&models, &[("adder/1/model.onnx", "add_f32", 1)]);
+    let (dir, models) = repository(&[("adder/1/model.onnx", "add_f32", 1)]);
     let server = run_polled(&models, "100", dir);
     let (status, _) = get(&server.url("/v2/models/later/ready")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -458,9 +458,7 @@ async fn sighup_reads_the_repository_again() {
     if !onnx_ready() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let models = dir.path().join("models");
-    make_models(&models, &[("adder/1/model.onnx", "add_f32", 1)]);
+    let (dir, models) = repository(&[("adder/1/model.onnx", "add_f32", 1)]);
     let models_arg = path_str(&models).to_owned();
     let server = run(&["--models", &models_arg], dir);
     assert_eq!(adds(&server, "adder").await, Ok(1.0));
@@ -489,15 +487,10 @@ async fn poll_models_deploys_a_model_again_once_its_failed_file_is_replaced() {
     if !onnx_ready() {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let models = dir.path().join("models");
-    make_models(
-        &models,
-        &[
-            ("adder/1/model.onnx", "add_f32", 1),
-            ("staging/late.onnx", "add_f32", 30),
-        ],
-    );
+    let (dir, models) = repository(&[
+        ("adder/1/model.onnx", "add_f32", 1),
+        ("staging/late.onnx", "add_f32", 30),
+    ]);
     let whole = std::fs::read(models.join("staging/late.onnx")).expect("made");
     std::fs::remove_dir_all(models.join("staging")).expect("removed");
     let server = run_polled(&models, "100", dir);

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OPSET = 17
-IR_VERSION = 8
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_models import _model  # noqa: E402  (opset 17, IR 8, checked)
 
 
 def add(kind, constant):
@@ -34,14 +34,7 @@ def add(kind, constant):
         [helper.make_tensor_value_info(y, elem, ["N", width])],
         initializer=[numpy_helper.from_array(np.full((width,), constant, dtype=dtype), "c")],
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="ferroserve-tests",
-    )
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return _model(graph)
 
 
 def main(args):

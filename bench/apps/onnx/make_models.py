@@ -29,42 +29,21 @@ import sys
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 SEED = 13
 
 
 def mlp():
-    rng = np.random.default_rng(SEED)
-    w1 = rng.normal(0.0, 0.5, size=(16, 32)).astype(np.float32)
-    b1 = rng.normal(0.0, 0.1, size=(32,)).astype(np.float32)
-    w2 = rng.normal(0.0, 0.5, size=(32, 4)).astype(np.float32)
-    b2 = rng.normal(0.0, 0.1, size=(4,)).astype(np.float32)
-    nodes = [
-        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
-        helper.make_node("Add", ["h0", "b1"], ["h1"]),
-        helper.make_node("Relu", ["h1"], ["h2"]),
-        helper.make_node("MatMul", ["h2", "w2"], ["h3"]),
-        helper.make_node("Add", ["h3", "b2"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        initializer=[
-            numpy_helper.from_array(w1, "w1"),
-            numpy_helper.from_array(b1, "b1"),
-            numpy_helper.from_array(w2, "w2"),
-            numpy_helper.from_array(b2, "b2"),
-        ],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="ferroserve-bench"
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    """The tests' tiny MLP (tests/onnx/make_models.py): the same graph and weights."""
+    import importlib.util
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+    path = os.path.join(root, "tests", "onnx", "make_models.py")
+    spec = importlib.util.spec_from_file_location("tests_make_models", path)
+    tests_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tests_models)
+    return tests_models.mlp()
 
 
 def light(name):

@@ -382,6 +382,16 @@ impl Request {
             .map(|(_, v)| v.into_owned())
     }
 
+    /// How many bytes the request carries, known without encoding anything: `None` for a
+    /// JSON value (it would have to be written out to tell), `Some(0)` for a Rust value.
+    pub(crate) fn byte_len(&self) -> Option<usize> {
+        match &self.payload {
+            Payload::Bytes(b) | Payload::Text(b) | Payload::Pickled(b) => Some(b.len()),
+            Payload::Json(_) => None,
+            Payload::Value(_) => Some(0),
+        }
+    }
+
     /// The body as bytes: the HTTP body, or the bytes, text or JSON given to a handle.
     pub fn body(&self) -> Result<Bytes, BodyError> {
         match &self.payload {
