@@ -1,6 +1,8 @@
 //! The `ferroserve` command: serve an app file (`run`, `start`), check one (`check`), and operate a running server through its control API (`deploy`, `status`, `config`, `shutdown`).
 
 mod client;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod models;
 mod server;
 mod terminal;

@@ -36,6 +36,9 @@ pub(crate) struct ServerArgs {
     /// One line per request on stdout: `off`, `text` or `json` (overrides `http.access_log`).
     #[arg(long, env = "FERROSERVE_ACCESS_LOG", value_name = "FORMAT")]
     access_log: Option<ferroserve::AccessLog>,
+    #[cfg(feature = "cluster")]
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
 }
 
 /// Serves until SIGINT, SIGTERM or `ferroserve shutdown`. With `reload`, SIGHUP deploys
@@ -71,6 +74,10 @@ pub(crate) async fn serve(
     }
     if let Some(format) = args.access_log {
         http.access_log = format;
+    }
+    #[cfg(feature = "cluster")]
+    if args.cluster.enabled() && args.state_dir.is_some() {
+        anyhow::bail!("--cluster keeps the app in etcd: leave out --state-dir");
     }
     let store = args
         .state_dir
@@ -115,6 +122,25 @@ pub(crate) async fn serve(
     if let Some(addr) = serve.local_addr() {
         println!("ferroserve proxy on http://{addr} (deploying)");
     }
+    // A node of a cluster saves the file to etcd if the cluster has no app yet, and serves
+    // its share of the cluster's app.
+    #[cfg(feature = "cluster")]
+    let (node, file_app) = match crate::cluster::join(
+        &serve,
+        &registry,
+        &args.cluster,
+        file_app.as_ref().map(|app| app.spec.clone()),
+    )
+    .await
+    {
+        Ok(Some(node)) => (Some(node), None),
+        Ok(None) => (None, file_app),
+        Err(e) => {
+            control.iter().for_each(ControlServer::stop);
+            serve.shutdown().await;
+            return Err(e);
+        }
+    };
     let app = match (saved, file_app) {
         (Some(spec), file) => {
             let from = store.as_ref().map_or_else(String::new, |s| s.describe());
@@ -148,6 +174,11 @@ pub(crate) async fn serve(
             return Err(e);
         }
     }
+    #[cfg(feature = "cluster")]
+    if node.is_none() {
+        serve.set_deploying(false);
+    }
+    #[cfg(not(feature = "cluster"))]
     serve.set_deploying(false);
     if let Some(store) = store {
         serve.persist_to(Arc::new(store));
@@ -194,6 +225,10 @@ pub(crate) async fn serve(
         }
     }
     tracing::info!("shutting down: finishing the requests in flight");
+    #[cfg(feature = "cluster")]
+    if let Some(node) = node {
+        node.leave().await;
+    }
     control.iter().for_each(ControlServer::stop);
     serve.shutdown().await;
     Ok(())

@@ -26,6 +26,7 @@ const LAYERS: &[&str] = &[
     "proxy",      // ingress
     "controller", // desired state to running replicas
     "serve",      // everything together
+    "cluster",    // many nodes on etcd
     "control",    // operating it
     "internals",  // for benchmarks
 ];

@@ -1,6 +1,8 @@
 //! Test harness: the real server on 127.0.0.1:0, in process or as the `ferroserve` binary.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+pub mod etcd;
 pub mod onnx;
 
 use std::io::{BufRead, BufReader};

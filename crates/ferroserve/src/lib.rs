@@ -53,6 +53,9 @@ mod proxy;
 mod controller;
 // Everything together.
 mod serve;
+// Many nodes on etcd: registration, election, placement, each node's share.
+#[cfg(feature = "cluster")]
+pub mod cluster;
 // Operating it: the control API.
 pub mod control;
 
@@ -76,7 +79,7 @@ pub use layer::{
 };
 pub use request::{Arg, CallOptions, HttpParts, Origin, Request};
 pub use response::Response;
-pub use serve::{Serve, check_app, shutdown_signal};
+pub use serve::{ClusterLink, Serve, check_app, shutdown_signal};
 pub use store::{FileStore, StateStore};
 
 #[cfg(feature = "internals")]

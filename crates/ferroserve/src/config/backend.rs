@@ -43,6 +43,15 @@ pub struct BackendConfig {
     /// How long a replica taken out of service may take to finish its requests, in
     /// seconds (Ray's default: 20).
     pub graceful_shutdown_timeout_s: f64,
+    /// CPUs each replica reserves on its node, in cluster mode (Ray's
+    /// `ray_actor_options.num_cpus`); 0 reserves nothing.
+    pub num_cpus: f64,
+    /// GPUs each replica reserves on its node, in cluster mode.
+    pub num_gpus: f64,
+    /// Memory each replica reserves on its node, in bytes, in cluster mode.
+    pub memory: u64,
+    /// The most replicas of this backend one node runs, in cluster mode.
+    pub max_replicas_per_node: Option<usize>,
 }
 
 impl Default for BackendConfig {
@@ -60,8 +69,20 @@ impl Default for BackendConfig {
             health_check_timeout_s: DEFAULT_HEALTH_CHECK_TIMEOUT_S,
             max_surge: 1,
             graceful_shutdown_timeout_s: DEFAULT_REPLICA_GRACEFUL_SHUTDOWN_S,
+            num_cpus: 0.0,
+            num_gpus: 0.0,
+            memory: 0,
+            max_replicas_per_node: None,
         }
     }
+}
+
+/// A count of CPUs or GPUs a replica reserves: finite, 0 to 1024.
+fn resource(n: f64) -> Result<(), String> {
+    if n.is_finite() && (0.0..=1024.0).contains(&n) {
+        return Ok(());
+    }
+    Err(format!("must be a number from 0 to 1024, not {n}"))
 }
 
 /// Default `health_check_period_s`.
@@ -182,6 +203,15 @@ impl BackendConfig {
         self
     }
 
+    /// Checks every value as [`BackendConfig::validate`] does, but allows 0 replicas: a
+    /// node's share of a backend whose replicas all run on other nodes.
+    pub(crate) fn validate_share(&self) -> Result<(), ServeError> {
+        if self.num_replicas == 0 {
+            return self.clone().num_replicas(1).validate();
+        }
+        self.validate()
+    }
+
     /// Checks every value; the error's key is the field name (e.g. `num_replicas`).
     pub fn validate(&self) -> Result<(), ServeError> {
         if self.num_replicas == 0 {
@@ -237,6 +267,13 @@ impl BackendConfig {
             (
                 "graceful_shutdown_timeout_s",
                 seconds(self.graceful_shutdown_timeout_s).map(|_| ()),
+            ),
+            ("num_cpus", resource(self.num_cpus)),
+            ("num_gpus", resource(self.num_gpus)),
+            (
+                "max_replicas_per_node",
+                self.max_replicas_per_node
+                    .map_or(Ok(()), |n| within(n, 1, MAX_NUM_REPLICAS)),
             ),
             (
                 "version",

@@ -128,7 +128,7 @@ impl Controller {
         config: BackendConfig,
         kind: Option<BackendKind>,
     ) -> Result<(), ServeError> {
-        config.validate()?;
+        config.validate_share()?;
         {
             let mut state = self.lock();
             if state.stopped {
@@ -249,7 +249,7 @@ impl Controller {
         config: BackendConfig,
         kind: Option<BackendKind>,
     ) -> Result<(), ServeError> {
-        config.validate()?;
+        config.validate_share()?;
         let changing = {
             let state = self.lock();
             let running = state

@@ -138,6 +138,7 @@ impl Controller {
             not_ready,
             backends,
             endpoints,
+            cluster: None,
         }
     }
 

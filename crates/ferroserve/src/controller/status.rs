@@ -121,6 +121,10 @@ pub struct AppStatus {
     pub backends: IndexMap<String, BackendReport>,
     /// Each endpoint.
     pub endpoints: IndexMap<String, EndpointReport>,
+    /// In cluster mode: this node, the leader, the nodes and the placement. Backends and
+    /// endpoints above are this node's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<serde_json::Value>,
 }
 
 /// Seconds since the Unix epoch.

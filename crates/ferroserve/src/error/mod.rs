@@ -171,6 +171,9 @@ pub enum ServeError {
     /// The app is still being deployed, and no endpoint has this route yet.
     #[error("the app is being deployed and `{0}` is not served yet; retry shortly")]
     Deploying(String),
+    /// A service the change needs is out of reach (the cluster's etcd); retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// An unexpected internal state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -194,7 +197,8 @@ impl ServeError {
             Self::Overloaded { .. }
             | Self::NoReplicas(_)
             | Self::ShuttingDown
-            | Self::Deploying(_) => ErrorKind::Overload,
+            | Self::Deploying(_)
+            | Self::Unavailable(_) => ErrorKind::Overload,
             Self::Timeout { .. }
             | Self::Backend { .. }
             | Self::Panicked { .. }
@@ -232,7 +236,10 @@ impl ServeError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Overloaded { retry_after, .. } => Some(*retry_after),
-            Self::NoReplicas(_) | Self::ShuttingDown | Self::Deploying(_) => Some(RETRY_AFTER),
+            Self::NoReplicas(_)
+            | Self::ShuttingDown
+            | Self::Deploying(_)
+            | Self::Unavailable(_) => Some(RETRY_AFTER),
             _ => None,
         }
     }

@@ -1,6 +1,9 @@
 //! `Serve`: the running instance — the imperative API over the controller, the HTTP proxy and handles.
 
+mod cluster;
 mod observe;
+
+pub use cluster::ClusterLink;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,6 +61,8 @@ pub struct Serve {
     local_addr: Option<SocketAddr>,
     /// The last changes, for the dashboard.
     history: History,
+    /// The cluster this node is part of, if any: deploys go there.
+    cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
 }
 
 impl Serve {
@@ -85,6 +90,7 @@ impl Serve {
             http: Mutex::new(None),
             local_addr: None,
             history: History::default(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -163,6 +169,8 @@ impl Serve {
         config: BackendConfig,
         kind: Option<BackendKind>,
     ) -> Result<(), ServeError> {
+        self.local_change()?;
+        config.validate()?;
         let what = format!("create backend `{name}` ({} replicas)", config.num_replicas);
         let (controller, name) = (self.controller.clone(), name.to_owned());
         let created = to_completion(async move {
@@ -184,6 +192,8 @@ impl Serve {
         factory: BackendFactory,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
+        self.local_change()?;
+        config.validate()?;
         let what = format!("update backend `{name}` ({} replicas)", config.num_replicas);
         let (controller, name) = (self.controller.clone(), name.to_owned());
         let updated = to_completion(async move {
@@ -201,6 +211,8 @@ impl Serve {
         name: &str,
         config: BackendConfig,
     ) -> Result<(), ServeError> {
+        self.local_change()?;
+        config.validate()?;
         let what = format!(
             "change backend `{name}`: {} replicas, at most {} requests each",
             config.num_replicas,
@@ -215,6 +227,7 @@ impl Serve {
 
     /// Removes a backend; refused while an endpoint uses it.
     pub async fn delete_backend(&self, name: &str) -> Result<(), ServeError> {
+        self.local_change()?;
         self.saved(self.controller.delete_backend(name), || {
             format!("delete backend `{name}`")
         })
@@ -226,6 +239,7 @@ impl Serve {
         name: &str,
         config: EndpointConfig,
     ) -> Result<(), ServeError> {
+        self.local_change()?;
         let what = format!(
             "create endpoint `{name}`{}",
             config
@@ -239,6 +253,7 @@ impl Serve {
 
     /// Removes an endpoint.
     pub async fn delete_endpoint(&self, name: &str) -> Result<(), ServeError> {
+        self.local_change()?;
         self.saved(self.controller.delete_endpoint(name), || {
             format!("delete endpoint `{name}`")
         })
@@ -246,6 +261,7 @@ impl Serve {
 
     /// Changes an endpoint's traffic weights while it serves.
     pub async fn set_traffic(&self, endpoint: &str, traffic: Traffic) -> Result<(), ServeError> {
+        self.local_change()?;
         let weights: Vec<String> = traffic
             .weights()
             .map(|(backend, weight)| format!("{backend} {weight}"))
@@ -262,6 +278,7 @@ impl Serve {
         backend: &str,
         proportion: f64,
     ) -> Result<(), ServeError> {
+        self.local_change()?;
         self.saved(
             self.controller
                 .shadow_traffic(endpoint, backend, proportion),
@@ -305,6 +322,20 @@ impl Serve {
     /// What fails keeps what ran before; the first failure is returned, naming the file,
     /// the line and the key.
     pub async fn deploy(&self, app: &AppConfig, registry: &Registry) -> Result<(), ConfigError> {
+        if let Some(link) = self.cluster.get() {
+            return self.deploy_to_cluster(link.clone(), app, registry).await;
+        }
+        self.deploy_share(app, registry, None).await
+    }
+
+    /// Makes the app what `app` says, on this node; with `share`, each backend runs the
+    /// number of replicas it gives (its placement in a cluster) instead of `num_replicas`.
+    async fn deploy_share(
+        &self,
+        app: &AppConfig,
+        registry: &Registry,
+        share: Option<&std::collections::BTreeMap<String, usize>>,
+    ) -> Result<(), ConfigError> {
         let planned = app
             .spec
             .backends
@@ -314,7 +345,13 @@ impl Serve {
                     name: spec.name.clone(),
                     kind: spec.kind.clone(),
                     factory: resolve(app, spec, registry)?,
-                    config: spec.config.clone(),
+                    config: match share {
+                        Some(share) => spec
+                            .config
+                            .clone()
+                            .num_replicas(share.get(&spec.name).copied().unwrap_or(0)),
+                        None => spec.config.clone(),
+                    },
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -371,7 +408,9 @@ impl Serve {
     /// Desired and actual state: each backend's status and replicas, each endpoint, and
     /// readiness (what the control API's `GET /api/status` returns).
     pub fn status(&self) -> AppStatus {
-        self.controller.status()
+        let mut status = self.controller.status();
+        status.cluster = self.cluster_status();
+        status
     }
 
     /// The last `tail` lines the worker of `replica` printed (`echo#0`), oldest first; an

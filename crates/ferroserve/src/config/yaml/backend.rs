@@ -40,6 +40,10 @@ pub(super) struct BackendFile {
     health_check_timeout_s: Option<Spanned<f64>>,
     max_surge: Option<Spanned<usize>>,
     graceful_shutdown_timeout_s: Option<Spanned<f64>>,
+    num_cpus: Option<Spanned<f64>>,
+    num_gpus: Option<Spanned<f64>>,
+    memory: Option<Spanned<u64>>,
+    max_replicas_per_node: Option<Spanned<usize>>,
 }
 
 /// `key.field`, or `field` alone when `key` is empty (a file of one backend's keys).
@@ -297,6 +301,24 @@ pub(super) fn backend_config(
             field_lines.insert(field, line_of(s));
             *slot = s.value;
         }
+    }
+    let resources = [
+        ("num_cpus", &spec.num_cpus, &mut config.num_cpus),
+        ("num_gpus", &spec.num_gpus, &mut config.num_gpus),
+    ];
+    for (field, given, slot) in resources {
+        if let Some(n) = given {
+            field_lines.insert(field, line_of(n));
+            *slot = n.value;
+        }
+    }
+    if let Some(bytes) = &spec.memory {
+        field_lines.insert("memory", line_of(bytes));
+        config.memory = bytes.value;
+    }
+    if let Some(n) = &spec.max_replicas_per_node {
+        field_lines.insert("max_replicas_per_node", line_of(n));
+        config.max_replicas_per_node = Some(n.value);
     }
     if let Some(ms) = &spec.batch_wait_timeout_ms {
         field_lines.insert("batch_wait_timeout_ms", line_of(ms));

@@ -1,0 +1,223 @@
+//! The node's lease and the controller election: keep-alives every TTL/3 under a local deadline (a partitioned node stops counting itself alive after one TTL), a leader key created under the lease, and placement writes fenced on that key.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use tokio::time::Instant;
+
+use super::etcd::CALL_TIMEOUT;
+use super::node::Inner;
+use super::placement::{Demand, place};
+
+/// Grants the node's lease, registers it under the lease, and keeps the lease alive. A
+/// keep-alive that does not come back before one TTL has passed since the last one that
+/// did (a partition makes calls hang rather than fail) means the lease is lost: the node
+/// steps down at once and registers again under a new lease when etcd answers.
+pub(super) async fn keep_lease(inner: Arc<Inner>) {
+    let ttl = inner.options.lease_ttl;
+    let tick = ttl / 3;
+    let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+    let mut last_ok = Instant::now();
+    loop {
+        let Some(lease) = inner.lease() else {
+            match register(&inner, ttl_s).await {
+                Ok(lease) => {
+                    last_ok = Instant::now();
+                    inner.lease.store(lease, Ordering::Release);
+                    inner.changes.send_modify(|n| *n += 1);
+                    tracing::info!(node = inner.me.name, lease, "registered in the cluster");
+                }
+                Err(e) => {
+                    tracing::warn!(node = inner.me.name, "cannot register: {e}");
+                    tokio::time::sleep(tick).await;
+                }
+            }
+            continue;
+        };
+        tokio::time::sleep(tick).await;
+        let sent = Instant::now();
+        let deadline = last_ok + ttl;
+        let budget = deadline.saturating_duration_since(sent).min(CALL_TIMEOUT);
+        let (member, mut client) = inner.etcd.client();
+        // One keep-alive: the client sends it and reads its answer when the stream opens
+        // (an expired lease is an error, "lease not found").
+        let answer = tokio::time::timeout(budget, client.lease_keep_alive(lease)).await;
+        match answer {
+            Ok(Ok(_)) => last_ok = sent,
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                lose(&inner, &format!("etcd says its lease is gone ({e})"));
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("keep-alive: {e}");
+                inner.etcd.skip(member);
+            }
+            Err(_) => {
+                tracing::debug!("keep-alive: no answer within {budget:?}");
+                inner.etcd.skip(member);
+            }
+        }
+        if Instant::now() >= last_ok + ttl {
+            lose(&inner, "no keep-alive was answered for one lease TTL");
+        }
+    }
+}
+
+/// Forgets the lease and steps down.
+fn lose(inner: &Inner, why: &str) {
+    inner.lease.store(0, Ordering::Release);
+    inner.set_leading(None, why);
+    tracing::warn!(node = inner.me.name, "lost the cluster lease: {why}");
+}
+
+/// A new lease, and this node's record under it.
+async fn register(inner: &Inner, ttl_s: i64) -> Result<i64, String> {
+    let granted = inner
+        .etcd
+        .call("lease grant", |mut c| async move {
+            c.lease_grant(ttl_s, None).await
+        })
+        .await?;
+    let lease = granted.id();
+    let key = inner.etcd.key(&format!("nodes/{}", inner.me.name));
+    let value = serde_json::to_vec(&inner.me).map_err(|e| e.to_string())?;
+    inner
+        .etcd
+        .call("register", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })
+        .await?;
+    Ok(lease)
+}
+
+/// Campaigns for the leader key while not leading; while leading, places the app's
+/// replicas whenever the view changes (and every TTL/3), in writes fenced on the leader
+/// key: a deposed leader's write fails, and it steps down.
+pub(super) async fn lead(inner: Arc<Inner>) {
+    let tick = inner.options.lease_ttl / 3;
+    let mut changes = inner.changes.subscribe();
+    loop {
+        let _ = tokio::time::timeout(tick, changes.changed()).await;
+        let Some(lease) = inner.lease() else {
+            continue;
+        };
+        if inner.leading().is_none() {
+            match campaign(&inner, lease).await {
+                Ok(won) => inner.set_leading(won, "another node leads"),
+                Err(e) => tracing::debug!("campaign: {e}"),
+            }
+        }
+        if let Some(revision) = inner.leading()
+            && let Err(e) = reconcile(&inner, revision).await
+        {
+            tracing::warn!(node = inner.me.name, "placement: {e}");
+        }
+    }
+}
+
+/// Creates the leader key under `lease` if no one holds it: the key's create revision if
+/// this node leads.
+async fn campaign(inner: &Inner, lease: i64) -> Result<Option<i64>, String> {
+    let key = inner.etcd.key("leader");
+    let me = inner.me.name.clone();
+    let answer = inner
+        .etcd
+        .call("campaign", |mut c| {
+            let (key, me) = (key.clone(), me.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        me,
+                        Some(PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(key, None)]);
+                c.txn(txn).await
+            }
+        })
+        .await?;
+    if answer.succeeded() {
+        return Ok(answer.header().map(|h| h.revision()));
+    }
+    // Someone holds it: this node, if an earlier attempt went through unanswered.
+    for op in answer.op_responses() {
+        if let etcd_client::TxnOpResponse::Get(get) = op
+            && let Some(kv) = get.kvs().first()
+            && kv.value() == inner.me.name.as_bytes()
+            && kv.lease() == lease
+        {
+            return Ok(Some(kv.create_revision()));
+        }
+    }
+    Ok(None)
+}
+
+/// Writes the placement of the app as the view has it, if it differs from the one in
+/// etcd, fenced on the leader key still being this node's (`revision`).
+async fn reconcile(inner: &Inner, revision: i64) -> Result<(), String> {
+    let placement = {
+        let view = inner.view();
+        let Some((app, app_revision)) = &view.app else {
+            return Ok(());
+        };
+        let demands: Vec<Demand> = app
+            .backends
+            .iter()
+            .map(|b| Demand {
+                backend: b.name.clone(),
+                replicas: b.config.num_replicas,
+                cpus: b.config.num_cpus,
+                gpus: b.config.num_gpus,
+                memory_bytes: b.config.memory,
+                max_per_node: b.config.max_replicas_per_node,
+            })
+            .collect();
+        let nodes: Vec<_> = view.nodes.values().cloned().collect();
+        let previous = view.placement.clone().unwrap_or_default();
+        let mut placement = place(&demands, &nodes, &previous);
+        placement.app_revision = *app_revision;
+        placement.leader = inner.me.name.clone();
+        if view.placement.as_ref() == Some(&placement) {
+            return Ok(());
+        }
+        placement
+    };
+    let json = serde_json::to_vec(&placement).map_err(|e| e.to_string())?;
+    let (leader, key) = (inner.etcd.key("leader"), inner.etcd.key("placement"));
+    let me = inner.me.name.clone();
+    let answer = inner
+        .etcd
+        .call("write the placement", |mut c| {
+            let (leader, key, json, me) = (leader.clone(), key.clone(), json.clone(), me.clone());
+            async move {
+                let txn = Txn::new()
+                    .when([
+                        Compare::create_revision(leader.clone(), CompareOp::Equal, revision),
+                        Compare::value(leader, CompareOp::Equal, me),
+                    ])
+                    .and_then([TxnOp::put(key, json, None)]);
+                c.txn(txn).await
+            }
+        })
+        .await?;
+    if answer.succeeded() {
+        tracing::info!(
+            app_revision = placement.app_revision,
+            "placement written: {:?}",
+            placement.backends
+        );
+    } else {
+        inner.set_leading(None, "the leader key is no longer this node's (deposed)");
+    }
+    Ok(())
+}
+
+/// How long the tasks wait before retrying after etcd failed them.
+pub(super) const RETRY: Duration = Duration::from_millis(300);

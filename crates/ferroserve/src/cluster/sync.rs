@@ -1,0 +1,194 @@
+//! Keeping a node in step with the cluster: the view by get-then-watch, this node's share of the app applied, and its running replicas reported under its lease.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+
+use super::election::RETRY;
+use super::etcd::CALL_TIMEOUT;
+use super::model::NodeReport;
+use super::node::{Applied, Inner};
+use super::view::View;
+use crate::controller::status::ReplicaState;
+
+/// Reads everything under the prefix, then watches it from the next revision; after a
+/// watch error, a cancel or a compaction, reads it all again. While etcd is out of reach
+/// the last view stays (the node serves from it).
+pub(super) async fn watch(inner: Arc<Inner>) {
+    let prefix = inner.etcd.prefix();
+    loop {
+        let got = inner
+            .etcd
+            .call("read the cluster", |mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await;
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!("{e}");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let mut view = View {
+            revision: got.header().map_or(0, |h| h.revision()),
+            ..View::default()
+        };
+        for kv in got.kvs() {
+            if let Some(key) = kv.key().strip_prefix(prefix.as_bytes())
+                && let Ok(key) = std::str::from_utf8(key)
+            {
+                view.put(key, kv.value(), kv.mod_revision());
+            }
+        }
+        let from = view.revision + 1;
+        *inner.view() = view;
+        inner.changes.send_modify(|n| *n += 1);
+        let (member, mut client) = inner.etcd.client();
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let started =
+            tokio::time::timeout(CALL_TIMEOUT, client.watch(prefix.clone(), Some(options))).await;
+        let Ok(Ok(mut stream)) = started else {
+            inner.etcd.skip(member);
+            tokio::time::sleep(RETRY).await;
+            continue;
+        };
+        loop {
+            let Ok(Some(answer)) = stream.message().await else {
+                inner.etcd.skip(member);
+                break;
+            };
+            if answer.canceled() || answer.compact_revision() > 0 {
+                tracing::info!(
+                    "watch ended ({}); reading the cluster again",
+                    answer.cancel_reason()
+                );
+                break;
+            }
+            if answer.events().is_empty() {
+                continue;
+            }
+            {
+                let mut view = inner.view();
+                for event in answer.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Some(key) = kv.key().strip_prefix(prefix.as_bytes()) else {
+                        continue;
+                    };
+                    let Ok(key) = std::str::from_utf8(key) else {
+                        continue;
+                    };
+                    match event.event_type() {
+                        EventType::Put => view.put(key, kv.value(), kv.mod_revision()),
+                        EventType::Delete => view.delete(key),
+                    }
+                    view.revision = view.revision.max(kv.mod_revision());
+                }
+            }
+            inner.changes.send_modify(|n| *n += 1);
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// Applies this node's share of the app whenever the app or the placement changes (once
+/// the placement is the one of the current app), and hands the routers the replicas other
+/// nodes report.
+pub(super) async fn apply(inner: Arc<Inner>) {
+    let mut changes = inner.changes.subscribe();
+    let mut last: Option<(i64, BTreeMap<String, usize>)> = None;
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        let Some(serve) = inner.serve.upgrade() else {
+            return;
+        };
+        let settled = {
+            let view = inner.view();
+            if view.app.is_none() && view.revision > 0 {
+                // A cluster with no app yet: nothing to wait for.
+                serve.set_deploying(false);
+            }
+            view.settled().map(|(app, revision, placement)| {
+                (app.clone(), revision, placement.share_of(&inner.me.name))
+            })
+        };
+        if let Some((app, revision, share)) = settled {
+            let key = (revision, share);
+            if last.as_ref() != Some(&key) {
+                let applied = serve.apply_share(&app, &key.1, &inner.registry).await;
+                let error = applied.err().map(|e| e.to_string());
+                if let Some(e) = &error {
+                    tracing::error!(node = inner.me.name, "applying the cluster's app: {e}");
+                }
+                serve.set_deploying(false);
+                inner.applied.send_replace(Applied { revision, error });
+                last = Some(key);
+            }
+        }
+    }
+}
+
+/// Reports the replicas this node runs (those `RUNNING`) under its lease, whenever they
+/// change or the lease is new.
+pub(super) async fn report(inner: Arc<Inner>) {
+    let key = inner.etcd.key(&format!("replicas/{}", inner.me.name));
+    let mut reported: Option<(i64, NodeReport)> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(serve) = inner.serve.upgrade() else {
+            return;
+        };
+        let Some(lease) = inner.lease() else {
+            continue;
+        };
+        let status = serve.status();
+        drop(serve);
+        let report = NodeReport {
+            app_revision: inner.applied.borrow().revision,
+            replicas: status
+                .backends
+                .iter()
+                .map(|(name, b)| {
+                    let running = b
+                        .replicas
+                        .iter()
+                        .filter(|r| r.state == ReplicaState::Running)
+                        .map(|r| r.id.clone())
+                        .collect();
+                    (name.clone(), running)
+                })
+                .collect(),
+        };
+        let now = (lease, report);
+        if reported.as_ref() == Some(&now) {
+            continue;
+        }
+        let json = match serde_json::to_vec(&now.1) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!("cannot encode the replica report: {e}");
+                continue;
+            }
+        };
+        let put = inner
+            .etcd
+            .call("report replicas", |mut c| {
+                let (key, json) = (key.clone(), json.clone());
+                async move {
+                    c.put(key, json, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await;
+        match put {
+            Ok(_) => reported = Some(now),
+            Err(e) => tracing::debug!("{e}"),
+        }
+    }
+}
