@@ -1,0 +1,1 @@
+//! A remote replica against a stand-in peer: answers, errors renamed, an unreachable peer, ejection, deadlines.
