@@ -76,7 +76,7 @@ pub use layer::{
 };
 pub use request::{Arg, CallOptions, HttpParts, Origin, Request};
 pub use response::Response;
-pub use serve::{Serve, check_app, shutdown_signal};
+pub use serve::{RemoteTarget, Serve, check_app, shutdown_signal};
 pub use store::{FileStore, StateStore};
 
 #[cfg(feature = "internals")]

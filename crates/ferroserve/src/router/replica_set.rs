@@ -63,6 +63,7 @@ pub(crate) struct ReplicaSet {
 impl ReplicaSet {
     /// These replicas, each running at most `max_concurrent` requests; `queue` is where
     /// requests wait when all are full.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub(crate) fn new(
         replicas: Vec<Arc<dyn Replica>>,
         max_concurrent: usize,
@@ -109,6 +110,11 @@ impl ReplicaSet {
         &self.replicas[..self.local]
     }
 
+    /// This node's replica `id`.
+    pub(crate) fn local_replica(&self, id: &str) -> Option<&Arc<dyn Replica>> {
+        self.local().iter().find(|r| r.id() == id)
+    }
+
     /// Whether any replica on this node can take a request now.
     pub(crate) fn has_live_local(&self) -> bool {
         self.local().iter().any(|r| r.is_alive())
@@ -147,8 +153,7 @@ impl ReplicaSet {
 
     /// A slot on this node's replica `id`, if it is alive and has room.
     pub(crate) fn try_acquire_local_id(&self, id: &str) -> Option<Slot<'_>> {
-        let replica = self.local().iter().find(|r| r.id() == id)?;
-        self.reserve(replica)
+        self.reserve(self.local_replica(id)?)
     }
 
     /// Two choices among `among`, then any of them with room.

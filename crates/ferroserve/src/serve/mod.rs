@@ -1,6 +1,9 @@
 //! `Serve`: the running instance — the imperative API over the controller, the HTTP proxy and handles.
 
 mod observe;
+mod peer;
+
+pub use peer::RemoteTarget;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,12 +61,15 @@ pub struct Serve {
     local_addr: Option<SocketAddr>,
     /// The last changes, for the dashboard.
     history: History,
+    /// The peer listener and the connections to other nodes (cluster mode).
+    peers: peer::Peers,
 }
 
 impl Serve {
     /// Starts Ferroserve with its HTTP proxy on `http.host:http.port` (port 0 picks one).
     pub async fn start(http: HttpOptions) -> Result<Self, ServeError> {
         let mut serve = Self::without_http();
+        serve.peers = peer::Peers::new(Some(&http));
         let server = HttpServer::start(&http, serve.cell.clone()).await?;
         serve.local_addr = Some(server.local_addr());
         serve.http = Mutex::new(Some(server));
@@ -85,6 +91,7 @@ impl Serve {
             http: Mutex::new(None),
             local_addr: None,
             history: History::default(),
+            peers: peer::Peers::new(None),
         }
     }
 
@@ -405,6 +412,7 @@ impl Serve {
         if let Some(http) = http {
             http.shutdown().await;
         }
+        self.peers.shutdown().await;
         let replicas = self.controller.shutdown();
         let stopped = futures_util::future::join_all(replicas.iter().map(|r| r.stop()));
         if tokio::time::timeout(REPLICA_STOP_TIMEOUT, stopped)

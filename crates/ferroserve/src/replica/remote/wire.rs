@@ -456,6 +456,7 @@ fn set_by(name: &str) -> &'static str {
     match name {
         "request_timeout_s" => "request_timeout_s",
         "the timeout middleware" => "the timeout middleware",
+        "health_check_timeout_s" => "health_check_timeout_s",
         _ => "a timeout on another node",
     }
 }
