@@ -9,6 +9,7 @@
 mod client;
 mod eject;
 mod wire;
+mod wire_error;
 
 pub(crate) use client::{MAX_HEADER_LIST, PeerClient, PeerError, PeerLimits};
 pub(crate) use eject::Ejections;
