@@ -41,6 +41,9 @@ const MAX_CONNECTIONS: usize = 1024;
 const MAX_STREAMS: u32 = 4096;
 /// How often an idle connection is pinged, and how long the answer may take.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long after its caller's deadline a call still runs here: the caller's own timeout
+/// fires first and gives its answer.
+const DEADLINE_GRACE: Duration = Duration::from_millis(100);
 /// How long a stopping listener lets calls in flight finish.
 const GRACE: Duration = Duration::from_secs(5);
 
@@ -207,7 +210,9 @@ async fn call(
     let run = run(cell, &head.backend, &head.replica, req);
     match head.deadline {
         None => run.await,
-        Some(after) => tokio::time::timeout(after, run)
+        // The caller's own timeout answers it (and resets the stream, which drops the
+        // call); this one stops the call should the reset never come.
+        Some(after) => tokio::time::timeout(after + DEADLINE_GRACE, run)
             .await
             .unwrap_or(Err(ServeError::Timeout {
                 after,
