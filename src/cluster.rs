@@ -72,7 +72,9 @@ pub(crate) async fn join(
     };
     let (endpoints, prefix) = parse_cluster_url(url).map_err(anyhow::Error::msg)?;
     let advertise = args.advertise.unwrap_or(IpAddr::from([127, 0, 0, 1]));
-    let peer = SocketAddr::new(advertise, args.peer_port);
+    let peer = serve
+        .listen_peers(SocketAddr::new(advertise, args.peer_port))
+        .await?;
     let (cpus, memory_bytes, gpus) = detect_resources();
     if !(1..=3600).contains(&args.lease_ttl_s) {
         anyhow::bail!("--lease-ttl-s must be between 1 and 3600");

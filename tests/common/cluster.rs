@@ -76,3 +76,93 @@ pub async fn running_replicas(node: &Process, backend: &str) -> Option<u64> {
     let s = status(node).await?;
     s["backends"][backend]["running_replicas"].as_u64()
 }
+
+/// What a load run saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Requests answered 2xx.
+    pub ok: usize,
+    /// The others: when (since the start) and what.
+    pub failed: Vec<(Duration, String)>,
+}
+
+/// `concurrency` clients sending GETs round the `urls`, each with a 10 s timeout, until
+/// stopped.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    /// Starts the clients.
+    pub fn start(urls: Vec<String>, concurrency: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Instant::now();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client builds");
+        let tasks = (0..concurrency)
+            .map(|i| {
+                let (stop, http, urls) = (stop.clone(), http.clone(), urls.clone());
+                tokio::spawn(async move {
+                    let mut report = LoadReport::default();
+                    let mut n = i;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let url = &urls[n % urls.len()];
+                        n += 1;
+                        match http.get(url).send().await {
+                            Ok(r) if r.status().is_success() => {
+                                let _ = r.bytes().await;
+                                report.ok += 1;
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                let text = r.text().await.unwrap_or_default();
+                                report
+                                    .failed
+                                    .push((started.elapsed(), format!("{url}: {status} {text}")));
+                            }
+                            Err(e) => report
+                                .failed
+                                .push((started.elapsed(), format!("{url}: {e}"))),
+                        }
+                    }
+                    report
+                })
+            })
+            .collect();
+        Self { stop, tasks }
+    }
+
+    /// Stops the clients and adds up what they saw.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = LoadReport::default();
+        for task in self.tasks {
+            let report = task.await.expect("a load task ends");
+            all.ok += report.ok;
+            all.failed.extend(report.failed);
+        }
+        all.failed.sort_by_key(|(at, _)| *at);
+        all
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`, `KILL`) to `node`.
+pub fn signal(node: &Process, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &node.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// The total of `backend`'s running replicas over `nodes`.
+pub async fn total_running(nodes: &[&Process], backend: &str) -> u64 {
+    let mut total = 0;
+    for node in nodes {
+        total += running_replicas(node, backend).await.unwrap_or(0);
+    }
+    total
+}

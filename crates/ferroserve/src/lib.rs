@@ -79,7 +79,7 @@ pub use layer::{
 };
 pub use request::{Arg, CallOptions, HttpParts, Origin, Request};
 pub use response::Response;
-pub use serve::{ClusterLink, Serve, check_app, shutdown_signal};
+pub use serve::{ClusterLink, RemoteTarget, Serve, check_app, shutdown_signal};
 pub use store::{FileStore, StateStore};
 
 #[cfg(feature = "internals")]

@@ -12,6 +12,7 @@ use super::model::NodeReport;
 use super::node::{Applied, Inner};
 use super::view::View;
 use crate::controller::status::ReplicaState;
+use crate::serve::{RemoteTarget, Serve};
 
 /// Reads everything under the prefix, then watches it from the next revision; after a
 /// watch error, a cancel or a compaction, reads it all again. While etcd is out of reach
@@ -118,6 +119,7 @@ pub(super) async fn apply(inner: Arc<Inner>) {
                 (app.clone(), revision, placement.share_of(&inner.me.name))
             })
         };
+        remotes(&inner, &serve);
         if let Some((app, revision, share)) = settled {
             let key = (revision, share);
             if last.as_ref() != Some(&key) {
@@ -131,6 +133,36 @@ pub(super) async fn apply(inner: Arc<Inner>) {
                 last = Some(key);
             }
         }
+    }
+}
+
+/// Hands the routers, for each backend of the app, the replicas the other live nodes
+/// report running (the same list again changes nothing).
+fn remotes(inner: &Inner, serve: &Serve) {
+    let view = inner.view();
+    let Some((app, _)) = &view.app else {
+        return;
+    };
+    for backend in &app.backends {
+        let targets: Vec<RemoteTarget> = view
+            .reports
+            .iter()
+            .filter(|(node, _)| **node != inner.me.name)
+            .filter_map(|(node, report)| Some((view.nodes.get(node)?, report)))
+            .flat_map(|(node, report)| {
+                report
+                    .replicas
+                    .get(&backend.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|replica| RemoteTarget {
+                        node: node.name.clone(),
+                        addr: node.peer,
+                        replica: replica.clone(),
+                    })
+            })
+            .collect();
+        serve.set_remote_replicas(&backend.name, targets);
     }
 }
 

@@ -7,6 +7,7 @@
 mod apply;
 mod backends;
 mod health;
+mod remote;
 mod report;
 mod rolling;
 pub(crate) mod status;
@@ -116,6 +117,8 @@ struct State {
     applying: usize,
     /// The server is stopping.
     draining: bool,
+    /// Each backend's replicas on other nodes (`set_remote`), routed to after its own.
+    remote: HashMap<String, Vec<Arc<dyn Replica>>>,
 }
 
 /// How long replicas of a deleted backend may take to finish the requests they run.
@@ -336,8 +339,15 @@ impl Controller {
             .iter()
             .filter_map(|(name, running)| {
                 let desired = state.desired.backends.get(name)?;
-                let replicas = ReplicaSet::new(
-                    running.replicas.clone(),
+                // This node's replicas first, then those on other nodes.
+                let mut replicas = running.replicas.clone();
+                let local = replicas.len();
+                if let Some(remote) = state.remote.get(name) {
+                    replicas.extend(remote.iter().cloned());
+                }
+                let replicas = ReplicaSet::with_remote(
+                    replicas,
+                    local,
                     desired.config.effective_max_concurrent_queries(),
                     running.queue.clone(),
                 );

@@ -7,6 +7,7 @@ pub(crate) mod convert;
 mod informational;
 mod middleware;
 mod oip;
+mod peer;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use crate::layer::{BoxError, IntoProxyResponse, ProxyBody, ProxyService, box_err
 use crate::metrics::{EndpointStats, method_index};
 use crate::router::{self, SnapshotCell};
 use convert::PlainBody;
+pub(crate) use peer::{PeerServer, serve_peers};
 
 /// At shutdown, how long an idle keep-alive connection stays open (at most half the grace):
 /// a client that sent its next request as the server stopped gets its answer, with

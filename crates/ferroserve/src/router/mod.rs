@@ -64,8 +64,13 @@ pub(crate) fn call<'a>(
     match endpoint.config.request_timeout {
         None => Either::Left(call_now(cell, endpoint, req)),
         // Boxed, so that endpoints without a timeout keep a small future.
+        // The deadline goes with the calls to replicas on other nodes.
         Some(after) => Either::Right(Box::pin(
-            tokio::time::timeout(after, call_now(cell, endpoint, req)).map(move |answer| {
+            crate::replica::with_deadline(
+                tokio::time::Instant::now() + after,
+                tokio::time::timeout(after, call_now(cell, endpoint, req)),
+            )
+            .map(move |answer| {
                 answer.unwrap_or(Err(ServeError::Timeout {
                     after,
                     set_by: "request_timeout_s",

@@ -1,4 +1,4 @@
-//! The replicas of a backend and power-of-two-choices replica selection under a concurrency cap.
+//! The replicas of a backend and power-of-two-choices replica selection under a concurrency cap, local replicas first.
 
 use std::borrow::Cow;
 use std::ops::Deref;
@@ -48,8 +48,13 @@ impl Drop for Slot<'_> {
 }
 
 /// The replicas of one backend as one snapshot publishes them, and the backend's queue.
+///
+/// The replicas on this node come first, then those on other nodes: a request goes to a
+/// local replica when one has room, and to a remote one only when none has.
 pub(crate) struct ReplicaSet {
     replicas: Box<[Arc<dyn Replica>]>,
+    /// How many of `replicas`, from the first, run on this node.
+    local: usize,
     max_concurrent: usize,
     /// Shared by every snapshot of this backend, so waiters survive a swap.
     queue: Arc<WaitQueue>,
@@ -58,12 +63,26 @@ pub(crate) struct ReplicaSet {
 impl ReplicaSet {
     /// These replicas, each running at most `max_concurrent` requests; `queue` is where
     /// requests wait when all are full.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub(crate) fn new(
         replicas: Vec<Arc<dyn Replica>>,
         max_concurrent: usize,
         queue: Arc<WaitQueue>,
     ) -> Self {
+        let local = replicas.len();
+        Self::with_remote(replicas, local, max_concurrent, queue)
+    }
+
+    /// As [`ReplicaSet::new`], where only the first `local` of `replicas` run on this node
+    /// and the others on other nodes.
+    pub(crate) fn with_remote(
+        replicas: Vec<Arc<dyn Replica>>,
+        local: usize,
+        max_concurrent: usize,
+        queue: Arc<WaitQueue>,
+    ) -> Self {
         Self {
+            local: local.min(replicas.len()),
             replicas: replicas.into(),
             max_concurrent,
             queue,
@@ -81,9 +100,24 @@ impl ReplicaSet {
         &self.queue
     }
 
-    /// Whether any replica can take a request now.
+    /// Whether any replica, here or on another node, can take a request now.
     pub(crate) fn has_live(&self) -> bool {
         self.replicas.iter().any(|r| r.is_alive())
+    }
+
+    /// The replicas on this node.
+    fn local(&self) -> &[Arc<dyn Replica>] {
+        &self.replicas[..self.local]
+    }
+
+    /// This node's replica `id`.
+    pub(crate) fn local_replica(&self, id: &str) -> Option<&Arc<dyn Replica>> {
+        self.local().iter().find(|r| r.id() == id)
+    }
+
+    /// Whether any replica on this node can take a request now.
+    pub(crate) fn has_live_local(&self) -> bool {
+        self.local().iter().any(|r| r.is_alive())
     }
 
     /// A slot on `replica` if it is alive and runs fewer than the cap.
@@ -98,14 +132,47 @@ impl ReplicaSet {
         })
     }
 
-    /// Takes a slot on the less busy of two random replicas; if both are full, on any
-    /// replica with room; `None` when every replica is full.
+    /// Takes a slot on the less busy of two random local replicas; if both are full, on the
+    /// less busy of two remote ones; then on any replica with room; `None` when every
+    /// replica is full. Without remote replicas: two choices over all, then any with room.
     pub(crate) fn try_acquire(&self) -> Option<Slot<'_>> {
-        let n = self.replicas.len();
-        let slot = |r| self.reserve(r);
+        if self.local == self.replicas.len() {
+            return self.choose(&self.replicas);
+        }
+        let (local, remote) = self.replicas.split_at(self.local);
+        self.two_choices(local)
+            .or_else(|| self.two_choices(remote))
+            .or_else(|| self.any(&self.replicas))
+    }
+
+    /// A slot on one of this node's replicas only: what a call from another node runs on
+    /// (it is never sent on to a third).
+    pub(crate) fn try_acquire_local(&self) -> Option<Slot<'_>> {
+        self.choose(self.local())
+    }
+
+    /// A slot on this node's replica `id`, if it is alive and has room.
+    pub(crate) fn try_acquire_local_id(&self, id: &str) -> Option<Slot<'_>> {
+        self.reserve(self.local_replica(id)?)
+    }
+
+    /// Two choices among `among`, then any of them with room.
+    #[inline]
+    fn choose<'a>(&'a self, among: &'a [Arc<dyn Replica>]) -> Option<Slot<'a>> {
+        match among.len() {
+            0 => None,
+            1 => self.reserve(&among[0]),
+            _ => self.two_choices(among).or_else(|| self.any(among)),
+        }
+    }
+
+    /// A slot on the less busy of two random replicas of `among`, else on the other.
+    #[inline]
+    fn two_choices<'a>(&'a self, among: &'a [Arc<dyn Replica>]) -> Option<Slot<'a>> {
+        let n = among.len();
         match n {
             0 => return None,
-            1 => return slot(&self.replicas[0]),
+            1 => return self.reserve(&among[0]),
             _ => {}
         }
         let first = fastrand::usize(..n);
@@ -113,16 +180,23 @@ impl ReplicaSet {
         if second >= first {
             second += 1;
         }
-        let (a, b) = (&self.replicas[first], &self.replicas[second]);
+        let (a, b) = (&among[first], &among[second]);
         let (less, more) = if b.in_flight() < a.in_flight() {
             (b, a)
         } else {
             (a, b)
         };
-        slot(less).or_else(|| slot(more)).or_else(|| {
-            let start = fastrand::usize(..n);
-            (0..n).find_map(|i| slot(&self.replicas[(start + i) % n]))
-        })
+        self.reserve(less).or_else(|| self.reserve(more))
+    }
+
+    /// A slot on any replica of `among` with room, from a random start.
+    fn any<'a>(&'a self, among: &'a [Arc<dyn Replica>]) -> Option<Slot<'a>> {
+        let n = among.len();
+        if n == 0 {
+            return None;
+        }
+        let start = fastrand::usize(..n);
+        (0..n).find_map(|i| self.reserve(&among[(start + i) % n]))
     }
 }
 
@@ -171,5 +245,52 @@ mod tests {
         }
         let slots: Vec<Slot<'_>> = (0..5).filter_map(|_| set.try_acquire()).collect();
         assert!(slots.iter().all(|s| s.id() == "b#1"));
+    }
+
+    /// `local` replicas here (`l#N`) then `remote` ones (`r#N`, stand-ins).
+    async fn mixed(local: usize, remote: usize, max: usize) -> ReplicaSet {
+        let mut replicas: Vec<Arc<dyn Replica>> = Vec::new();
+        for i in 0..local {
+            replicas.push(ok_replica(&format!("l#{i}")).await);
+        }
+        for i in 0..remote {
+            replicas.push(ok_replica(&format!("r#{i}")).await);
+        }
+        ReplicaSet::with_remote(replicas, local, max, Arc::new(WaitQueue::default()))
+    }
+
+    #[tokio::test]
+    async fn local_replicas_go_first_while_they_have_room() {
+        let set = mixed(2, 2, 3).await;
+        let held: Vec<Slot<'_>> = (0..6).filter_map(|_| set.try_acquire()).collect();
+        assert!(held.iter().all(|s| s.id().starts_with("l#")), "local first");
+        let remote: Vec<Slot<'_>> = (0..6).filter_map(|_| set.try_acquire()).collect();
+        assert_eq!(remote.len(), 6);
+        assert!(
+            remote.iter().all(|s| s.id().starts_with("r#")),
+            "then remote"
+        );
+        assert!(set.try_acquire().is_none(), "all full");
+        drop(held);
+        assert!(set.try_acquire().is_some_and(|s| s.id().starts_with("l#")));
+        // A call from another node never runs on a remote replica.
+        let locals: Vec<Slot<'_>> = std::iter::from_fn(|| set.try_acquire_local()).collect();
+        assert_eq!(locals.len(), 6);
+        assert!(locals.iter().all(|s| s.id().starts_with("l#")));
+        drop(locals);
+        assert!(set.try_acquire_local_id("l#1").is_some());
+        assert!(set.try_acquire_local_id("r#0").is_none(), "not a local one");
+    }
+
+    #[tokio::test]
+    async fn a_backend_with_only_remote_replicas_serves_through_them() {
+        let set = mixed(0, 2, 1).await;
+        assert!(set.has_live());
+        assert!(!set.has_live_local());
+        assert!(set.try_acquire_local().is_none());
+        let held: Vec<Slot<'_>> = std::iter::from_fn(|| set.try_acquire()).collect();
+        assert_eq!(held.len(), 2);
+        let empty = ReplicaSet::with_remote(Vec::new(), 0, 1, Arc::new(WaitQueue::default()));
+        assert!(!empty.has_live() && empty.try_acquire().is_none());
     }
 }

@@ -2,6 +2,9 @@
 
 mod cluster;
 mod observe;
+mod peer;
+
+pub use peer::RemoteTarget;
 
 pub use cluster::ClusterLink;
 
@@ -63,12 +66,15 @@ pub struct Serve {
     history: History,
     /// The cluster this node is part of, if any: deploys go there.
     cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
+    /// The peer listener and the connections to other nodes (cluster mode).
+    peers: peer::Peers,
 }
 
 impl Serve {
     /// Starts Ferroserve with its HTTP proxy on `http.host:http.port` (port 0 picks one).
     pub async fn start(http: HttpOptions) -> Result<Self, ServeError> {
         let mut serve = Self::without_http();
+        serve.peers = peer::Peers::new(Some(&http));
         let server = HttpServer::start(&http, serve.cell.clone()).await?;
         serve.local_addr = Some(server.local_addr());
         serve.http = Mutex::new(Some(server));
@@ -91,6 +97,7 @@ impl Serve {
             local_addr: None,
             history: History::default(),
             cluster: std::sync::OnceLock::new(),
+            peers: peer::Peers::new(None),
         }
     }
 
@@ -444,6 +451,7 @@ impl Serve {
         if let Some(http) = http {
             http.shutdown().await;
         }
+        self.peers.shutdown().await;
         let replicas = self.controller.shutdown();
         let stopped = futures_util::future::join_all(replicas.iter().map(|r| r.stop()));
         if tokio::time::timeout(REPLICA_STOP_TIMEOUT, stopped)

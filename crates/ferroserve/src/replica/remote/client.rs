@@ -1,0 +1,196 @@
+//! `PeerClient`: one multiplexed HTTP/2 cleartext connection to one other node, shared by every remote replica there; connected lazily, reconnected after an error, pinged so that a dead peer is noticed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+/// How long a connection may take to open.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often an idle connection is pinged, and how long a ping may go unanswered before
+/// the connection is taken for dead.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest header block accepted from a peer (a request's own headers ride in it).
+pub(crate) const MAX_HEADER_LIST: u32 = 1024 * 1024;
+
+/// How big what crosses may be: the proxy's request body limit for calls, and a bound on
+/// answers so that no peer makes this node buffer without end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerLimits {
+    /// The largest call body (`http.max_body_bytes`).
+    pub(crate) max_call_bytes: usize,
+    /// The largest answer body.
+    pub(crate) max_answer_bytes: usize,
+    /// The longest pause while a call's body arrives (`http.body_timeout_s`).
+    pub(crate) body_idle: Duration,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            max_call_bytes: crate::config::DEFAULT_MAX_BODY_BYTES,
+            max_answer_bytes: MAX_ANSWER_BYTES,
+            body_idle: crate::config::DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
+
+/// The largest answer read from a peer: 1 GiB.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 30;
+
+/// Why a call to a peer got no answer.
+#[derive(Debug)]
+pub(crate) enum PeerError {
+    /// The request never left this node (no connection could be made, or the connection
+    /// was gone before it was sent): safe to send again elsewhere.
+    NotSent(String),
+    /// The request was sent, and the connection failed before the whole answer came.
+    Broken(String),
+    /// The answer was larger than allowed.
+    TooLarge(usize),
+}
+
+impl std::fmt::Display for PeerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSent(why) => write!(f, "the call was not sent: {why}"),
+            Self::Broken(why) => write!(f, "the connection failed during the call: {why}"),
+            Self::TooLarge(limit) => write!(f, "the answer was larger than {limit} bytes"),
+        }
+    }
+}
+
+/// An answer's parts.
+pub(crate) type Answer = (StatusCode, HeaderMap, Bytes);
+
+/// The client side of the connection to one node.
+pub(crate) struct PeerClient {
+    addr: SocketAddr,
+    authority: String,
+    limits: PeerLimits,
+    /// The live connection's sender, if any (read without a lock on every call).
+    sender: ArcSwapOption<SendRequest<Full<Bytes>>>,
+    /// Held while a connection is being made, so that callers make one, not one each.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl PeerClient {
+    /// A client of the node at `addr`; it connects at its first call.
+    pub(crate) fn new(addr: SocketAddr, limits: PeerLimits) -> Self {
+        Self {
+            addr,
+            authority: addr.to_string(),
+            limits,
+            sender: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The peer's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host:port`, for the requests' URIs.
+    pub(crate) fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// A sender on a live connection, connecting if there is none.
+    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, PeerError> {
+        if let Some(sender) = self.sender.load_full()
+            && !sender.is_closed()
+        {
+            return Ok((*sender).clone());
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = self.sender.load_full()
+            && !sender.is_closed()
+        {
+            return Ok((*sender).clone());
+        }
+        self.sender.store(None);
+        let sender = self.connect().await?;
+        self.sender.store(Some(std::sync::Arc::new(sender.clone())));
+        Ok(sender)
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PeerError> {
+        let not_sent = |why: String| PeerError::NotSent(format!("{}: {why}", self.addr));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| not_sent(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| not_sent(e.to_string()))?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
+        let handshake = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .max_header_list_size(MAX_HEADER_LIST)
+            .adaptive_window(true)
+            .handshake(TokioIo::new(stream));
+        let (sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+            .await
+            .map_err(|_| not_sent(format!("no HTTP/2 handshake within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| not_sent(e.to_string()))?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %addr, "peer connection closed: {e}");
+            }
+        });
+        tracing::debug!(peer = %addr, "peer connection open");
+        Ok(sender)
+    }
+
+    /// Sends `req` and reads the whole answer (bounded). Dropping the future resets the
+    /// stream: the peer drops the call.
+    pub(crate) async fn send(&self, req: http::Request<Bytes>) -> Result<Answer, PeerError> {
+        let mut sender = self.sender().await?;
+        let req = req.map(Full::new);
+        let response = match sender.try_send_request(req).await {
+            Ok(response) => response,
+            Err(mut e) => {
+                let why = e.error().to_string();
+                // The connection broke under us: this one is done for.
+                self.forget_closed();
+                return Err(if e.take_message().is_some() {
+                    PeerError::NotSent(format!("{}: {why}", self.addr))
+                } else {
+                    PeerError::Broken(why)
+                });
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let limit = self.limits.max_answer_bytes;
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    PeerError::TooLarge(limit)
+                } else {
+                    PeerError::Broken(e.to_string())
+                }
+            })?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    }
+
+    /// Forgets the current connection if it is closed.
+    fn forget_closed(&self) {
+        if self.sender.load().as_ref().is_some_and(|s| s.is_closed()) {
+            self.sender.store(None);
+        }
+    }
+}
