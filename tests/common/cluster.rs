@@ -34,14 +34,19 @@ pub fn start_node(etcd_url: &str, name: &str, ip: &str, app: &str, extra: &[&str
     spawn_listening(&ferroserve_bin(), &args, &[], Some(dir))
 }
 
+/// The control token of test nodes that listen off loopback.
+pub const TEST_TOKEN: &str = "cluster-test-token";
+
 /// `GET /api/status` of `node`, or `None` if it does not answer.
 pub async fn status(node: &Process) -> Option<Value> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .expect("client builds");
+    // With the token of nodes whose control API is off loopback (the others ignore it).
     let answer = http
         .get(node.control_url("/api/status"))
+        .bearer_auth(TEST_TOKEN)
         .send()
         .await
         .ok()?;

@@ -38,6 +38,8 @@ pub fn etcd_or_skip(test: &str) -> Option<PathBuf> {
 pub struct Member {
     pub name: String,
     pub client: SocketAddr,
+    /// A second client address (the first member's, on a network namespace's link).
+    pub extra_client: Option<SocketAddr>,
     pub peer: SocketAddr,
     child: Option<Child>,
 }
@@ -59,6 +61,12 @@ fn free_port(ip: &str) -> SocketAddr {
 impl EtcdCluster {
     /// Starts `n` members (127.0.0.1 to 127.0.0.n) and waits until the cluster has a leader.
     pub fn start(bin: PathBuf, n: usize) -> Self {
+        Self::start_with(bin, n, None)
+    }
+
+    /// Starts `n` members, the first also serving clients on `extra_ip` (an address on a
+    /// link to a network namespace).
+    pub fn start_with(bin: PathBuf, n: usize, extra_ip: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let members: Vec<Member> = (1..=n)
             .map(|i| {
@@ -66,6 +74,7 @@ impl EtcdCluster {
                 Member {
                     name: format!("etcd{i}"),
                     client: free_port(&ip),
+                    extra_client: extra_ip.filter(|_| i == 1).map(free_port),
                     peer: free_port(&ip),
                     child: None,
                 }
@@ -100,7 +109,10 @@ impl EtcdCluster {
         let initial = self.initial_cluster();
         let data = self.dir.path().join(&self.members[i].name);
         let m = &mut self.members[i];
-        let client = format!("http://{}", m.client);
+        let client = match m.extra_client {
+            Some(extra) => format!("http://{},http://{extra}", m.client),
+            None => format!("http://{}", m.client),
+        };
         let peer = format!("http://{}", m.peer);
         let child = Command::new(&self.bin)
             .args(["--name", &m.name])

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod netns;
 pub mod onnx;
 
 use std::io::{BufRead, BufReader};

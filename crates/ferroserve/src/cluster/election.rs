@@ -36,9 +36,16 @@ pub(super) async fn keep_lease(inner: Arc<Inner>) {
             }
             continue;
         };
-        tokio::time::sleep(tick).await;
-        let sent = Instant::now();
+        // The next keep-alive after a tick, or at the deadline if it comes first: the node
+        // steps down no later than one TTL after the last answered keep-alive, before etcd
+        // (which counts from when it received that keep-alive) can let another lead.
         let deadline = last_ok + ttl;
+        tokio::time::sleep_until((Instant::now() + tick).min(deadline)).await;
+        let sent = Instant::now();
+        if sent >= deadline {
+            lose(&inner, "no keep-alive was answered for one lease TTL");
+            continue;
+        }
         let budget = deadline.saturating_duration_since(sent).min(CALL_TIMEOUT);
         let (member, mut client) = inner.etcd.client();
         // One keep-alive: the client sends it and reads its answer when the stream opens
