@@ -333,3 +333,79 @@ async fn a_stopped_controller_is_deposed() {
         dump(&refs).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_and_status_work_against_any_node() {
+    let Some(bin) = etcd_or_skip("cluster") else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let etcd = EtcdCluster::start(bin, 3);
+    let nodes: Vec<Process> = (1..=3).map(|i| node(&etcd, i, &app(3), &[])).collect();
+    for n in &nodes {
+        wait_until(Duration::from_secs(30), "a replica per node", || async {
+            running_replicas(n, "echo").await == Some(1)
+        })
+        .await;
+    }
+    // `ferroserve deploy` to n2: 6 replicas and a second route; it returns once n2 applied.
+    let changed = format!(
+        "{}  hello:\n    backend: hello\n    route: /hello\n",
+        app(6).replace(
+            "endpoints:",
+            "  hello:\n    builtin: static\n    init_args: {body: hi}\nendpoints:"
+        )
+    );
+    let (dir, path) = common::write_config(&changed);
+    let deployed = std::process::Command::new(common::ferroserve_bin())
+        .args(["deploy", path.to_str().expect("utf-8 path")])
+        .env("FERROSERVE_ADDRESS", nodes[1].control_url(""))
+        .current_dir(dir.path())
+        .output()
+        .expect("ferroserve deploy runs");
+    assert!(
+        deployed.status.success(),
+        "deploy: {}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let refs: Vec<&Process> = nodes.iter().collect();
+    wait_until(Duration::from_secs(30), "6 replicas, 2 per node", || {
+        let refs = refs.clone();
+        async move { total_running(&refs, "echo").await == 6 }
+    })
+    .await;
+    let http = common::client();
+    for n in &nodes {
+        wait_until(Duration::from_secs(10), "/hello on every node", || async {
+            let answer = http.get(n.url("/hello")).send().await;
+            match answer {
+                Ok(a) if a.status() == 200 => a.text().await.is_ok_and(|t| t == "hi"),
+                _ => false,
+            }
+        })
+        .await;
+    }
+    // `ferroserve status` on n3 shows the cluster: three nodes, and who leads.
+    let shown = std::process::Command::new(common::ferroserve_bin())
+        .arg("status")
+        .env("FERROSERVE_ADDRESS", nodes[2].control_url(""))
+        .output()
+        .expect("ferroserve status runs");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    assert!(text.contains("cluster:") && text.contains("leader:"), "{text}");
+    for name in ["n1", "n2", "n3"] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    // A change of one backend would change one node only: refused, with why.
+    let refused = http
+        .put(nodes[0].control_url("/api/backends/echo"))
+        .header("content-type", "application/yaml")
+        .body("builtin: echo\nnum_replicas: 1\n")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), 409);
+    let why = refused.text().await.expect("text");
+    assert!(why.contains("cluster"), "{why}");
+}
