@@ -393,7 +393,10 @@ async fn deploy_and_status_work_against_any_node() {
         .expect("ferroserve status runs");
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.status.success(), "{text}");
-    assert!(text.contains("cluster:") && text.contains("leader:"), "{text}");
+    assert!(
+        text.contains("cluster:") && text.contains("leader:"),
+        "{text}"
+    );
     for name in ["n1", "n2", "n3"] {
         assert!(text.contains(name), "{name} in {text}");
     }
