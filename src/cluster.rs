@@ -17,7 +17,8 @@ pub(crate) struct ClusterArgs {
     /// This node's name, unique in the cluster (default: the host name).
     #[arg(long, env = "FERROSERVE_NODE_NAME", requires = "cluster")]
     node_name: Option<String>,
-    /// The address other nodes reach this one on (default 127.0.0.1).
+    /// The address other nodes reach this one on (needed when etcd is on other machines;
+    /// 127.0.0.1 otherwise).
     #[arg(long, env = "FERROSERVE_ADVERTISE", requires = "cluster")]
     advertise: Option<IpAddr>,
     /// The port other nodes call this node's replicas on (0 picks a free one).
@@ -71,7 +72,19 @@ pub(crate) async fn join(
         return Ok(None);
     };
     let (endpoints, prefix) = parse_cluster_url(url).map_err(anyhow::Error::msg)?;
-    let advertise = args.advertise.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    // Other machines cannot call 127.0.0.1: a cluster beyond this machine needs the
+    // address they reach this node on.
+    let local_only = endpoints.iter().all(|e| {
+        let host = e.rsplit_once(':').map_or(e.as_str(), |(h, _)| h);
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
+    let advertise = match args.advertise {
+        Some(ip) => ip,
+        None if local_only => IpAddr::from([127, 0, 0, 1]),
+        None => anyhow::bail!(
+            "--advertise is needed with etcd on other machines: the address other nodes reach this one on (e.g. --advertise 10.0.0.5)"
+        ),
+    };
     let peer = serve
         .listen_peers(SocketAddr::new(advertise, args.peer_port))
         .await?;

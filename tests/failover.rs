@@ -87,11 +87,21 @@ async fn a_dead_canary_hands_its_share_to_the_other_backend() {
     let http = client();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let answer = fetch_json(http.get(format!("{}/canary", base_url(&serve)))).await;
-        if answer.get("pid").is_some() {
+        // 503 (no running replica) until its worker is back: a slow machine restarts a
+        // Python worker in more than the second the load above took.
+        let (status, text) =
+            status_and_text(http.get(format!("{}/canary", base_url(&serve)))).await;
+        let back = status == StatusCode::OK
+            && serde_json::from_str::<serde_json::Value>(&text)
+                .is_ok_and(|answer| answer.get("pid").is_some());
+        if back {
             break;
         }
-        assert!(Instant::now() < deadline, "the canary did not come back");
+        assert!(
+            Instant::now() < deadline,
+            "the canary did not come back: {status} {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     serve.shutdown().await;
 }

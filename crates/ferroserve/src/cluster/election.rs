@@ -16,15 +16,18 @@ use super::placement::{Demand, place};
 /// did (a partition makes calls hang rather than fail) means the lease is lost: the node
 /// steps down at once and registers again under a new lease when etcd answers.
 pub(super) async fn keep_lease(inner: Arc<Inner>) {
-    let ttl = inner.options.lease_ttl;
+    let ttl_s = i64::try_from(inner.options.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+    // The TTL etcd is given (whole seconds), so that the local deadline is never later.
+    let ttl = Duration::from_secs(ttl_s.unsigned_abs());
     let tick = ttl / 3;
-    let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
     let mut last_ok = Instant::now();
     loop {
         let Some(lease) = inner.lease() else {
+            // Counted from before the grant: etcd's TTL starts when it grants.
+            let asked = Instant::now();
             match register(&inner, ttl_s).await {
                 Ok(lease) => {
-                    last_ok = Instant::now();
+                    last_ok = asked;
                     inner.lease.store(lease, Ordering::Release);
                     inner.changes.send_modify(|n| *n += 1);
                     tracing::info!(node = inner.me.name, lease, "registered in the cluster");
@@ -41,42 +44,85 @@ pub(super) async fn keep_lease(inner: Arc<Inner>) {
         // (which counts from when it received that keep-alive) can let another lead.
         let deadline = last_ok + ttl;
         tokio::time::sleep_until((Instant::now() + tick).min(deadline)).await;
-        let sent = Instant::now();
-        if sent >= deadline {
-            lose(&inner, "no keep-alive was answered for one lease TTL");
-            continue;
-        }
-        let budget = deadline.saturating_duration_since(sent).min(CALL_TIMEOUT);
-        let (member, mut client) = inner.etcd.client();
-        // One keep-alive: the client sends it and reads its answer when the stream opens
-        // (an expired lease is an error, "lease not found").
-        let answer = tokio::time::timeout(budget, client.lease_keep_alive(lease)).await;
-        match answer {
-            Ok(Ok(_)) => last_ok = sent,
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
-                lose(&inner, &format!("etcd says its lease is gone ({e})"));
-                continue;
+        match keep_alive(&inner, lease, deadline).await {
+            KeepAlive::Answered(sent) => last_ok = sent,
+            KeepAlive::Gone(why) => lose(&inner, lease, &why),
+            KeepAlive::Unanswered => {
+                if Instant::now() >= deadline {
+                    lose(
+                        &inner,
+                        lease,
+                        "no keep-alive was answered for one lease TTL",
+                    );
+                }
             }
-            Ok(Err(e)) => {
-                tracing::debug!("keep-alive: {e}");
-                inner.etcd.skip(member);
-            }
-            Err(_) => {
-                tracing::debug!("keep-alive: no answer within {budget:?}");
-                inner.etcd.skip(member);
-            }
-        }
-        if Instant::now() >= last_ok + ttl {
-            lose(&inner, "no keep-alive was answered for one lease TTL");
         }
     }
 }
 
-/// Forgets the lease and steps down.
-fn lose(inner: &Inner, why: &str) {
+/// What one round of keep-alives got.
+enum KeepAlive {
+    /// A member renewed the lease; the keep-alive was sent at this instant.
+    Answered(Instant),
+    /// etcd says the lease is gone.
+    Gone(String),
+    /// No member answered before the deadline.
+    Unanswered,
+}
+
+/// Sends a keep-alive to one member after another (a hung member is given half a tick,
+/// so that the others are tried before the deadline) until one answers or `deadline`.
+async fn keep_alive(inner: &Inner, lease: i64, deadline: Instant) -> KeepAlive {
+    let per_member = (inner.options.lease_ttl / 6).max(Duration::from_millis(100));
+    loop {
+        let sent = Instant::now();
+        if sent >= deadline {
+            return KeepAlive::Unanswered;
+        }
+        let budget = deadline
+            .saturating_duration_since(sent)
+            .min(per_member)
+            .min(CALL_TIMEOUT);
+        let (member, mut client) = inner.etcd.client();
+        // The client sends one keep-alive and reads its answer as the stream opens (an
+        // expired lease is an error, "lease not found").
+        match tokio::time::timeout(budget, client.lease_keep_alive(lease)).await {
+            Ok(Ok(_)) => return KeepAlive::Answered(sent),
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) => {
+                return KeepAlive::Gone(format!("etcd says its lease is gone ({e})"));
+            }
+            Ok(Err(e)) => tracing::debug!("keep-alive: {e}"),
+            Err(_) => tracing::debug!("keep-alive: no answer within {budget:?}"),
+        }
+        inner.etcd.skip(member);
+        // A member that refused at once: a short pause before the next.
+        tokio::time::sleep_until((sent + Duration::from_millis(50)).min(deadline)).await;
+    }
+}
+
+/// Forgets `lease` and steps down; the lease is revoked in the background (once etcd
+/// answers), so that the leader key and this node's records held by it go at once rather
+/// than a TTL after etcd comes back.
+fn lose(inner: &Arc<Inner>, lease: i64, why: &str) {
     inner.lease.store(0, Ordering::Release);
     inner.set_leading(None, why);
     tracing::warn!(node = inner.me.name, "lost the cluster lease: {why}");
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            let revoked = inner
+                .etcd
+                .call("lease revoke", |mut c| async move {
+                    c.lease_revoke(lease).await
+                })
+                .await;
+            match revoked {
+                Ok(_) => return,
+                Err(e) if e.contains("not found") => return,
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    });
 }
 
 /// A new lease, and this node's record under it.
@@ -116,7 +162,9 @@ pub(super) async fn lead(inner: Arc<Inner>) {
         };
         if inner.leading().is_none() {
             match campaign(&inner, lease).await {
-                Ok(won) => inner.set_leading(won, "another node leads"),
+                // Only if the lease it won with is still the node's: it may have been
+                // lost while the campaign waited for etcd.
+                Ok(won) => inner.set_leading(won.map(|r| (lease, r)), "another node leads"),
                 Err(e) => tracing::debug!("campaign: {e}"),
             }
         }

@@ -18,6 +18,9 @@ use crate::config::AppSpec;
 use crate::error::ServeError;
 use crate::serve::{ClusterLink, Serve};
 
+/// How long leaving waits for etcd to revoke the node's lease.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a deploy waits for its app to be saved and applied on this node.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -37,8 +40,9 @@ pub(super) struct Inner {
     pub(super) registry: Registry,
     /// The lease this node holds (0: none, it is not registered).
     pub(super) lease: AtomicI64,
-    /// While it leads: the leader key's create revision, which fences its writes.
-    pub(super) leading: Mutex<Option<i64>>,
+    /// While it leads: the lease it won with, and the leader key's create revision, which
+    /// fences its writes.
+    pub(super) leading: Mutex<Option<(i64, i64)>>,
     /// What it last read from etcd.
     pub(super) view: Mutex<View>,
     /// Bumped on every change of the view.
@@ -53,21 +57,26 @@ impl Inner {
         self.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The leader key's revision while this node leads.
+    /// The leader key's revision while this node leads under the lease it holds now.
     pub(super) fn leading(&self) -> Option<i64> {
-        *self.leading.lock().unwrap_or_else(PoisonError::into_inner)
+        let leading = *self.leading.lock().unwrap_or_else(PoisonError::into_inner);
+        leading
+            .filter(|(lease, _)| self.lease() == Some(*lease))
+            .map(|(_, revision)| revision)
     }
 
-    /// Sets or clears leadership, saying so when it changes.
-    pub(super) fn set_leading(&self, revision: Option<i64>, why: &str) {
+    /// Sets leadership won under `(lease, revision)` — only if that lease is still the
+    /// node's — or clears it; says so when it changes.
+    pub(super) fn set_leading(&self, won: Option<(i64, i64)>, why: &str) {
         let mut leading = self.leading.lock().unwrap_or_else(PoisonError::into_inner);
-        if leading.is_some() != revision.is_some() {
-            match revision {
+        let won = won.filter(|(lease, _)| self.lease() == Some(*lease));
+        if leading.is_some() != won.is_some() {
+            match won {
                 Some(_) => tracing::info!(node = self.me.name, "elected cluster controller"),
                 None => tracing::warn!(node = self.me.name, "no longer the controller: {why}"),
             }
         }
-        *leading = revision;
+        *leading = won;
     }
 
     /// The lease this node holds, if any.
@@ -124,6 +133,7 @@ impl ClusterNode {
             tokio::spawn(election::lead(inner.clone())),
             tokio::spawn(sync::watch(inner.clone())),
             tokio::spawn(sync::apply(inner.clone())),
+            tokio::spawn(sync::route(inner.clone())),
             tokio::spawn(sync::report(inner.clone())),
         ];
         if let Some(app) = initial {
@@ -149,15 +159,13 @@ impl ClusterNode {
             task.abort();
         }
         if let Some(lease) = self.inner.lease() {
-            let revoked = self
-                .inner
-                .etcd
-                .call("lease revoke", |mut c| async move {
-                    c.lease_revoke(lease).await
-                })
-                .await;
-            if let Err(e) = revoked {
-                tracing::warn!("leaving the cluster: {e}; the lease expires on its own");
+            let revoke = self.inner.etcd.call("lease revoke", |mut c| async move {
+                c.lease_revoke(lease).await
+            });
+            if !matches!(tokio::time::timeout(LEAVE_TIMEOUT, revoke).await, Ok(Ok(_))) {
+                tracing::warn!(
+                    "leaving the cluster: etcd did not revoke the lease; it expires on its own"
+                );
             }
         }
     }
@@ -255,8 +263,9 @@ impl ClusterLink for Link {
                 tokio::time::timeout(DEPLOY_TIMEOUT, applied.wait_for(|a| a.revision >= revision))
                     .await;
             match waited {
+                // This app's apply, or a later one's, failed on this node.
                 Ok(Ok(a)) => match &a.error {
-                    Some(e) if a.revision == revision => Err(ServeError::Internal(format!(
+                    Some(e) => Err(ServeError::Internal(format!(
                         "saved, but node `{}` could not apply it: {e}",
                         self.0.me.name
                     ))),
@@ -272,5 +281,9 @@ impl ClusterLink for Link {
 
     fn status(&self) -> serde_json::Value {
         status(&self.0)
+    }
+
+    fn app(&self) -> Option<AppSpec> {
+        self.0.view().app.as_ref().map(|(app, _)| app.clone())
     }
 }

@@ -102,8 +102,16 @@ pub(super) async fn watch(inner: Arc<Inner>) {
 pub(super) async fn apply(inner: Arc<Inner>) {
     let mut changes = inner.changes.subscribe();
     let mut last: Option<(i64, BTreeMap<String, usize>)> = None;
+    let mut failed = false;
+    let mut tried = tokio::time::Instant::now();
     loop {
-        if changes.changed().await.is_err() {
+        // A failed apply is tried again after a while even if nothing changes.
+        let wait = if failed {
+            RETRY_FAILED.saturating_sub(tried.elapsed())
+        } else {
+            Duration::MAX
+        };
+        if let Ok(Err(_)) = tokio::time::timeout(wait, changes.changed()).await {
             return;
         }
         let Some(serve) = inner.serve.upgrade() else {
@@ -119,20 +127,41 @@ pub(super) async fn apply(inner: Arc<Inner>) {
                 (app.clone(), revision, placement.share_of(&inner.me.name))
             })
         };
-        remotes(&inner, &serve);
-        if let Some((app, revision, share)) = settled {
-            let key = (revision, share);
-            if last.as_ref() != Some(&key) {
-                let applied = serve.apply_share(&app, &key.1, &inner.registry).await;
-                let error = applied.err().map(|e| e.to_string());
-                if let Some(e) = &error {
-                    tracing::error!(node = inner.me.name, "applying the cluster's app: {e}");
-                }
-                serve.set_deploying(false);
-                inner.applied.send_replace(Applied { revision, error });
-                last = Some(key);
-            }
+        let Some((app, revision, share)) = settled else {
+            continue;
+        };
+        let key = (revision, share);
+        if last.as_ref() == Some(&key) && (!failed || tried.elapsed() < RETRY_FAILED) {
+            continue;
         }
+        tried = tokio::time::Instant::now();
+        let applied = serve.apply_share(&app, &key.1, &inner.registry).await;
+        let error = applied.err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            tracing::error!(
+                node = inner.me.name,
+                "applying the cluster's app: {e}; trying again in {RETRY_FAILED:?}"
+            );
+        }
+        failed = error.is_some();
+        serve.set_deploying(false);
+        inner.applied.send_replace(Applied { revision, error });
+        last = Some(key);
+    }
+}
+
+/// How long after a failed apply it is tried again.
+const RETRY_FAILED: Duration = Duration::from_secs(10);
+
+/// Keeps the routers' remote replicas in step with the view, whenever it changes (also
+/// while an apply runs, which can take minutes).
+pub(super) async fn route(inner: Arc<Inner>) {
+    let mut changes = inner.changes.subscribe();
+    while changes.changed().await.is_ok() {
+        let Some(serve) = inner.serve.upgrade() else {
+            return;
+        };
+        remotes(&inner, &serve);
     }
 }
 
@@ -140,6 +169,17 @@ pub(super) async fn apply(inner: Arc<Inner>) {
 /// report running (the same list again changes nothing).
 fn remotes(inner: &Inner, serve: &Serve) {
     let view = inner.view();
+    let names: Vec<&str> = view
+        .app
+        .iter()
+        .flat_map(|(app, _)| app.backends.iter().map(|b| b.name.as_str()))
+        .collect();
+    // Backends no longer in the app: no remote replicas (and no connections kept for them).
+    for gone in serve.remote_backends() {
+        if !names.contains(&gone.as_str()) {
+            serve.set_remote_replicas(&gone, Vec::new());
+        }
+    }
     let Some((app, _)) = &view.app else {
         return;
     };

@@ -48,15 +48,18 @@ impl View {
                 self.leader = std::str::from_utf8(value).ok().map(str::to_owned);
             }
             None if key == "placement" => self.placement = decode(key, value),
+            // What cannot be read replaces what was there: no stale address stays.
             Some(("nodes", name)) => {
-                if let Some(node) = decode::<NodeInfo>(key, value).filter(|n| n.name == name) {
-                    self.nodes.insert(name.to_owned(), node);
-                }
+                match decode::<NodeInfo>(key, value).filter(|n| n.name == name) {
+                    Some(node) => self.nodes.insert(name.to_owned(), node),
+                    None => self.nodes.remove(name),
+                };
             }
             Some(("replicas", name)) => {
-                if let Some(report) = decode(key, value) {
-                    self.reports.insert(name.to_owned(), report);
-                }
+                match decode(key, value) {
+                    Some(report) => self.reports.insert(name.to_owned(), report),
+                    None => self.reports.remove(name),
+                };
             }
             _ => {}
         }

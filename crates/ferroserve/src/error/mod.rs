@@ -149,6 +149,17 @@ pub enum ServeError {
         /// Why it is considered dead.
         message: String,
     },
+    /// A call to a replica on another node could not be sent (no connection): nothing ran,
+    /// so the router tries it once more on another replica.
+    #[error("backend `{backend}` (replica `{replica}`) was not reached: {message}")]
+    NotSent {
+        /// The backend of the unreachable replica.
+        backend: String,
+        /// The unreachable replica.
+        replica: String,
+        /// Why.
+        message: String,
+    },
     /// A replica could not be started.
     #[error("backend `{backend}` failed to start: {message}")]
     StartFailed {
@@ -203,6 +214,7 @@ impl ServeError {
             | Self::Backend { .. }
             | Self::Panicked { .. }
             | Self::ReplicaDied { .. }
+            | Self::NotSent { .. }
             | Self::StartFailed { .. } => ErrorKind::ReplicaFailure,
             Self::CannotListen { .. } | Self::Internal(_) => ErrorKind::Internal,
         }
@@ -215,7 +227,7 @@ impl ServeError {
                 status: Some(status),
                 ..
             } => *status,
-            Self::ReplicaDied { .. } => StatusCode::BAD_GATEWAY,
+            Self::ReplicaDied { .. } | Self::NotSent { .. } => StatusCode::BAD_GATEWAY,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

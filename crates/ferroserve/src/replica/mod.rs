@@ -59,6 +59,12 @@ pub(crate) trait Replica: Send + Sync + 'static {
     /// Whether it can serve.
     fn check_health(&self) -> BoxFuture<'_, Result<(), ServeError>>;
 
+    /// Whether it runs on another node (a call to it may fail before it was sent, and is
+    /// then tried once more elsewhere).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// Whether it can take a request now (a worker whose socket broke cannot, from that
     /// moment, before the controller has replaced it).
     fn is_alive(&self) -> bool {

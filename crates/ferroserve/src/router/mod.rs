@@ -116,16 +116,47 @@ async fn call_now(
         }
     };
     context::note_served(&backend.name, slot.id());
-    let answer = match req.traceparent() {
+    // A call to another node that could not be sent ran nowhere: it is tried once more,
+    // on another replica (boxed: only remote calls keep a copy).
+    let again = if slot.is_remote() {
+        req.try_clone()
+    } else {
+        None
+    };
+    let mut answer = run_on(&slot, req).await;
+    if let (Err(ServeError::NotSent { .. }), Some(copy)) = (&answer, again) {
+        // The node could not be reached: a replica of another node (or a local one), if
+        // one has room. Remote ids are `node/replica`.
+        let node_of = |id: &str| id.split_once('/').map(|(node, _)| node.to_owned());
+        let failed = node_of(slot.id());
+        drop(slot);
+        let other = backend
+            .replicas
+            .try_acquire_except(|r| node_of(r.id()) == failed);
+        if let Some(other) = other {
+            tracing::debug!(
+                backend = &*backend.name,
+                "not sent; tried once more on {}",
+                other.id()
+            );
+            context::note_served(&backend.name, other.id());
+            answer = Box::pin(run_on(&other, copy)).await;
+        }
+    }
+    timing.finish(answer.is_ok());
+    answer
+}
+
+/// Runs `req` on the replica of `slot`, in the scope of its trace if it has one.
+async fn run_on(slot: &Slot<'_>, req: Request) -> Result<Response, ServeError> {
+    match req.traceparent() {
         // Boxed: only traced requests pay for the task-local scope.
         Some(trace) => {
             let trace: std::sync::Arc<str> = trace.into();
             Box::pin(context::traced(trace, slot.call(req))).await
         }
         None => slot.call(req).await,
-    };
-    timing.finish(answer.is_ok());
-    answer
+    }
 }
 
 /// Where a request for `backend` goes instead when it has no live replica and the

@@ -132,17 +132,33 @@ impl ReplicaSet {
         })
     }
 
-    /// Takes a slot on the less busy of two random local replicas; if both are full, on the
-    /// less busy of two remote ones; then on any replica with room; `None` when every
-    /// replica is full. Without remote replicas: two choices over all, then any with room.
+    /// Takes a slot on the less busy of two random local replicas, else on any local one
+    /// with room; only then on a remote one, the same way; `None` when every replica is
+    /// full. Without remote replicas: two choices over all, then any with room.
     pub(crate) fn try_acquire(&self) -> Option<Slot<'_>> {
         if self.local == self.replicas.len() {
             return self.choose(&self.replicas);
         }
         let (local, remote) = self.replicas.split_at(self.local);
-        self.two_choices(local)
-            .or_else(|| self.two_choices(remote))
-            .or_else(|| self.any(&self.replicas))
+        self.choose(local).or_else(|| self.choose(remote))
+    }
+
+    /// A slot for a call tried again: on a local replica, else on a remote one that
+    /// `skip` does not rule out (the replicas of a node that could not be reached).
+    pub(crate) fn try_acquire_except(
+        &self,
+        skip: impl Fn(&dyn Replica) -> bool,
+    ) -> Option<Slot<'_>> {
+        if let Some(slot) = self.choose(self.local()) {
+            return Some(slot);
+        }
+        let remote = &self.replicas[self.local..];
+        let n = remote.len();
+        let start = fastrand::usize(..n.max(1));
+        (0..n)
+            .map(|i| &remote[(start + i) % n])
+            .filter(|r| !skip(r.as_ref()))
+            .find_map(|r| self.reserve(r))
     }
 
     /// A slot on one of this node's replicas only: what a call from another node runs on
@@ -280,6 +296,40 @@ mod tests {
         drop(locals);
         assert!(set.try_acquire_local_id("l#1").is_some());
         assert!(set.try_acquire_local_id("r#0").is_none(), "not a local one");
+    }
+
+    #[tokio::test]
+    async fn any_local_replica_with_room_goes_before_a_remote_one() {
+        // 4 local replicas of 1 slot each: even when two random choices land on full ones,
+        // the free local ones are taken before any remote one.
+        for _ in 0..50 {
+            let set = mixed(4, 3, 1).await;
+            let held: Vec<Slot<'_>> = (0..4).filter_map(|_| set.try_acquire()).collect();
+            assert!(held.iter().all(|s| s.id().starts_with("l#")), "local first");
+            assert!(set.try_acquire().is_some_and(|s| s.id().starts_with("r#")));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_tried_again_skips_what_it_is_told_to() {
+        let set = mixed(0, 3, 1).await;
+        for _ in 0..20 {
+            let slot = set.try_acquire_except(|r| r.id() != "r#2");
+            assert_eq!(slot.as_ref().map(|s| s.id()), Some("r#2"));
+        }
+        let held = set.try_acquire_except(|r| r.id() != "r#2");
+        assert!(
+            set.try_acquire_except(|r| r.id() != "r#2").is_none(),
+            "r#2 full"
+        );
+        drop(held);
+        let with_local = mixed(1, 1, 1).await;
+        let slot = with_local.try_acquire_except(|_| true);
+        assert_eq!(
+            slot.as_ref().map(|s| s.id()),
+            Some("l#0"),
+            "local ones first"
+        );
     }
 
     #[tokio::test]

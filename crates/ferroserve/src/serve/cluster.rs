@@ -17,6 +17,8 @@ pub trait ClusterLink: Send + Sync + 'static {
     fn deploy(&self, app: AppSpec) -> BoxFuture<'_, Result<(), ServeError>>;
     /// The cluster as this node sees it (nodes, leader, placement), for status.
     fn status(&self) -> serde_json::Value;
+    /// The cluster's desired app (not this node's share of it), if it has one.
+    fn app(&self) -> Option<AppSpec>;
 }
 
 impl Serve {

@@ -429,6 +429,10 @@ impl Serve {
     /// The deployed app, as it would be written to a file (Rust closures given to
     /// [`Serve::create_backend`] are left out: they cannot be written down).
     pub fn app(&self) -> AppSpec {
+        // A node of a cluster runs its share; the app is the cluster's.
+        if let Some(app) = self.cluster.get().and_then(|link| link.app()) {
+            return app;
+        }
         self.controller.desired_spec()
     }
 

@@ -97,6 +97,17 @@ impl Serve {
         Ok(local)
     }
 
+    /// The backends that have (or had) replicas on other nodes set.
+    pub(crate) fn remote_backends(&self) -> Vec<String> {
+        self.peers
+            .backends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Sets the replicas of `backend` that run on other nodes, in place of those set before
     /// (an empty list: none). Requests go to them when this node's own replicas of
     /// `backend` are all busy, or when it has none (see [`Serve::create_remote_backend`]).

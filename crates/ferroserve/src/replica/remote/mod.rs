@@ -100,7 +100,8 @@ impl RemoteReplica {
     fn renamed(&self, mut error: ServeError) -> ServeError {
         if let ServeError::Backend { replica, .. }
         | ServeError::Panicked { replica, .. }
-        | ServeError::ReplicaDied { replica, .. } = &mut error
+        | ServeError::ReplicaDied { replica, .. }
+        | ServeError::NotSent { replica, .. } = &mut error
             && *replica == self.target
         {
             replica.clone_from(&self.display);
@@ -113,7 +114,12 @@ impl RemoteReplica {
         let message = format!("node `{}` at {}: {error}", self.node, self.client.addr());
         match error {
             PeerError::TooLarge(_) => ServeError::Internal(message),
-            PeerError::NotSent(_) | PeerError::Broken(_) => ServeError::ReplicaDied {
+            PeerError::NotSent(_) => ServeError::NotSent {
+                backend: self.backend.to_string(),
+                replica: self.display.clone(),
+                message,
+            },
+            PeerError::Broken(_) => ServeError::ReplicaDied {
                 backend: self.backend.to_string(),
                 replica: self.display.clone(),
                 message,
@@ -128,9 +134,14 @@ impl RemoteReplica {
             }
             Err(e) => Err(self.unreachable(&e)),
         };
+        // A 5xx counts, but not a load signal (503: overloaded, no replica, shutting
+        // down, deploying): ejecting a busy node would pile its load onto the others.
         let failed = match &outcome {
-            Ok(response) => response.status().is_server_error(),
-            Err(e) => e.status().is_server_error(),
+            Ok(response) => {
+                response.status().is_server_error()
+                    && response.status() != http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            Err(e) => e.status().is_server_error() && e.kind() != crate::error::ErrorKind::Overload,
         };
         if let Some(period) = self.ejections.record(
             &self.display,
@@ -165,6 +176,10 @@ impl RemoteReplica {
 impl Replica for RemoteReplica {
     fn id(&self) -> &str {
         &self.display
+    }
+
+    fn is_remote(&self) -> bool {
+        true
     }
 
     fn slots(&self) -> &Slots {

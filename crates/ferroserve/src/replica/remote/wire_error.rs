@@ -122,6 +122,11 @@ impl From<&ServeError> for WireError {
                 replica,
                 message,
             } => in_replica("replica_died", backend, replica, message),
+            ServeError::NotSent {
+                backend,
+                replica,
+                message,
+            } => in_replica("not_sent", backend, replica, message),
             ServeError::StartFailed { backend, message } => Self {
                 backend: backend.clone(),
                 ..text("start_failed", message)
@@ -198,6 +203,11 @@ impl From<WireError> for ServeError {
                 message: w.message,
             },
             "replica_died" => Self::ReplicaDied {
+                backend: w.backend,
+                replica: w.replica,
+                message: w.message,
+            },
+            "not_sent" => Self::NotSent {
                 backend: w.backend,
                 replica: w.replica,
                 message: w.message,
