@@ -2,23 +2,31 @@
 // downloaded browser), for tests/dashboard.rs:
 //
 //   node dashboard/test/browser.mjs CONTROL_URL SCREENSHOT_DIR ENDPOINT BACKEND=WEIGHT,...
+//   node dashboard/test/browser.mjs CONTROL_URL SCREENSHOT_DIR --token TOKEN
+//   node dashboard/test/browser.mjs CONTROL_URL SCREENSHOT_DIR --cluster NODES
 //
-// It reads what the page shows (endpoints, backends, replicas), waits for the charts of
-// ENDPOINT to have points, changes ENDPOINT's traffic weights through the page's form and
-// its confirmation, and prints one JSON line: what it saw, for the Rust test to compare
-// with /api/status. Screenshots go to SCREENSHOT_DIR. Any step that takes too long fails.
+// It reads what the page shows (endpoints, backends, replicas, and the Cluster panel if
+// shown), waits for the charts of ENDPOINT to have points, changes ENDPOINT's traffic
+// weights through the page's form and its confirmation, and prints one JSON line: what it
+// saw, for the Rust test to compare with /api/status. With `--token`, the page must ask
+// for TOKEN first, and it stops after the tables; with `--cluster`, it waits for the
+// Cluster panel to list NODES nodes and stops there. Screenshots go to SCREENSHOT_DIR.
+// Any step that takes too long fails.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
 
 const [controlUrl, shots, endpoint, weightsArg] = process.argv.slice(2);
 if (!controlUrl || !shots || !endpoint || !weightsArg) {
-  console.error('usage: browser.mjs CONTROL_URL SCREENSHOT_DIR (ENDPOINT BACKEND=WEIGHT,... | --token TOKEN)');
+  console.error('usage: browser.mjs CONTROL_URL SCREENSHOT_DIR (ENDPOINT BACKEND=WEIGHT,... | --token TOKEN | --cluster NODES)');
   process.exit(2);
 }
 // With `--token TOKEN`, the server asks for one: the page must ask for it, then load.
 const token = endpoint === '--token' ? weightsArg : null;
-const weights = token ? {} : Object.fromEntries(weightsArg.split(',').map((pair) => pair.split('=')));
+// With `--cluster NODES`, a node of a cluster: the Cluster panel must list NODES nodes.
+const clusterNodes = endpoint === '--cluster' ? Number(weightsArg) : null;
+const weights =
+  token || clusterNodes != null ? {} : Object.fromEntries(weightsArg.split(',').map((pair) => pair.split('=')));
 const chromium = process.env.FERROSERVE_CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 20000;
 
@@ -75,6 +83,46 @@ try {
       );
     return { endpoints: cells('endpoints'), backends: cells('backends'), replicas: cells('replicas') };
   });
+
+  // The Cluster panel, shown in cluster mode only (the page has rendered /api/status by now).
+  if (clusterNodes != null) {
+    await page.waitForFunction(
+      (n) => !document.querySelector('#cluster-box').hidden &&
+        document.querySelectorAll('#cluster-nodes tbody tr').length === n,
+      { timeout: STEP_MS, polling: 100 },
+      clusterNodes,
+    );
+  }
+  out.cluster = await page.evaluate(() => {
+    const box = document.querySelector('#cluster-box');
+    if (!box || box.hidden) return null;
+    const text = (selector) => {
+      const e = box.querySelector(selector);
+      return e && !e.hidden ? e.textContent.trim() : null;
+    };
+    return {
+      summary: text('#cluster-summary'),
+      facts: Object.fromEntries(
+        [...box.querySelectorAll('#cluster-facts dd')].map((dd) => [dd.dataset.fact, dd.textContent.trim()]),
+      ),
+      applyError: text('#cluster-apply-error'),
+      unplaced: text('#cluster-unplaced'),
+      nodes: [...box.querySelectorAll('#cluster-nodes tbody tr')].map((tr) => ({
+        name: tr.dataset.name,
+        leader: tr.classList.contains('leader'),
+        marks: [...tr.querySelectorAll('td[data-col="name"] .pill')].map((p) => p.textContent),
+        ...Object.fromEntries(
+          [...tr.children]
+            .filter((td) => td.dataset.col !== 'name')
+            .map((td) => [td.dataset.col, td.textContent.trim()]),
+        ),
+      })),
+    };
+  });
+  if (clusterNodes != null) {
+    await page.screenshot({ path: join(shots, 'cluster.png') });
+    throw new Done();
+  }
 
   if (token) throw new Done();
 

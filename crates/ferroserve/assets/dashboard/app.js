@@ -106,7 +106,15 @@
           if (!pill || pill.textContent !== cell.text) {
             td.replaceChildren(el('span', { className: `pill ${cell.pill}`, textContent: cell.text }));
           }
+        } else if (cell.marks) {
+          // The text, then a pill for each `[text, tone]` mark.
+          const shown = JSON.stringify([cell.text, cell.marks]);
+          if (td.dataset.shown !== shown) {
+            td.dataset.shown = shown;
+            td.replaceChildren(cell.text, ...cell.marks.map(([text, tone]) => mark(text, tone)));
+          }
         } else if (td.textContent !== cell.text) td.textContent = cell.text;
+        if (!cell.marks) delete td.dataset.shown;
         const cls = cell.cls || '';
         if (td.className !== cls) td.className = cls;
         if (cell.title !== undefined && td.title !== cell.title) td.title = cell.title;
@@ -115,6 +123,9 @@
     });
     for (const tr of old.values()) tr.remove();
   }
+
+  /** A pill after a text: `leader`, `this node`. */
+  const mark = (text, tone = '') => el('span', { className: `pill mark ${tone}`, textContent: text });
 
   function renderTables() {
     const status = state.status;
@@ -151,6 +162,93 @@
     $('#not-ready').hidden = !(status.not_ready || []).length;
     $('#updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.title = `Ferroserve · ${status.status}`;
+  }
+
+  // ---- the cluster (cluster mode only) ------------------------------------------------
+
+  const GIB = 1024 ** 3;
+  /** A count of CPUs or GPUs: `2`, `0.5`. */
+  const amount = (v) => (v == null ? '–' : String(Math.round(v * 10) / 10));
+  const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+  /** The Cluster panel: shown only when the status has a `cluster` section (a node
+   *  started with `--cluster`); this node, the leader, the app revisions and the nodes. */
+  function renderCluster() {
+    const cluster = state.status && state.status.cluster;
+    $('#cluster-box').hidden = !cluster;
+    if (!cluster) return;
+    const nodes = cluster.nodes || {};
+    const placement = cluster.placement || {};
+    const placed = placement.backends || {};
+    const leader = cluster.leader
+      ? cluster.is_leader ? `${cluster.leader} (this node)` : cluster.leader
+      : 'none elected';
+    $('#cluster-summary').textContent =
+      `node ${cluster.node} · leader ${leader} · ${plural(Object.keys(nodes).length, 'node')}`;
+
+    const applied = cluster.applied_revision;
+    const current = cluster.app_revision;
+    const revisions = `applied ${applied ?? '–'} of ${current ?? '–'}`;
+    const facts = [
+      ['node', cluster.node],
+      ['leader', cluster.leader || mark('none elected', 'bad'), cluster.is_leader ? mark('this node', 'ok') : ''],
+      ['registered', cluster.registered ? 'yes' : mark('no: this node holds no lease', 'bad')],
+      ['app revision',
+        cluster.apply_error ? mark(revisions, 'bad') : applied === current ? revisions : mark(revisions, 'warn')],
+      ['placement', placement.app_revision == null ? 'none yet'
+        : placement.app_revision === current
+          ? `revision ${placement.app_revision} by ${placement.leader}`
+          : mark(`revision ${placement.app_revision} by ${placement.leader}`, 'warn')],
+      ['etcd revision', String(cluster.etcd_revision ?? '–')],
+    ];
+    $('#cluster-facts').replaceChildren(
+      ...facts.map(([key, ...values]) => {
+        const dd = el('dd', {}, ...values);
+        dd.dataset.fact = key;
+        return el('div', {}, el('dt', { textContent: key }), dd);
+      }),
+    );
+    $('#cluster-apply-error').textContent = cluster.apply_error
+      ? `This node could not apply revision ${applied ?? '–'}: ${cluster.apply_error}` : '';
+    $('#cluster-apply-error').hidden = !cluster.apply_error;
+    const unplaced = Object.entries(placement.unplaced || {}).filter(([, n]) => n > 0);
+    $('#cluster-unplaced').textContent = unplaced.length
+      ? `No node has room for ${unplaced.map(([b, n]) => `${plural(n, 'replica')} of ${b}`).join(', ')}: ` +
+        'add a node, or lower its num_cpus, num_gpus, memory or max_replicas_per_node.'
+      : '';
+    $('#cluster-unplaced').hidden = !unplaced.length;
+
+    const rows = Object.entries(nodes).map(([name, node]) => {
+      // Per backend: the replicas it runs, and those placed on it when they differ.
+      const running = node.replicas || {};
+      const backends = [...new Set([...Object.keys(running), ...Object.keys(placed)])].sort();
+      let behind = false;
+      const counts = backends.flatMap((backend) => {
+        const have = (running[backend] || []).length;
+        const want = (placed[backend] || {})[name] || 0;
+        if (!have && !want) return [];
+        if (have !== want) behind = true;
+        return [have === want ? `${backend} ${have}` : `${backend} ${have}/${want}`];
+      });
+      const marks = [];
+      if (name === cluster.leader) marks.push(['leader', 'ok']);
+      if (name === cluster.node) marks.push(['this node', '']);
+      return {
+        key: name,
+        cells: [
+          { col: 'name', text: name, cls: 'name', marks },
+          { col: 'proxy', text: node.proxy || '–' },
+          { col: 'cpus', text: amount(node.cpus), cls: 'num' },
+          { col: 'memory', text: node.memory_bytes == null ? '–' : (node.memory_bytes / GIB).toFixed(1), cls: 'num' },
+          { col: 'gpus', text: amount(node.gpus), cls: 'num' },
+          { col: 'replicas', text: counts.join(' · ') || '–', cls: behind ? 'warn' : '',
+            title: backends.flatMap((backend) => running[backend] || []).join(', ') },
+        ],
+      };
+    });
+    const tbody = $('#cluster-nodes tbody');
+    fillRows(tbody, rows);
+    for (const tr of tbody.children) tr.classList.toggle('leader', tr.dataset.name === cluster.leader);
   }
 
   function showTab(tab) {
@@ -230,6 +328,7 @@
       showBanner('');
       renderTables();
       renderSelected();
+      renderCluster();
       document.body.dataset.loaded = 'yes';
     } catch (e) {
       if (e.status !== 401) showBanner(`Cannot read the status: ${e.message}`);
@@ -321,6 +420,7 @@
       state.status = status;
       renderTables();
       renderSelected();
+      renderCluster();
     }
     state.historyAt = 0;
     poll();
