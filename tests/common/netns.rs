@@ -25,9 +25,21 @@ pub fn can_partition() -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    // Root in a container may still lack CAP_NET_ADMIN: try for real.
+    let probe = format!("fs-probe-{}", std::process::id());
+    let made = Command::new("ip").args(["netns", "add", &probe]).output();
+    let _ = Command::new("ip").args(["netns", "del", &probe]).output();
+    match made {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "cannot make a network namespace: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run ip: {e}")),
+    }
 }
 
+/// Runs a command, failing the test with its stderr if it fails.
 fn run(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])

@@ -36,9 +36,9 @@ use crate::response::Response;
 use crate::router::{BackendState, Slot, SnapshotCell, context};
 
 /// Most connections from other nodes at once (one per node is the norm).
-const MAX_CONNECTIONS: usize = 1024;
+const MAX_CONNECTIONS: usize = 256;
 /// Most calls at once on one connection.
-const MAX_STREAMS: u32 = 4096;
+const MAX_STREAMS: u32 = 1024;
 /// How often an idle connection is pinged, and how long the answer may take.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How long after its caller's deadline a call still runs here: the caller's own timeout
