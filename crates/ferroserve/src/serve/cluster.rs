@@ -75,6 +75,7 @@ impl Serve {
     /// Makes this node's app `app` with `share[backend]` replicas of each backend (0 for a
     /// backend it does not run): what the cluster applies when the app or the placement
     /// changes.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) async fn apply_share(
         &self,
         app: &AppSpec,

@@ -98,6 +98,7 @@ impl Serve {
     }
 
     /// The backends that have (or had) replicas on other nodes set.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn remote_backends(&self) -> Vec<String> {
         self.peers
             .backends
