@@ -1,7 +1,9 @@
 //! Test harness: the real server on 127.0.0.1:0, in process or as the `ferroserve` binary.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod cluster;
+pub mod deploy;
 pub mod etcd;
 pub mod netns;
 pub mod onnx;
