@@ -86,8 +86,8 @@ pub fn parse_cluster_url(url: &str) -> Result<(Vec<String>, String), String> {
     Ok((endpoints, prefix))
 }
 
-/// The CPUs, memory (bytes) and GPUs (`/dev/nvidiaN`) of this machine, for a node given
-/// none.
+/// The CPUs, memory (bytes: `MemTotal`, or the container's cgroup limit if lower) and GPUs
+/// (`/dev/nvidiaN`) of this machine, for a node given none.
 pub fn detect_resources() -> (f64, u64, f64) {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
     let memory = std::fs::read_to_string("/proc/meminfo")
@@ -98,6 +98,23 @@ pub fn detect_resources() -> (f64, u64, f64) {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb.saturating_mul(1024));
+    // In a container, its memory limit (cgroup v2, then v1) if lower.
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    let memory = match limit {
+        Some(limit) if limit > 0 && (memory == 0 || limit < memory) => limit,
+        _ => memory,
+    };
     let gpus = std::fs::read_dir("/dev").map_or(0, |dir| {
         dir.flatten()
             .filter(|e| {
