@@ -1,5 +1,6 @@
 //! The served app's configuration: HTTP options, backend and endpoint configs, their defaults and their validation.
 
+mod autoscaling;
 mod backend;
 mod endpoint;
 mod keypath;
@@ -13,6 +14,7 @@ mod yaml;
 
 use crate::layer::{CustomLayer, ProxyLayer};
 
+pub use autoscaling::AutoscalingConfig;
 pub use backend::BackendConfig;
 pub use endpoint::{EndpointConfig, Traffic};
 pub(crate) use endpoint::{normalize_route, parse_method, validate_shadow};

@@ -5,6 +5,8 @@
 //! (changes of one backend run one at a time, behind that backend's own lock).
 
 mod apply;
+#[allow(dead_code)] // the policy comes first; the controller drives it next (issue 15)
+mod autoscale;
 mod backends;
 mod health;
 mod remote;
