@@ -50,6 +50,8 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     dir: tempfile::TempDir,
     token: String,
+    /// Which start this is (each has its own ports and data directories).
+    attempt: u32,
 }
 
 /// A free port on `ip` (bound, then released: a tiny race that the tests accept).
@@ -65,36 +67,65 @@ impl EtcdCluster {
     }
 
     /// Starts `n` members, the first also serving clients on `extra_ip` (an address on a
-    /// link to a network namespace).
+    /// link to a network namespace). A start that does not become healthy (a port taken
+    /// between its choice and etcd's bind, a slow machine) is tried again on new ports.
     pub fn start_with(bin: PathBuf, n: usize, extra_ip: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let members: Vec<Member> = (1..=n)
-            .map(|i| {
-                let ip = format!("127.0.0.{i}");
-                Member {
-                    name: format!("etcd{i}"),
-                    client: free_port(&ip),
-                    extra_client: extra_ip.filter(|_| i == 1).map(free_port),
-                    peer: free_port(&ip),
-                    child: None,
-                }
-            })
-            .collect();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let token = format!("test-{}-{nanos}", std::process::id());
         let mut cluster = Self {
             bin,
-            members,
+            members: Vec::new(),
             dir,
-            token,
+            token: String::new(),
+            attempt: 0,
         };
-        for i in 0..n {
-            cluster.spawn(i);
+        let mut logs = String::new();
+        for attempt in 1..=3 {
+            cluster.attempt = attempt;
+            cluster.members = (1..=n)
+                .map(|i| {
+                    let ip = format!("127.0.0.{i}");
+                    Member {
+                        name: format!("etcd{i}"),
+                        client: free_port(&ip),
+                        extra_client: extra_ip.filter(|_| i == 1).map(free_port),
+                        peer: free_port(&ip),
+                        child: None,
+                    }
+                })
+                .collect();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            cluster.token = format!("test-{}-{nanos}-{attempt}", std::process::id());
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            if cluster.healthy_within(Duration::from_secs(20)) {
+                return cluster;
+            }
+            cluster.kill_all();
+            logs.push_str(&format!("--- attempt {attempt}:\n{}", cluster.logs()));
         }
-        cluster.wait_healthy(Duration::from_secs(30));
-        cluster
+        panic!("etcd did not become healthy in 3 attempts:\n{logs}");
+    }
+
+    /// The data directory of member `i` in this attempt.
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("{}-{}", self.members[i].name, self.attempt))
+    }
+
+    /// The end of each member's log in this attempt.
+    fn logs(&self) -> String {
+        (0..self.members.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.data_dir(i).with_extension("log"))
+                    .unwrap_or_default();
+                let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+                format!("{} (newest first):\n{tail}\n", self.members[i].name)
+            })
+            .collect()
     }
 
     fn initial_cluster(&self) -> String {
@@ -107,7 +138,12 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) {
         let initial = self.initial_cluster();
-        let data = self.dir.path().join(&self.members[i].name);
+        let data = self.data_dir(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .map_or_else(|_| Stdio::null(), Stdio::from);
         let m = &mut self.members[i];
         let client = match m.extra_client {
             Some(extra) => format!("http://{},http://{extra}", m.client),
@@ -127,10 +163,10 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", &self.token])
             // Fast elections: a dead etcd leader is replaced within about a second.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(["--logger", "zap", "--log-level", "error"])
+            .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("etcd starts");
         m.child = Some(child);
@@ -163,22 +199,31 @@ impl EtcdCluster {
         answer.contains("\"health\":\"true\"")
     }
 
-    /// Waits until every running member reports healthy (the cluster has a leader).
-    pub fn wait_healthy(&self, within: Duration) {
+    /// Whether every running member reports healthy (the cluster has a leader) within
+    /// `within`.
+    fn healthy_within(&self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
             let running: Vec<usize> = (0..self.members.len())
                 .filter(|&i| self.members[i].child.is_some())
                 .collect();
             if running.iter().all(|&i| self.healthy(i)) {
-                return;
+                return true;
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not become healthy within {within:?}"
-            );
+            if Instant::now() >= deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits until every running member reports healthy (the cluster has a leader).
+    pub fn wait_healthy(&self, within: Duration) {
+        assert!(
+            self.healthy_within(within),
+            "etcd did not become healthy within {within:?}:\n{}",
+            self.logs()
+        );
     }
 
     /// `kill -9` member `i`.
