@@ -62,9 +62,9 @@ pub mod control;
 pub use backend::{Backend, BackendFactory, Methods, Registry, ReplicaContext};
 pub use builtin::builtins;
 pub use config::{
-    AccessLog, AppConfig, AppSpec, BackendConfig, BackendKind, BackendSpec, ConfigError,
-    CorsOptions, EndpointConfig, EndpointSpec, HttpOptions, Middleware, ModelRepository,
-    OnnxBackend, PythonBackend, RegisteredNames, ServedModel, Traffic,
+    AccessLog, AppConfig, AppSpec, AutoscalingConfig, BackendConfig, BackendKind, BackendSpec,
+    ConfigError, CorsOptions, EndpointConfig, EndpointSpec, HttpOptions, Middleware,
+    ModelRepository, OnnxBackend, PythonBackend, RegisteredNames, ServedModel, Traffic,
 };
 pub use control::{ControlOptions, ControlServer};
 pub use controller::status::{

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::AutoscalingConfig;
 use super::limits::{
     MAX_BATCH_SIZE, MAX_BATCH_WAIT_TIMEOUT_MS, MAX_CONCURRENT_QUERIES, MAX_NUM_REPLICAS,
     MAX_QUEUED_REQUESTS, seconds, within,
@@ -52,6 +53,9 @@ pub struct BackendConfig {
     pub memory: u64,
     /// The most replicas of this backend one node runs, in cluster mode.
     pub max_replicas_per_node: Option<usize>,
+    /// Scale with the load between `min_replicas` and `max_replicas` (instead of a fixed
+    /// `num_replicas`, which then is the count the autoscaler last chose).
+    pub autoscaling_config: Option<AutoscalingConfig>,
 }
 
 impl Default for BackendConfig {
@@ -73,6 +77,7 @@ impl Default for BackendConfig {
             num_gpus: 0.0,
             memory: 0,
             max_replicas_per_node: None,
+            autoscaling_config: None,
         }
     }
 }
@@ -165,6 +170,30 @@ impl BackendConfig {
         self
     }
 
+    /// Whether `new` asks for the same as this config, leaving aside the replica count an
+    /// autoscaler chose (when both scale with the load).
+    pub(crate) fn same_but_scale(&self, new: &Self) -> bool {
+        match (&self.autoscaling_config, &new.autoscaling_config) {
+            (Some(_), Some(_)) => {
+                let mut other = new.clone();
+                other.num_replicas = self.num_replicas;
+                *self == other
+            }
+            _ => self == new,
+        }
+    }
+
+    /// The replica count to start or keep when changing to this config from `current`: an
+    /// autoscaled backend keeps the count its autoscaler chose, within the new bounds.
+    pub(crate) fn carried_from(mut self, current: &Self) -> Self {
+        if let (Some(new), Some(_)) = (&self.autoscaling_config, &current.autoscaling_config) {
+            self.num_replicas = current
+                .num_replicas
+                .clamp(new.min_replicas, new.max_replicas);
+        }
+        self
+    }
+
     /// Whether a change from `self` to `new` needs new replicas (a rolling update) rather
     /// than a change in place: `init_args`, batching or `version` differ.
     pub fn needs_new_replicas(&self, new: &Self) -> bool {
@@ -219,6 +248,15 @@ impl BackendConfig {
                 "num_replicas",
                 "must be at least 1 (delete the backend to stop serving it)",
             ));
+        }
+        if let Some(autoscaling) = &self.autoscaling_config {
+            autoscaling.validate()?;
+            if autoscaling.min_replicas == 0 {
+                return Err(ServeError::invalid(
+                    "autoscaling_config.min_replicas",
+                    "0 (scaling to zero) is not supported yet: give at least 1",
+                ));
+            }
         }
         if self.max_concurrent_queries == Some(0) {
             return Err(ServeError::invalid(
@@ -305,6 +343,38 @@ impl BackendConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_autoscaled_count_is_not_a_change_and_carries_over() {
+        let scaled = |n: usize, max: usize| BackendConfig {
+            num_replicas: n,
+            autoscaling_config: Some(AutoscalingConfig {
+                max_replicas: max,
+                ..AutoscalingConfig::default()
+            }),
+            ..BackendConfig::default()
+        };
+        // Deploying the file again (1 replica) while the autoscaler runs 4: the same.
+        assert!(scaled(4, 8).same_but_scale(&scaled(1, 8)));
+        assert!(
+            !scaled(4, 8).same_but_scale(&scaled(1, 6)),
+            "new bounds are a change"
+        );
+        assert!(
+            !BackendConfig::default()
+                .num_replicas(4)
+                .same_but_scale(&BackendConfig::default())
+        );
+        // A change keeps the chosen count, within the new bounds.
+        assert_eq!(scaled(1, 3).carried_from(&scaled(4, 8)).num_replicas, 3);
+        assert_eq!(scaled(1, 8).carried_from(&scaled(4, 8)).num_replicas, 4);
+        assert_eq!(
+            BackendConfig::default()
+                .carried_from(&scaled(4, 8))
+                .num_replicas,
+            1
+        );
+    }
     use super::*;
 
     #[test]

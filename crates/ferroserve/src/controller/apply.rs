@@ -73,15 +73,17 @@ impl Controller {
                             .await
                     }
                     Some((kind, config))
-                        if kind.as_ref() == Some(&p.kind) && config == p.config =>
+                        if kind.as_ref() == Some(&p.kind) && config.same_but_scale(&p.config) =>
                     {
                         // What runs is what was asked for: a failure of a change since
                         // given up is over.
                         self.clear_failure(&p.name);
                         Ok(())
                     }
-                    Some(_) => {
-                        self.update_backend(&p.name, p.factory, p.config, Some(p.kind))
+                    Some((_, config)) => {
+                        // An autoscaled backend keeps the count its autoscaler chose.
+                        let wanted = p.config.carried_from(&config);
+                        self.update_backend(&p.name, p.factory, wanted, Some(p.kind))
                             .await
                     }
                 };

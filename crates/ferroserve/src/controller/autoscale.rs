@@ -44,6 +44,11 @@ impl Autoscaler {
         }
     }
 
+    /// What it was made for.
+    pub(crate) fn config(&self) -> &AutoscalingConfig {
+        &self.config
+    }
+
     /// Records the load at `now` (any monotonic clock): requests running plus queued, over
     /// every replica of the backend.
     pub(crate) fn record(&mut self, now: Duration, load: f64) {

@@ -5,13 +5,13 @@
 //! (changes of one backend run one at a time, behind that backend's own lock).
 
 mod apply;
-#[allow(dead_code)] // the policy comes first; the controller drives it next (issue 15)
 mod autoscale;
 mod backends;
 mod health;
 mod remote;
 mod report;
 mod rolling;
+mod scaling;
 pub(crate) mod status;
 #[cfg(test)]
 mod tests;
@@ -121,6 +121,10 @@ struct State {
     draining: bool,
     /// Each backend's replicas on other nodes (`set_remote`), routed to after its own.
     remote: HashMap<String, Vec<Arc<dyn Replica>>>,
+    /// The autoscaling policy of each autoscaled backend.
+    scalers: HashMap<String, autoscale::Autoscaler>,
+    /// Backends whose replica count an autoscaler is changing now.
+    scaling: HashSet<String>,
 }
 
 /// How long replicas of a deleted backend may take to finish the requests they run.
@@ -167,6 +171,7 @@ impl Controller {
                 tokio::spawn(async move { controller.replace_dead(death).await });
             }
         });
+        tokio::spawn(scaling::drive(Arc::downgrade(&controller)));
         let checked = Arc::downgrade(&controller);
         tokio::spawn(async move {
             let mut tick = health::MAX_TICK;

@@ -8,8 +8,8 @@ use serde_saphyr::Spanned;
 
 use super::{ConfigError, Errors, line_of};
 use crate::config::{
-    BUILTIN_BACKENDS, BackendConfig, BackendKind, BackendSpec, OnnxBackend, PythonBackend,
-    RegisteredNames,
+    AutoscalingConfig, BUILTIN_BACKENDS, BackendConfig, BackendKind, BackendSpec, OnnxBackend,
+    PythonBackend, RegisteredNames,
 };
 use crate::error::ServeError;
 
@@ -44,6 +44,7 @@ pub(super) struct BackendFile {
     num_gpus: Option<Spanned<f64>>,
     memory: Option<Spanned<u64>>,
     max_replicas_per_node: Option<Spanned<usize>>,
+    autoscaling_config: Option<Spanned<AutoscalingConfig>>,
 }
 
 /// `key.field`, or `field` alone when `key` is empty (a file of one backend's keys).
@@ -319,6 +320,32 @@ pub(super) fn backend_config(
     if let Some(n) = &spec.max_replicas_per_node {
         field_lines.insert("max_replicas_per_node", line_of(n));
         config.max_replicas_per_node = Some(n.value);
+    }
+    if let Some(autoscaling) = &spec.autoscaling_config {
+        let line = line_of(autoscaling);
+        if let Some(n) = &spec.num_replicas {
+            return errors.at(
+                line_of(n),
+                key_of(key, "num_replicas"),
+                "give `num_replicas` or `autoscaling_config`, not both (the autoscaler sets the count)",
+            );
+        }
+        for field in [
+            "autoscaling_config",
+            "autoscaling_config.min_replicas",
+            "autoscaling_config.max_replicas",
+            "autoscaling_config.target_ongoing_requests",
+            "autoscaling_config.upscale_delay_s",
+            "autoscaling_config.downscale_delay_s",
+            "autoscaling_config.upscaling_factor",
+            "autoscaling_config.downscaling_factor",
+            "autoscaling_config.look_back_period_s",
+        ] {
+            field_lines.insert(field, line);
+        }
+        // It starts with its fewest replicas.
+        config.num_replicas = autoscaling.value.min_replicas.max(1);
+        config.autoscaling_config = Some(autoscaling.value.clone());
     }
     if let Some(ms) = &spec.batch_wait_timeout_ms {
         field_lines.insert("batch_wait_timeout_ms", line_of(ms));

@@ -1,0 +1,164 @@
+//! Autoscaling end to end (issue 15): a backend with `autoscaling_config` scales up under a
+//! step of load once `upscale_delay_s` has passed, and back down after `downscale_delay_s`
+//! once the load is gone, with no failed request; the YAML key is checked like the others.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{base_url, client, serve, serve_sleeper};
+use ferroserve::{AppConfig, AutoscalingConfig, BackendConfig, Registry};
+
+/// The count of `slow`'s replicas the status shows: (target, running).
+fn replicas(serve: &ferroserve::Serve) -> (usize, usize) {
+    let status = serve.status();
+    let b = &status.backends["slow"];
+    (b.target_replicas, b.running_replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_of_load_scales_up_then_back_down_without_a_failure() {
+    let serve = serve().await;
+    let autoscaling = AutoscalingConfig {
+        min_replicas: 1,
+        max_replicas: 4,
+        target_ongoing_requests: 1.0,
+        upscale_delay_s: 1.0,
+        downscale_delay_s: 3.0,
+        look_back_period_s: 2.0,
+        ..AutoscalingConfig::default()
+    };
+    let config = BackendConfig {
+        max_concurrent_queries: Some(1),
+        autoscaling_config: Some(autoscaling),
+        ..BackendConfig::default()
+    };
+    serve_sleeper(&serve, config).await;
+    assert_eq!(replicas(&serve), (1, 1));
+
+    // 4 clients in a loop, each request 50 ms: 4 requests running or queued, 4× the target.
+    let stop = Arc::new(AtomicBool::new(false));
+    let url = format!("{}/slow?ms=50", base_url(&serve));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, url, http) = (stop.clone(), url.clone(), client());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status().is_success() => ok += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let loaded = Instant::now();
+    while replicas(&serve) != (4, 4) {
+        assert!(
+            loaded.elapsed() < Duration::from_secs(15),
+            "not 4 replicas under 4x load: {:?}",
+            replicas(&serve)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let up = loaded.elapsed();
+    assert!(
+        up >= Duration::from_millis(900),
+        "not before the 1 s delay: {up:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(replicas(&serve), (4, 4), "it holds under a steady load");
+    stop.store(true, Ordering::Relaxed);
+    let idle = Instant::now();
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.await.expect("client task");
+        ok += o;
+        failed.extend(f);
+    }
+    while replicas(&serve).0 != 1 {
+        assert!(
+            idle.elapsed() < Duration::from_secs(20),
+            "not back to 1 replica: {:?}",
+            replicas(&serve)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let down = idle.elapsed();
+    eprintln!(
+        "FIGURE autoscaling: 1 -> 4 replicas after {up:?} of load, back to 1 after {down:?} idle; {ok} requests ok, {} failed",
+        failed.len()
+    );
+    assert!(
+        down >= Duration::from_secs(3),
+        "not before the 3 s delay: {down:?}"
+    );
+    assert!(failed.is_empty(), "failed: {failed:?}");
+    assert!(ok > 50, "the load ran: {ok}");
+    serve.shutdown().await;
+}
+
+#[test]
+fn the_docs_example_parses_with_rays_keys() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/autoscaling.md"),
+    )
+    .expect("docs/autoscaling.md");
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml block");
+    let app = AppConfig::from_yaml(yaml, "docs/autoscaling.md", &Registry::new())
+        .expect("the example parses");
+    let config = &app.spec.backends[0].config;
+    let autoscaling = config.autoscaling_config.as_ref().expect("autoscaling");
+    assert_eq!((autoscaling.min_replicas, autoscaling.max_replicas), (1, 8));
+    assert_eq!(autoscaling.downscale_delay_s, 600.0);
+    assert_eq!(config.num_replicas, 1);
+}
+
+#[test]
+fn the_yaml_key_is_checked_with_its_line() {
+    let registry = Registry::new();
+    let app = AppConfig::from_yaml(
+        "backends:\n  m:\n    builtin: echo\n    autoscaling_config: {min_replicas: 2, max_replicas: 5}\n",
+        "app.yaml",
+        &registry,
+    )
+    .expect("parses");
+    let config = &app.spec.backends[0].config;
+    assert_eq!(config.num_replicas, 2, "starts with its fewest");
+    assert_eq!(
+        config.autoscaling_config.as_ref().map(|a| a.max_replicas),
+        Some(5)
+    );
+    let both = AppConfig::from_yaml(
+        "backends:\n  m:\n    builtin: echo\n    num_replicas: 3\n    autoscaling_config: {max_replicas: 5}\n",
+        "app.yaml",
+        &registry,
+    )
+    .expect_err("both refused");
+    assert_eq!(
+        (both.line, both.key.as_str()),
+        (4, "backends.m.num_replicas"),
+        "{both}"
+    );
+    let bad = AppConfig::from_yaml(
+        "backends:\n  m:\n    builtin: echo\n    autoscaling_config:\n      min_replicas: 3\n      max_replicas: 2\n",
+        "app.yaml",
+        &registry,
+    )
+    .expect_err("max below min");
+    assert_eq!(
+        bad.key, "backends.m.autoscaling_config.max_replicas",
+        "{bad}"
+    );
+    // The line where the block of its keys starts.
+    assert_eq!(bad.line, 5, "{bad}");
+}
