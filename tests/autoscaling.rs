@@ -103,6 +103,56 @@ async fn a_step_of_load_scales_up_then_back_down_without_a_failure() {
     serve.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_it_scales_to_zero_and_the_next_request_waits_for_a_cold_start() {
+    let serve = serve().await;
+    let autoscaling = AutoscalingConfig {
+        min_replicas: 0,
+        max_replicas: 2,
+        target_ongoing_requests: 1.0,
+        upscale_delay_s: 1.0,
+        downscale_delay_s: 1.0,
+        look_back_period_s: 1.0,
+        ..AutoscalingConfig::default()
+    };
+    let config = BackendConfig {
+        autoscaling_config: Some(autoscaling),
+        ..BackendConfig::default()
+    };
+    serve_sleeper(&serve, config).await;
+    let idle = Instant::now();
+    while replicas(&serve) != (0, 0) {
+        assert!(
+            idle.elapsed() < Duration::from_secs(15),
+            "not scaled to zero: {:?}",
+            replicas(&serve)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let http = client();
+    let ready = http
+        .get(format!("{}/-/ready", base_url(&serve)))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(ready.status(), 200, "scaled to zero is ready");
+    // The first request waits in the queue while a replica starts.
+    let cold = Instant::now();
+    let answer = http
+        .get(format!("{}/slow?ms=1", base_url(&serve)))
+        .send()
+        .await
+        .expect("answers");
+    let took = cold.elapsed();
+    assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+    assert_eq!(replicas(&serve), (1, 1));
+    eprintln!(
+        "FIGURE autoscaling: scaled to zero after {:?} idle; a cold start answered in {took:?}",
+        cold.duration_since(idle)
+    );
+    serve.shutdown().await;
+}
+
 #[test]
 fn the_docs_example_parses_with_rays_keys() {
     let doc = std::fs::read_to_string(

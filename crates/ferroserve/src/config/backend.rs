@@ -170,6 +170,16 @@ impl BackendConfig {
         self
     }
 
+    /// Whether it runs no replica because its autoscaler scaled it to zero: a request then
+    /// waits in the queue for a cold start.
+    pub(crate) fn scaled_to_zero(&self) -> bool {
+        self.num_replicas == 0
+            && self
+                .autoscaling_config
+                .as_ref()
+                .is_some_and(|a| a.min_replicas == 0)
+    }
+
     /// Whether `new` asks for the same as this config, leaving aside the replica count an
     /// autoscaler chose (when both scale with the load).
     pub(crate) fn same_but_scale(&self, new: &Self) -> bool {
@@ -251,12 +261,6 @@ impl BackendConfig {
         }
         if let Some(autoscaling) = &self.autoscaling_config {
             autoscaling.validate()?;
-            if autoscaling.min_replicas == 0 {
-                return Err(ServeError::invalid(
-                    "autoscaling_config.min_replicas",
-                    "0 (scaling to zero) is not supported yet: give at least 1",
-                ));
-            }
         }
         if self.max_concurrent_queries == Some(0) {
             return Err(ServeError::invalid(

@@ -36,10 +36,11 @@ pub(crate) fn not_ready(snapshot: &Snapshot) -> Vec<String> {
                 .weights()
                 .filter(|(_, weight)| *weight > 0.0)
                 .filter(|(backend, _)| {
+                    // Scaled to zero is ready: a request starts a replica.
                     !snapshot
                         .backends
                         .get(*backend)
-                        .is_some_and(|b| b.replicas.has_live())
+                        .is_some_and(|b| b.replicas.has_live() || b.config.scaled_to_zero())
                 })
                 .map(move |(backend, _)| {
                     format!("endpoint `{name}`: backend `{backend}` has no running replica")
@@ -233,11 +234,12 @@ async fn wait_for_slot(
     cell: &SnapshotCell,
     backend: &BackendState,
 ) -> Result<Slot<'static>, ServeError> {
-    if !backend.replicas.has_live() {
+    let cold = backend.config.scaled_to_zero();
+    if !backend.replicas.has_live() && !cold {
         return Err(ServeError::NoReplicas(backend.name.to_string()));
     }
     let name = &backend.name;
-    backend
+    let waited = backend
         .replicas
         .queue()
         .wait(backend.config.max_queued_requests, name, || {
@@ -247,14 +249,29 @@ async fn wait_for_slot(
                 .backends
                 .get(&**name)
                 .ok_or_else(|| ServeError::BackendNotFound(name.to_string()))?;
-            // Every replica died: fail now rather than wait for a restart that may not come.
             if !current.replicas.has_live() {
+                // Scaled to zero: the autoscaler sees this request queued and starts one.
+                if current.config.scaled_to_zero() {
+                    return Ok(None);
+                }
+                // Every replica died: fail now rather than wait for a restart that may
+                // not come.
                 return Err(ServeError::NoReplicas(name.to_string()));
             }
             Ok(current.replicas.try_acquire().map(Slot::into_owned))
-        })
+        });
+    if !cold {
+        return waited.await;
+    }
+    // A cold start that never comes (its replica cannot start) does not hold the caller
+    // for ever.
+    tokio::time::timeout(COLD_START_WAIT, waited)
         .await
+        .unwrap_or_else(|_| Err(ServeError::NoReplicas(name.to_string())))
 }
+
+/// The longest a request waits for a backend scaled to zero to start a replica.
+const COLD_START_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
