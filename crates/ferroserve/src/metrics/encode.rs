@@ -27,6 +27,9 @@ pub(crate) struct Scrape {
     pub(crate) replicas: Vec<(String, String, usize, bool)>,
     /// Per backend: requests waiting for a replica.
     pub(crate) queued: Vec<(String, usize)>,
+    /// Per backend: the replicas it should run (what an autoscaler chose, or
+    /// `num_replicas`) and those running.
+    pub(crate) counts: Vec<(String, usize, usize)>,
 }
 
 impl Scrape {
@@ -376,6 +379,27 @@ impl Collected {
             "1 when a replica is running and passed its last health check, else 0.",
             per_replica(&|_, healthy| i64::from(healthy)),
         )?;
+        let per_backend = |value: &dyn Fn(usize, usize) -> usize| -> Rows<i64> {
+            self.gauges
+                .counts
+                .iter()
+                .map(|(backend, target, running)| {
+                    let labels = vec![("deployment", escape(backend)), app()];
+                    let n = value(*target, *running);
+                    (labels, i64::try_from(n).unwrap_or(i64::MAX))
+                })
+                .collect()
+        };
+        family.gauges(
+            "ray_serve_deployment_target_replicas",
+            "The replicas a backend should run: what its autoscaler chose, or num_replicas.",
+            per_backend(&|target, _| target),
+        )?;
+        family.gauges(
+            "ray_serve_deployment_running_replicas",
+            "The replicas of a backend that serve now.",
+            per_backend(&|_, running| running),
+        )?;
         family.gauges(
             "ray_serve_deployment_queued_queries",
             "Requests waiting for a replica slot of a backend.",
@@ -417,6 +441,7 @@ mod tests {
         let text = Scrape {
             replicas: vec![("b".into(), "b#0".into(), 2, true)],
             queued: vec![("b".into(), 4)],
+            counts: vec![("b".into(), 3, 2)],
         }
         .encode(&metrics);
         for line in [
@@ -426,6 +451,8 @@ mod tests {
             r#"ray_serve_deployment_request_counter_total{deployment="b",application="default"} 1"#,
             r#"ray_serve_replica_processing_queries{deployment="b",replica="b#0",application="default"} 2"#,
             r#"ray_serve_deployment_queued_queries{deployment="b",application="default"} 4"#,
+            r#"ray_serve_deployment_target_replicas{deployment="b",application="default"} 3"#,
+            r#"ray_serve_deployment_running_replicas{deployment="b",application="default"} 2"#,
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

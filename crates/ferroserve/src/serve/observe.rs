@@ -54,6 +54,11 @@ impl Serve {
         let mut scrape = Scrape::default();
         for (backend, report) in &status.backends {
             scrape.queued.push((backend.clone(), report.queued));
+            scrape.counts.push((
+                backend.clone(),
+                report.target_replicas,
+                report.running_replicas,
+            ));
             for replica in &report.replicas {
                 let healthy = matches!(replica.state, ReplicaState::Running)
                     && replica.last_health_check.as_ref().is_none_or(|c| c.ok);
