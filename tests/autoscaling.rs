@@ -9,41 +9,47 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{base_url, client, serve, serve_sleeper};
-use ferroserve::{AppConfig, AutoscalingConfig, BackendConfig, Registry};
+use ferroserve::{
+    AppConfig, AutoscalingConfig, BackendConfig, BackendFactory, EndpointConfig, PythonBackend,
+    Registry,
+};
 
-/// The count of `slow`'s replicas the status shows: (target, running).
-fn replicas(serve: &ferroserve::Serve) -> (usize, usize) {
+/// The count of `backend`'s replicas the status shows: (target, running).
+fn replicas_of(serve: &ferroserve::Serve, backend: &str) -> (usize, usize) {
     let status = serve.status();
-    let b = &status.backends["slow"];
+    let b = &status.backends[backend];
     (b.target_replicas, b.running_replicas)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_of_load_scales_up_then_back_down_without_a_failure() {
-    let serve = serve().await;
-    let autoscaling = AutoscalingConfig {
-        min_replicas: 1,
-        max_replicas: 4,
-        target_ongoing_requests: 1.0,
-        upscale_delay_s: 1.0,
-        downscale_delay_s: 3.0,
-        look_back_period_s: 2.0,
-        ..AutoscalingConfig::default()
-    };
-    let config = BackendConfig {
-        max_concurrent_queries: Some(1),
-        autoscaling_config: Some(autoscaling),
-        ..BackendConfig::default()
-    };
-    serve_sleeper(&serve, config).await;
-    assert_eq!(replicas(&serve), (1, 1));
+/// The count of `slow`'s replicas: (target, running).
+fn replicas(serve: &ferroserve::Serve) -> (usize, usize) {
+    replicas_of(serve, "slow")
+}
 
-    // 4 clients in a loop, each request 50 ms: 4 requests running or queued, 4× the target.
+/// What a step of load saw.
+struct Step {
+    /// From the load's start until `peak` replicas ran.
+    up: Duration,
+    /// From the load's end until one replica was left.
+    down: Duration,
+    ok: usize,
+    failed: Vec<String>,
+}
+
+/// `clients` clients GET `url` in a loop until `backend` runs `peak` replicas (within
+/// `within`), and 2 s more; then nothing until it is back to 1 replica.
+async fn step_of_load(
+    serve: &ferroserve::Serve,
+    backend: &str,
+    url: &str,
+    clients: usize,
+    peak: usize,
+    within: Duration,
+) -> Step {
     let stop = Arc::new(AtomicBool::new(false));
-    let url = format!("{}/slow?ms=50", base_url(&serve));
-    let clients: Vec<_> = (0..4)
+    let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (stop, url, http) = (stop.clone(), url.clone(), client());
+            let (stop, url, http) = (stop.clone(), url.to_owned(), client());
             tokio::spawn(async move {
                 let (mut ok, mut failed) = (0usize, Vec::new());
                 while !stop.load(Ordering::Relaxed) {
@@ -58,48 +64,124 @@ async fn a_step_of_load_scales_up_then_back_down_without_a_failure() {
         })
         .collect();
     let loaded = Instant::now();
-    while replicas(&serve) != (4, 4) {
+    while replicas_of(serve, backend) != (peak, peak) {
         assert!(
-            loaded.elapsed() < Duration::from_secs(15),
-            "not 4 replicas under 4x load: {:?}",
-            replicas(&serve)
+            loaded.elapsed() < within,
+            "not {peak} replicas of {backend} under load: {:?}",
+            replicas_of(serve, backend)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let up = loaded.elapsed();
-    assert!(
-        up >= Duration::from_millis(900),
-        "not before the 1 s delay: {up:?}"
-    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(replicas(&serve), (4, 4), "it holds under a steady load");
+    assert_eq!(
+        replicas_of(serve, backend),
+        (peak, peak),
+        "it holds under a steady load"
+    );
     stop.store(true, Ordering::Relaxed);
     let idle = Instant::now();
     let (mut ok, mut failed) = (0, Vec::new());
-    for c in clients {
-        let (o, f) = c.await.expect("client task");
+    for task in tasks {
+        let (o, f) = task.await.expect("client task");
         ok += o;
         failed.extend(f);
     }
-    while replicas(&serve).0 != 1 {
+    while replicas_of(serve, backend).0 != 1 {
         assert!(
             idle.elapsed() < Duration::from_secs(20),
-            "not back to 1 replica: {:?}",
-            replicas(&serve)
+            "{backend} not back to 1 replica: {:?}",
+            replicas_of(serve, backend)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let down = idle.elapsed();
+    Step {
+        up,
+        down: idle.elapsed(),
+        ok,
+        failed,
+    }
+}
+
+/// Up within 1 s, down within 3 s, over a 2 s look-back.
+fn quick(max_replicas: usize) -> AutoscalingConfig {
+    AutoscalingConfig {
+        min_replicas: 1,
+        max_replicas,
+        target_ongoing_requests: 1.0,
+        upscale_delay_s: 1.0,
+        downscale_delay_s: 3.0,
+        look_back_period_s: 2.0,
+        ..AutoscalingConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_of_load_scales_up_then_back_down_without_a_failure() {
+    let serve = serve().await;
+    let config = BackendConfig {
+        max_concurrent_queries: Some(1),
+        autoscaling_config: Some(quick(4)),
+        ..BackendConfig::default()
+    };
+    serve_sleeper(&serve, config).await;
+    assert_eq!(replicas(&serve), (1, 1));
+    // 4 clients, each request 50 ms: 4 requests running or queued, 4× the target.
+    let url = format!("{}/slow?ms=50", base_url(&serve));
+    let step = step_of_load(&serve, "slow", &url, 4, 4, Duration::from_secs(15)).await;
     eprintln!(
-        "FIGURE autoscaling: 1 -> 4 replicas after {up:?} of load, back to 1 after {down:?} idle; {ok} requests ok, {} failed",
-        failed.len()
+        "FIGURE autoscaling (Rust): 1 -> 4 replicas after {:?} of load, back to 1 after {:?} idle; {} requests ok, {} failed",
+        step.up,
+        step.down,
+        step.ok,
+        step.failed.len()
     );
     assert!(
-        down >= Duration::from_secs(3),
-        "not before the 3 s delay: {down:?}"
+        step.up >= Duration::from_millis(900),
+        "not before the 1 s delay: {:?}",
+        step.up
     );
-    assert!(failed.is_empty(), "failed: {failed:?}");
-    assert!(ok > 50, "the load ran: {ok}");
+    assert!(
+        step.down >= Duration::from_secs(3),
+        "not before the 3 s delay: {:?}",
+        step.down
+    );
+    assert!(step.failed.is_empty(), "failed: {:?}", step.failed);
+    assert!(step.ok > 50, "the load ran: {}", step.ok);
+    serve.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_backend_scales_with_its_load() {
+    let serve = serve().await;
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"));
+    let sleeper = BackendFactory::python(PythonBackend::new("sleepy:Sleeper").working_dir(dir));
+    let config = BackendConfig {
+        max_concurrent_queries: Some(1),
+        autoscaling_config: Some(quick(3)),
+        ..BackendConfig::default()
+    };
+    serve
+        .create_backend("sleepy", sleeper, config)
+        .await
+        .expect("backend");
+    serve
+        .create_endpoint("sleepy", EndpointConfig::backend("sleepy").route("/sleepy"))
+        .await
+        .expect("endpoint");
+    // 3 clients, each request 100 ms in Python: 3× the target; new workers take a moment
+    // to start, and requests wait in the queue meanwhile.
+    let url = format!("{}/sleepy", base_url(&serve));
+    let step = step_of_load(&serve, "sleepy", &url, 3, 3, Duration::from_secs(30)).await;
+    eprintln!(
+        "FIGURE autoscaling (Python): 1 -> 3 workers after {:?} of load, back to 1 after {:?} idle; {} requests ok, {} failed",
+        step.up,
+        step.down,
+        step.ok,
+        step.failed.len()
+    );
+    assert!(step.failed.is_empty(), "failed: {:?}", step.failed);
+    assert!(step.ok > 20, "the load ran: {}", step.ok);
     serve.shutdown().await;
 }
 
