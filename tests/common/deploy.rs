@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, PoisonError};
 
 use serde_json::{Value, json};
 
@@ -19,28 +18,12 @@ pub fn chart_dir() -> PathBuf {
     root().join("deploy/helm/ferroserve")
 }
 
-/// The interpreter the Python tools run on (as the ONNX tests: `FERROSERVE_PYTHON`).
-pub fn python() -> String {
-    std::env::var("FERROSERVE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
+pub use super::python;
 
 /// Whether Python can import `module`; when not, says so loudly, or fails when
 /// `FERROSERVE_REQUIRE_HELM` is set. `install` is what to `pip install`.
 pub fn python_has(module: &str, install: &str) -> bool {
-    static SEEN: Mutex<BTreeMap<String, Result<(), String>>> = Mutex::new(BTreeMap::new());
-    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
-    let ready = seen.entry(module.to_owned()).or_insert_with(|| {
-        let out = Command::new(python())
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", python()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            let said = String::from_utf8_lossy(&out.stderr);
-            Err(said.trim().lines().last().unwrap_or("").to_owned())
-        }
-    });
+    let ready = super::python_import(module);
     let Err(why) = ready else { return true };
     assert!(
         std::env::var_os("FERROSERVE_REQUIRE_HELM").is_none(),

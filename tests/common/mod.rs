@@ -24,6 +24,36 @@ use http::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+/// The interpreter Python scripts and tools run on (`FERROSERVE_PYTHON`, else `python3`;
+/// the ONNX backend looks in it for the runtime library).
+pub fn python() -> String {
+    std::env::var("FERROSERVE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Whether [`python`] can import `modules` (`"onnx, onnxruntime"`), asked once per process;
+/// if not, why (the traceback's last line: the module that is missing).
+pub fn python_import(modules: &str) -> Result<(), String> {
+    static SEEN: std::sync::Mutex<std::collections::BTreeMap<String, Result<(), String>>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    seen.entry(modules.to_owned())
+        .or_insert_with(|| {
+            let out = Command::new(python())
+                .args(["-c", &format!("import {modules}")])
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", python()))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                let said = String::from_utf8_lossy(&out.stderr);
+                Err(said.trim().lines().last().unwrap_or("").to_owned())
+            }
+        })
+        .clone()
+}
+
 /// The `ferroserve` binary built for these tests.
 pub fn ferroserve_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferroserve"))

@@ -1,14 +1,9 @@
 //! Helpers of the ONNX tests: the Python they run scripts of `tests/onnx` on, and whether the Python packages a test needs are there (a loud SKIP when not, a failure under `FERROSERVE_REQUIRE_ONNX=1`, as in CI).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, PoisonError};
 
-/// The interpreter the scripts run on: the one Ferroserve looks in for the runtime library.
-pub fn python() -> String {
-    std::env::var("FERROSERVE_PYTHON").unwrap_or_else(|_| "python3".to_owned())
-}
+pub use super::python;
 
 /// A script of `tests/onnx`.
 pub fn script(name: &str) -> PathBuf {
@@ -20,24 +15,7 @@ pub fn script(name: &str) -> PathBuf {
 /// Whether Python can import `modules` (`"onnx, onnxruntime"`); when not, says so loudly,
 /// or fails when `FERROSERVE_REQUIRE_ONNX=1`. `install` is what to `pip install`.
 pub fn python_has(modules: &str, install: &str) -> bool {
-    static SEEN: Mutex<Option<HashMap<String, Result<(), String>>>> = Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
-    let ready = seen
-        .get_or_insert_with(HashMap::new)
-        .entry(modules.to_owned())
-        .or_insert_with(|| {
-            let out = Command::new(python())
-                .args(["-c", &format!("import {modules}")])
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", python()))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                // The traceback's last line: the module that is missing.
-                let said = String::from_utf8_lossy(&out.stderr);
-                Err(said.trim().lines().last().unwrap_or("").to_owned())
-            }
-        });
+    let ready = super::python_import(modules);
     let Err(why) = ready else { return true };
     assert!(
         std::env::var("FERROSERVE_REQUIRE_ONNX").as_deref() != Ok("1"),
