@@ -219,7 +219,7 @@ pub(super) async fn report(inner: Arc<Inner>) {
         let Some(lease) = inner.lease() else {
             continue;
         };
-        let status = serve.status();
+        let status = serve.node_status();
         drop(serve);
         let report = NodeReport {
             app_revision: inner.applied.borrow().revision,

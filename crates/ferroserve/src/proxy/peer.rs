@@ -33,7 +33,7 @@ use crate::replica::{
 };
 use crate::request::Request;
 use crate::response::Response;
-use crate::router::{BackendState, Slot, SnapshotCell, context};
+use crate::router::{BackendState, Slot, SnapshotCell};
 
 /// Most connections from other nodes at once (one per node is the norm).
 const MAX_CONNECTIONS: usize = 256;
@@ -249,13 +249,7 @@ async fn run(
             slot
         }
     };
-    let answer = match req.traceparent() {
-        Some(trace) => {
-            let trace: Arc<str> = trace.into();
-            context::traced(trace, slot.call(req)).await
-        }
-        None => slot.call(req).await,
-    };
+    let answer = crate::router::run_on(&slot, req).await;
     timing.finish(answer.is_ok());
     answer
 }

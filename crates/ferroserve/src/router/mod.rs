@@ -149,7 +149,7 @@ async fn call_now(
 }
 
 /// Runs `req` on the replica of `slot`, in the scope of its trace if it has one.
-async fn run_on(slot: &Slot<'_>, req: Request) -> Result<Response, ServeError> {
+pub(crate) async fn run_on(slot: &Slot<'_>, req: Request) -> Result<Response, ServeError> {
     match req.traceparent() {
         // Boxed: only traced requests pay for the task-local scope.
         Some(trace) => {

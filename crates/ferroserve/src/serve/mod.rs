@@ -415,9 +415,15 @@ impl Serve {
     /// Desired and actual state: each backend's status and replicas, each endpoint, and
     /// readiness (what the control API's `GET /api/status` returns).
     pub fn status(&self) -> AppStatus {
-        let mut status = self.controller.status();
+        let mut status = self.node_status();
         status.cluster = self.cluster_status();
         status
+    }
+
+    /// This node's backends and endpoints, without the cluster's part (what the cluster
+    /// reports of this node, and the gauges of `/metrics`).
+    pub(crate) fn node_status(&self) -> AppStatus {
+        self.controller.status()
     }
 
     /// The last `tail` lines the worker of `replica` printed (`echo#0`), oldest first; an

@@ -50,7 +50,7 @@ impl Serve {
     /// The Prometheus text of `GET /metrics`: Ray Serve's metric names and labels, with
     /// the replica gauges read from the status.
     pub(crate) fn metrics_text(&self) -> String {
-        let status = self.status();
+        let status = self.node_status();
         let mut scrape = Scrape::default();
         for (backend, report) in &status.backends {
             scrape.queued.push((backend.clone(), report.queued));

@@ -156,6 +156,19 @@ impl Serve {
                     })
                 })
                 .collect();
+            let unchanged = next.len() == entry.replicas.len()
+                && next
+                    .iter()
+                    .zip(&entry.replicas)
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
+            if unchanged {
+                // The same replicas again (the cluster hands them over on every change of
+                // its view): nothing to publish.
+                if next.is_empty() {
+                    backends.remove(backend);
+                }
+                return;
+            }
             entry.ejections.set_replicas(next.len());
             entry.replicas.clone_from(&next);
             if next.is_empty() {
