@@ -331,7 +331,7 @@ async fn call(shared: &Shared, body: &[u8]) -> Answer {
     let caller = shared.serve.caller();
     let answer =
         crate::replica::call_from_python(&*caller, meta, Bytes::copy_from_slice(arg)).await;
-    let (meta, payload) = crate::replica::python_reply(answer);
+    let (meta, payload) = crate::replica::python_reply(answer).await;
     let meta = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
     let mut out = Vec::with_capacity(4 + meta.len() + payload.len());
     out.extend_from_slice(&u32::try_from(meta.len()).unwrap_or(0).to_le_bytes());

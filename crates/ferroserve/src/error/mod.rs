@@ -338,6 +338,12 @@ impl BackendError {
         self
     }
 
+    /// The same error with `context` before its message.
+    pub(crate) fn prefixed(mut self, context: &str) -> Self {
+        self.message.insert_str(0, context);
+        self
+    }
+
     /// The error message.
     pub fn message(&self) -> &str {
         &self.message

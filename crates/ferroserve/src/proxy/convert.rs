@@ -1,17 +1,98 @@
 //! Conversion between the wire and Ferroserve: HTTP requests in, responses out (errors through `ServeError::to_http`).
 
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
+use futures_util::Stream;
 use http::HeaderValue;
+use http_body::{Frame, SizeHint};
 use http_body_util::Full;
 
-use std::borrow::Cow;
-
-use crate::error::ServeError;
+use crate::error::{BackendError, ServeError};
 use crate::request::{CALL_METHOD_HEADER, HttpParts, Request, SHARD_KEY_HEADER};
-use crate::response::{Response, ResponseBody};
+use crate::response::{Chunks, Response, ResponseBody};
 
-/// The body type of every response the proxy writes.
-pub(crate) type PlainBody = Full<Bytes>;
+/// The body of every response the proxy writes: whole (with its length), or a stream of
+/// chunks polled only as fast as the connection takes them (chunked encoding).
+pub(crate) enum PlainBody {
+    /// A whole body.
+    Whole(Full<Bytes>),
+    /// A streamed one.
+    Stream(Chunks),
+}
+
+impl From<Full<Bytes>> for PlainBody {
+    fn from(body: Full<Bytes>) -> Self {
+        Self::Whole(body)
+    }
+}
+
+impl PlainBody {
+    /// A whole body of `bytes`.
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Self::Whole(Full::new(bytes))
+    }
+
+    /// The bytes of a whole body; `None` for a stream.
+    pub(crate) fn into_whole(self) -> Option<Bytes> {
+        match self {
+            Self::Whole(full) => full.into_inner(),
+            Self::Stream(_) => None,
+        }
+    }
+}
+
+impl http_body::Body for PlainBody {
+    type Data = Bytes;
+    type Error = BackendError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BackendError>>> {
+        match self.get_mut() {
+            Self::Whole(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            Self::Stream(chunks) => loop {
+                match Pin::new(&mut *chunks).poll_next(cx) {
+                    // An empty chunk would end a chunked body early.
+                    Poll::Ready(Some(Ok(chunk))) if chunk.is_empty() => {}
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        break Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!("a streamed answer failed: {}", e.message());
+                        break Poll::Ready(Some(Err(e)));
+                    }
+                    Poll::Ready(None) => break Poll::Ready(None),
+                    Poll::Pending => break Poll::Pending,
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Whole(full) => full.is_end_stream(),
+            Self::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Whole(full) => full.size_hint(),
+            Self::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A response with a whole body as one the proxy writes.
+pub(crate) fn plain(response: http::Response<Full<Bytes>>) -> http::Response<PlainBody> {
+    response.map(PlainBody::Whole)
+}
 
 /// The request a replica sees, from the HTTP request's parts and its collected body.
 pub(crate) fn into_request(
@@ -57,22 +138,26 @@ pub(crate) fn into_http(result: Result<Response, ServeError>) -> http::Response<
     match result {
         Ok(response) => {
             let (status, headers, body) = response.into_parts();
-            match body {
-                ResponseBody::Bytes(bytes) => {
-                    let mut response = http::Response::new(Full::new(bytes));
-                    *response.status_mut() = status;
-                    *response.headers_mut() = headers;
-                    response
+            let body = match body {
+                ResponseBody::Bytes(bytes) => PlainBody::new(bytes),
+                ResponseBody::Stream(chunks) => PlainBody::Stream(chunks),
+                ResponseBody::Value(_) => {
+                    return plain(
+                        ServeError::Internal(
+                            "the backend answered with a Rust value, which cannot be sent over HTTP; \
+                             answer with text, bytes or JSON"
+                                .to_owned(),
+                        )
+                        .to_http(),
+                    );
                 }
-                ResponseBody::Value(_) => ServeError::Internal(
-                    "the backend answered with a Rust value, which cannot be sent over HTTP; \
-                     answer with text, bytes or JSON"
-                        .to_owned(),
-                )
-                .to_http(),
-            }
+            };
+            let mut response = http::Response::new(body);
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            response
         }
-        Err(e) => e.to_http(),
+        Err(e) => plain(e.to_http()),
     }
 }
 

@@ -214,7 +214,7 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
                         let mut response = tokio::select! {
                             biased;
                             response = handle(&connection.cell, connection.rules, req) => response,
-                            () = connection.activity.abandoned() => ServeError::ShuttingDown.to_http(),
+                            () = connection.activity.abandoned() => convert::plain(ServeError::ShuttingDown.to_http()),
                         };
                         connection.activity.mark_closing(&mut response);
                         Ok::<_, Infallible>(connection.pending.prepare(response))
@@ -355,11 +355,11 @@ where
     }
     let snapshot = cell.load_full();
     let Some(endpoint) = snapshot.routes.lookup(path) else {
-        let response = if snapshot.held {
+        let response = convert::plain(if snapshot.held {
             ServeError::Deploying(path.to_owned()).to_http()
         } else {
             ServeError::RouteNotFound(path.to_owned()).to_http()
-        };
+        });
         let method = method_index(req.method());
         snapshot
             .unrouted
@@ -380,7 +380,8 @@ where
                 allow: endpoint.allow.to_str().unwrap_or_default().to_owned(),
                 method: Some(req.method().to_string()),
             }
-            .to_http();
+            .to_http()
+            .map(Into::into);
         }
         let (parts, body) = req.into_parts();
         let body = if body.is_end_stream() {
@@ -393,12 +394,12 @@ where
             };
             match read {
                 Ok(bytes) => bytes,
-                Err(e) => break 'served e.to_http(),
+                Err(e) => break 'served convert::plain(e.to_http()),
             }
         };
         match convert::into_request(parts, body) {
             Ok(request) => convert::into_http(router::call(cell, endpoint, request).await),
-            Err(e) => e.to_http(),
+            Err(e) => convert::plain(e.to_http()),
         }
     };
     counted.answered(response.status());
@@ -484,6 +485,11 @@ const CLIENT_CLOSED: u16 = 499;
 
 /// Ferroserve's own routes under `/-/`.
 fn admin(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<PlainBody> {
+    convert::plain(admin_whole(cell, method, path))
+}
+
+/// [`admin`]'s answers, whole.
+fn admin_whole(cell: &SnapshotCell, method: &Method, path: &str) -> http::Response<Full<Bytes>> {
     match (method, path) {
         (&Method::GET, "/-/routes") => {
             let mut response = http::Response::new(Full::new(cell.load().routes_json.clone()));

@@ -2,7 +2,6 @@
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::Full;
 use serde_json::{Value, json};
 
 use super::body::{self, BodyRules};
@@ -100,7 +99,7 @@ where
             };
             let body = match read {
                 Ok(body) => body,
-                Err(e) => return e.to_http(),
+                Err(e) => return convert::plain(e.to_http()),
             };
             let started = std::time::Instant::now();
             let method = crate::metrics::method_index(&parts.method);
@@ -130,7 +129,7 @@ fn json_errors(response: http::Response<PlainBody>) -> http::Response<PlainBody>
         return response;
     }
     let (parts, body) = response.into_parts();
-    let text = body.into_inner().unwrap_or_default();
+    let text = body.into_whole().unwrap_or_default();
     let said = String::from_utf8_lossy(&text);
     answer(parts.status, &json!({ "error": said.trim() }))
 }
@@ -181,7 +180,7 @@ fn not_allowed(path: &str, allow: &'static str) -> http::Response<PlainBody> {
 
 /// A JSON answer.
 fn answer(status: StatusCode, value: &Value) -> http::Response<PlainBody> {
-    let mut response = http::Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = http::Response::new(PlainBody::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -202,13 +201,13 @@ mod tests {
 
     #[test]
     fn a_backend_error_in_text_becomes_the_protocols_json_error() {
-        let mut text = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+        let mut text = http::Response::new(super::PlainBody::new(bytes::Bytes::from(
             "backend `py` has no method `metadata`\n",
         )));
         *text.status_mut() = http::StatusCode::NOT_FOUND;
         let json = super::json_errors(text);
         assert_eq!(json.status(), http::StatusCode::NOT_FOUND);
-        let body = json.into_body().into_inner().unwrap_or_default();
+        let body = json.into_body().into_whole().unwrap_or_default();
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&body).ok(),
             Some(serde_json::json!({"error": "backend `py` has no method `metadata`"}))

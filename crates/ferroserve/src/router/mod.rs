@@ -142,10 +142,30 @@ async fn call_now(
             );
             context::note_served(&backend.name, other.id());
             answer = Box::pin(run_on(&other, copy)).await;
+            timing.finish(answer.is_ok());
+            return streaming(answer, other, &backend.name);
         }
+        timing.finish(false);
+        return answer;
     }
     timing.finish(answer.is_ok());
-    answer
+    streaming(answer, slot, &backend.name)
+}
+
+/// A streamed answer keeps its replica slot until its last chunk, or until its caller
+/// drops it (a client that left); any other answer frees the slot now.
+fn streaming(
+    answer: Result<Response, ServeError>,
+    slot: Slot<'_>,
+    backend: &str,
+) -> Result<Response, ServeError> {
+    match answer {
+        Ok(response) if response.is_stream() => {
+            let context = format!("backend `{backend}` (replica `{}`): ", slot.id());
+            Ok(response.holding(slot.into_owned(), context))
+        }
+        answer => answer,
+    }
 }
 
 /// Runs `req` on the replica of `slot`, in the scope of its trace if it has one.
@@ -222,12 +242,27 @@ fn send_shadow_copies(endpoint: &EndpointState, req: &Request) {
             timing.no_wait();
             let answer = slot.call(copy).await;
             timing.finish(answer.is_ok());
-            if let Err(e) = answer {
-                tracing::debug!(backend = &*backend.name, "shadow copy failed: {e}");
+            match answer {
+                // Read to its end, as a client would, with the slot taken meanwhile.
+                Ok(response) if response.is_stream() => {
+                    if let Err(e) = response.collected(SHADOW_STREAM_LIMIT).await {
+                        tracing::debug!(
+                            backend = &*backend.name,
+                            "shadow stream failed: {}",
+                            e.message()
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(backend = &*backend.name, "shadow copy failed: {e}"),
             }
         });
     }
 }
+
+/// The most of a shadow backend's streamed answer read (and dropped) before the stream
+/// is cut.
+const SHADOW_STREAM_LIMIT: usize = 64 << 20;
 
 /// A slot on one of `backend`'s replicas, waiting in the backend's queue until one frees.
 async fn wait_for_slot(

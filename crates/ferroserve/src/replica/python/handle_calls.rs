@@ -82,7 +82,7 @@ pub(super) async fn serve_handle_call(
 ) {
     let id = frame.id;
     let answer = call_from_python(&*caller, &frame.meta, frame.body).await;
-    let (meta, body) = python_reply(answer);
+    let (meta, body) = python_reply(answer).await;
     let Ok(meta) = serde_json::to_vec(&meta) else {
         return;
     };
@@ -91,10 +91,24 @@ pub(super) async fn serve_handle_call(
     }
 }
 
+/// The most of a streamed answer read whole for a Python caller that did not ask for a
+/// stream: what one frame to a worker can carry.
+const COLLECT_LIMIT: usize = super::frame::MAX_BODY;
+
 /// The answer to a handle call from Python, as its meta and body: a pickled value (`kind:
 /// pickle`), an HTTP-shaped answer (`kind: http`, with status and media type), or an error
 /// (`error`, `status`).
-pub(crate) fn python_reply(answer: Result<Response, ServeError>) -> (serde_json::Value, Bytes) {
+pub(crate) async fn python_reply(
+    answer: Result<Response, ServeError>,
+) -> (serde_json::Value, Bytes) {
+    // A stream for a caller that did not ask for one: read whole.
+    let answer = match answer {
+        Ok(response) if response.is_stream() => response
+            .collected(COLLECT_LIMIT)
+            .await
+            .map_err(|e| ServeError::Internal(e.message().to_owned())),
+        answer => answer,
+    };
     match answer {
         Ok(response) => {
             let (status, headers, body) = response.into_parts();
@@ -120,7 +134,7 @@ pub(crate) fn python_reply(answer: Result<Response, ServeError>) -> (serde_json:
                     }
                     (meta, bytes)
                 }
-                ResponseBody::Value(_) => (
+                ResponseBody::Value(_) | ResponseBody::Stream(_) => (
                     serde_json::json!({"error": "the endpoint answered with a Rust value, which cannot go to Python", "status": 500}),
                     Bytes::new(),
                 ),

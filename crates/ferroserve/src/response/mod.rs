@@ -1,4 +1,8 @@
-//! Responses from replicas: text, bytes, JSON, any Rust value, with status, headers and media type.
+//! Responses from replicas: text, bytes, JSON, a stream of chunks, any Rust value, with status, headers and media type.
+
+mod stream;
+
+pub use stream::{Chunks, sse_event};
 
 use std::any::Any;
 use std::fmt;
@@ -20,6 +24,8 @@ pub(crate) enum ResponseBody {
     Bytes(Bytes),
     /// A Rust value for an in-process handle caller.
     Value(Box<dyn Any + Send + Sync>),
+    /// Chunks made while the answer goes out.
+    Stream(Chunks),
 }
 
 /// A replica's answer: a status code, headers (the media type among them) and a body.
@@ -98,6 +104,63 @@ impl Response {
         Self::with_body(ResponseBody::Value(Box::new(value)), None)
     }
 
+    /// A streaming response: each chunk of `stream` goes to an HTTP client as soon as it is
+    /// made (chunked transfer encoding), and a handle caller reads them with
+    /// [`Response::into_chunks`]. The stream is polled only as fast as the client reads, and
+    /// dropped if the client leaves; an error ends the answer early (over HTTP the
+    /// connection closes without the last chunk, so the client sees it cut short).
+    ///
+    /// The media type is `application/octet-stream` unless set; see
+    /// [`Response::event_stream`] for server-sent events.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use ferroserve::{BackendError, Response};
+    /// use futures_util::StreamExt;
+    ///
+    /// let tokens = futures_util::stream::iter(["Hello", ", ", "world"])
+    ///     .map(|t| Ok::<_, BackendError>(Bytes::from(t)));
+    /// let response = Response::stream(tokens).with_media_type(http::HeaderValue::from_static("text/plain"));
+    /// assert!(response.is_stream());
+    /// ```
+    pub fn stream<S, E>(stream: S) -> Self
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<BackendError>,
+    {
+        use futures_util::StreamExt as _;
+        // A panic while making a chunk ends the stream with an error, as an error would.
+        let chunks = std::panic::AssertUnwindSafe(stream.map(|c| c.map_err(Into::into)))
+            .catch_unwind()
+            .map(|polled| {
+                polled.unwrap_or_else(|panic| {
+                    Err(BackendError::msg(format!(
+                        "panicked while streaming: {}",
+                        crate::error::panic_message(&*panic)
+                    )))
+                })
+            });
+        Self::with_body(
+            ResponseBody::Stream(Chunks::new(chunks)),
+            Some(OCTET_STREAM),
+        )
+    }
+
+    /// A stream of server-sent events (`text/event-stream`, not cached): each item is one
+    /// event as it goes on the wire, as [`sse_event`] frames it.
+    pub fn event_stream<S, E>(events: S) -> Self
+    where
+        S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: Into<BackendError>,
+    {
+        Self::stream(events)
+            .with_media_type(HeaderValue::from_static("text/event-stream"))
+            .with_header(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            )
+    }
+
     /// Sets the status code; any code from 100 to 999 goes on the wire as given.
     #[must_use]
     pub fn with_status(mut self, status: StatusCode) -> Self {
@@ -148,11 +211,67 @@ impl Response {
         self.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok())
     }
 
-    /// The body bytes, unless the body is a Rust value.
+    /// The body bytes, unless the body is a Rust value or a stream.
     pub fn body(&self) -> Option<&Bytes> {
         match &self.body {
             ResponseBody::Bytes(b) => Some(b),
-            ResponseBody::Value(_) => None,
+            ResponseBody::Value(_) | ResponseBody::Stream(_) => None,
+        }
+    }
+
+    /// Whether the body is a stream of chunks ([`Response::stream`]).
+    pub fn is_stream(&self) -> bool {
+        matches!(self.body, ResponseBody::Stream(_))
+    }
+
+    /// The body as chunks, read as they come: a stream's chunks, or a whole body as one
+    /// chunk. A Rust value gives an error.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use futures_util::StreamExt;
+    /// let mut chunks = ferroserve::Response::text("whole").into_chunks();
+    /// assert_eq!(&chunks.next().await.unwrap().unwrap()[..], b"whole");
+    /// assert!(chunks.next().await.is_none());
+    /// # });
+    /// ```
+    pub fn into_chunks(self) -> Chunks {
+        match self.body {
+            ResponseBody::Bytes(bytes) => Chunks::whole(bytes),
+            ResponseBody::Stream(chunks) => chunks,
+            ResponseBody::Value(_) => Chunks::new(futures_util::stream::once(async {
+                Err(BackendError::msg(
+                    "the response is a Rust value, not a stream of bytes",
+                ))
+            })),
+        }
+    }
+
+    /// The same response with a whole body: a stream read to its end (failing past `limit`
+    /// bytes); other bodies as they are.
+    pub async fn collected(self, limit: usize) -> Result<Self, BackendError> {
+        match self.body {
+            ResponseBody::Stream(chunks) => {
+                let bytes = chunks.collect(limit).await?;
+                Ok(Self {
+                    body: ResponseBody::Bytes(bytes),
+                    ..self
+                })
+            }
+            body => Ok(Self { body, ..self }),
+        }
+    }
+
+    /// The same response, holding `guard` until its stream ends or is dropped, and saying
+    /// `context` before the message of an error that ends it early. A whole body drops the
+    /// guard at once.
+    pub(crate) fn holding<G: Send + 'static>(self, guard: G, context: String) -> Self {
+        match self.body {
+            ResponseBody::Stream(chunks) => Self {
+                body: ResponseBody::Stream(chunks.holding(guard, context)),
+                ..self
+            },
+            body => Self { body, ..self },
         }
     }
 
@@ -160,7 +279,7 @@ impl Response {
     pub fn body_text(&self) -> Result<String, BodyError> {
         let body = self
             .body()
-            .ok_or_else(|| BodyError::unexpected("the response is a Rust value, not text"))?;
+            .ok_or_else(|| BodyError::unexpected("the response is a Rust value or a stream, not text (collect a stream with `collected`)"))?;
         String::from_utf8(body.to_vec())
             .map_err(|_| BodyError::unexpected("the response body is not valid UTF-8"))
     }
@@ -169,7 +288,7 @@ impl Response {
     pub fn body_json<T: DeserializeOwned>(&self) -> Result<T, BodyError> {
         let body = self
             .body()
-            .ok_or_else(|| BodyError::unexpected("the response is a Rust value, not JSON"))?;
+            .ok_or_else(|| BodyError::unexpected("the response is a Rust value or a stream, not JSON (collect a stream with `collected`)"))?;
         serde_json::from_slice(body)
             .map_err(|e| BodyError::unexpected(format!("the response body is not valid JSON: {e}")))
     }
@@ -178,7 +297,7 @@ impl Response {
     pub fn body_value<T: Any>(&self) -> Option<&T> {
         match &self.body {
             ResponseBody::Value(v) => v.downcast_ref(),
-            ResponseBody::Bytes(_) => None,
+            ResponseBody::Bytes(_) | ResponseBody::Stream(_) => None,
         }
     }
 
@@ -210,6 +329,7 @@ impl fmt::Debug for Response {
         match &self.body {
             ResponseBody::Bytes(b) => s.field("body", b),
             ResponseBody::Value(_) => s.field("body", &"<rust value>"),
+            ResponseBody::Stream(_) => s.field("body", &"<stream>"),
         };
         s.finish()
     }
