@@ -9,7 +9,17 @@ worker it starts, so backends need nothing installed; ``pip install ./python`` g
 same package to editors and tests.
 """
 
-from ._api import HTTPException, Handle, Response, ResponseRef, ServeError, accept_batch, get_handle, jsonable
+from ._api import (
+    HTTPException,
+    Handle,
+    Response,
+    ResponseRef,
+    ServeError,
+    StreamingResponse,
+    accept_batch,
+    get_handle,
+    jsonable,
+)
 from ._request import FormData, Headers, QueryParams, Request, UploadFile
 from ._starlette import ServeRequest
 
@@ -38,6 +48,7 @@ __all__ = [
     "ResponseRef",
     "ServeError",
     "ServeRequest",
+    "StreamingResponse",
     "UploadFile",
     "accept_batch",
     "get",

@@ -50,6 +50,25 @@ class Response:
         return f"Response(status_code={self.status_code}, media_type={self.media_type!r})"
 
 
+class StreamingResponse:
+    """A streamed answer: ``content`` is an iterator or async iterator (a generator, say) of
+    ``str`` or ``bytes`` chunks, each sent to the client as soon as it is made, with a
+    status code, media type and headers. ``media_type="text/event-stream"`` makes it
+    server-sent events. Starlette's ``StreamingResponse`` works the same way, and so does
+    returning a bare generator (``text/plain``)."""
+
+    def __init__(self, content, status_code=200, media_type=None, headers=None):
+        if not (hasattr(content, "__iter__") or hasattr(content, "__aiter__")):
+            raise TypeError(f"StreamingResponse content must be an iterator, not {type(content).__name__}")
+        self.content = content
+        self.status_code = int(status_code)
+        self.media_type = media_type
+        self.headers = dict(headers or {})
+
+    def __repr__(self):
+        return f"StreamingResponse(status_code={self.status_code}, media_type={self.media_type!r})"
+
+
 def accept_batch(method):
     """Marks a method that takes a batch: it gets a list of requests and returns a list of
     answers, one per request, in order."""
@@ -132,9 +151,12 @@ class Handle:
         self.endpoint = endpoint
         self._options = options or {}
 
-    def options(self, method_name=None, http_method=None, http_headers=None, query_params=None, shard_key=None):
-        """A handle with these options; HTTP options make calls HTTP-shaped."""
+    def options(self, method_name=None, http_method=None, http_headers=None, query_params=None, shard_key=None, stream=None):
+        """A handle with these options; HTTP options make calls HTTP-shaped, and
+        ``stream=True`` makes ``remote`` return a stream of chunks (``async for`` it)."""
         options = dict(self._options)
+        if stream is not None:
+            options["stream"] = bool(stream)
         if method_name is not None:
             options["method"] = method_name
         if shard_key is not None:
@@ -153,7 +175,8 @@ class Handle:
         return Handle(self.endpoint, options)
 
     def remote(self, *args):
-        """Sends one argument (any Python object, pickled) to the endpoint now."""
+        """Sends one argument (any Python object, pickled) to the endpoint now: a
+        ``ResponseRef`` to await, or with ``stream=True`` a stream of chunks."""
         if len(args) > 1:
             raise TypeError("remote() takes one argument")
         from . import _worker
@@ -204,14 +227,21 @@ def encode_value(value, reply):
             if k.lower() not in (b"content-length", b"content-type")
         ]
         meta = {"status": value.status_code, "headers": headers}
-        media_type = getattr(value, "media_type", None)
+        media_type = starlette_media_type(value)
         if media_type:
-            charset = getattr(value, "charset", None)
-            if media_type.startswith("text/") and charset and "charset" not in media_type:
-                media_type = f"{media_type}; charset={charset}"
             meta["media_type"] = media_type
         return meta, bytes(value.body)
     return {"media_type": "application/json"}, json.dumps(value, default=jsonable).encode("utf-8")
+
+
+def starlette_media_type(response):
+    """A Starlette response's media type as Starlette sends it: text with its charset."""
+    media_type = getattr(response, "media_type", None)
+    if media_type:
+        charset = getattr(response, "charset", None)
+        if media_type.startswith("text/") and charset and "charset" not in media_type:
+            media_type = f"{media_type}; charset={charset}"
+    return media_type
 
 
 def jsonable(value):
@@ -261,6 +291,15 @@ def decode_reply(meta, body):
         import pickle
 
         return pickle.loads(body)
+    if kind == "pickle_list":
+        # A generator's objects, read whole for a caller that did not ask for a stream.
+        import pickle
+
+        items, offset = [], 0
+        for size in meta.get("lens", ()):
+            items.append(pickle.loads(body[offset : offset + size]))
+            offset += size
+        return items
     media_type = (meta.get("media_type") or "").split(";")[0].strip()
     if media_type == "application/json":
         value = json.loads(body)

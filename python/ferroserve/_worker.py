@@ -15,8 +15,10 @@ import json
 import pickle
 import sys
 import traceback
+import weakref
 
 from . import _protocol as P
+from . import _stream
 from ._api import ResponseRef, ServeError, decode_reply, encode_value
 from ._request import Request
 from ._starlette import forwarded, http_request, starlette_request_class
@@ -48,6 +50,19 @@ def _encode_arg(arg):
     return "pickle", pickle.dumps(arg, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+# Return values answered whole without a look for a stream.
+_PLAIN = frozenset((str, bytes, dict, list, int, float, bool, type(None)))
+
+
+def _returning(method):
+    """An async generator function as a coroutine function returning its generator."""
+
+    async def call(arg):
+        return method(arg)
+
+    return call
+
+
 class InitError(Exception):
     """The backend could not be made; the message says why."""
 
@@ -63,7 +78,9 @@ class Worker(asyncio.Protocol):
         self.batch_methods = set()
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferroserve-sync")
         self.handle_calls = {}
-        self.tasks = {}  # request id -> the task running an async call
+        self.tasks = {}  # request id -> the task running an async call (or a stream)
+        self.streams = {}  # request id -> the credit of a streamed answer
+        self.cancelled = set()  # plain calls whose caller left: their stream is not started
         self.next_handle_id = 1
         self.closed = loop.create_future()
         self.name = "?"
@@ -115,10 +132,18 @@ class Worker(asyncio.Protocol):
             self.loop.create_task(self.reconfigure(request_id, meta.get("user_config")))
         elif kind == P.HEALTH:
             self.loop.create_task(self.check_health(request_id))
+        elif kind == P.STREAM_ACK:
+            credit = self.streams.get(request_id)
+            if credit is not None:
+                credit.acked(P.COUNT.unpack_from(body)[0])
+        elif kind in (P.HANDLE_CHUNK, P.HANDLE_END):
+            self.handle_stream_frame(request_id, kind, meta, body)
         elif kind == P.CANCEL:
             task = self.tasks.get(request_id)
             if task is not None:
                 task.cancel()
+            else:
+                self.cancelled.add(request_id)
         elif kind == P.SHUTDOWN:
             self.transport.close()
 
@@ -166,6 +191,12 @@ class Worker(asyncio.Protocol):
     async def run_async(self, request_id, method, arg, reply):
         try:
             value = await method(arg)
+            if type(value) not in _PLAIN:
+                streamed = _stream.stream_of(value)
+                if streamed is not None:
+                    # In this task, which a cancel reaches.
+                    await _stream.run(self, request_id, *streamed, reply)
+                    return
         except asyncio.CancelledError:
             # Its caller left. The answer frees the replica slot the call held.
             self.send(request_id, P.ERROR, {"error_type": "CancelledError", "message": "cancelled: the caller left"})
@@ -177,11 +208,28 @@ class Worker(asyncio.Protocol):
             self.tasks.pop(request_id, None)
 
     def finish(self, request_id, done, reply):
+        cancelled = False
+        if self.cancelled:
+            cancelled = request_id in self.cancelled
+            self.cancelled.discard(request_id)
         error = done.exception()
         if error is not None:
             self.fail(request_id, error)
-        else:
-            self.answer(request_id, done.result(), reply)
+            return
+        value = done.result()
+        if type(value) not in _PLAIN:
+            streamed = _stream.stream_of(value)
+            if streamed is not None:
+                if cancelled:
+                    # Its caller left while the method ran: the generator never starts.
+                    close = getattr(streamed[1], "close", None)
+                    if close is not None:
+                        close()
+                    self.send(request_id, P.ERROR, {"error_type": "CancelledError", "message": "cancelled: the caller left"})
+                    return
+                self.tasks[request_id] = self.loop.create_task(_stream.run(self, request_id, *streamed, reply))
+                return
+        self.answer(request_id, value, reply)
 
     def answer(self, request_id, value, reply):
         try:
@@ -273,6 +321,10 @@ class Worker(asyncio.Protocol):
             meta["http"] = options["http"]
         if "shard_key" in options:
             meta["shard_key"] = options["shard_key"]
+        stream = None
+        if options.get("stream"):
+            meta["stream"] = True
+            stream = _stream.StreamRef(self)
         trace = _TRACE.get()
         if trace is not None:
             meta["traceparent"] = trace
@@ -280,6 +332,12 @@ class Worker(asyncio.Protocol):
             on_loop = asyncio.get_running_loop() is self.loop
         except RuntimeError:
             on_loop = False
+        if stream is not None:
+            if on_loop:
+                self.send_handle_call(stream, meta, body)
+            else:
+                self.loop.call_soon_threadsafe(self.send_handle_call, stream, meta, body)
+            return stream
         if on_loop:
             future = self.loop.create_future()
             self.send_handle_call(future, meta, body)
@@ -288,14 +346,44 @@ class Worker(asyncio.Protocol):
             self.loop.call_soon_threadsafe(self.send_handle_call, future, meta, body)
         return ResponseRef(future, self.loop)
 
-    def send_handle_call(self, future, meta, body):
+    def send_handle_call(self, waiter, meta, body):
         handle_id = self.next_handle_id
         self.next_handle_id += 1
-        self.handle_calls[handle_id] = future
+        if isinstance(waiter, _stream.StreamRef):
+            # Held weakly: a stream its caller dropped is cancelled.
+            waiter._id = handle_id
+            waiter = weakref.ref(waiter)
+        self.handle_calls[handle_id] = waiter
         self.send(handle_id, P.HANDLE_CALL, meta, body)
 
+    def handle_stream_frame(self, handle_id, kind, meta, body):
+        ref = self.handle_calls.get(handle_id)
+        stream = ref() if isinstance(ref, weakref.ref) else None
+        if stream is None:
+            if ref is not None and kind == P.HANDLE_CHUNK:
+                self.handle_calls.pop(handle_id, None)
+                self.send(handle_id, P.HANDLE_CANCEL)
+            return
+        if kind == P.HANDLE_CHUNK:
+            stream._on_chunk(body)
+        else:
+            self.handle_calls.pop(handle_id, None)
+            stream._on_end(meta)
+
     def handle_reply(self, handle_id, meta, body):
-        future = self.handle_calls.pop(handle_id, None)
+        future = self.handle_calls.get(handle_id)
+        if isinstance(future, weakref.ref):
+            # The head of a streamed answer (or its error).
+            stream = future()
+            if stream is None or "error" in meta:
+                self.handle_calls.pop(handle_id, None)
+            if stream is None:
+                if "error" not in meta:
+                    self.send(handle_id, P.HANDLE_CANCEL)
+                return
+            stream._on_head(meta)
+            return
+        self.handle_calls.pop(handle_id, None)
         if future is None or future.done():
             return
         if "error" in meta:
@@ -392,7 +480,10 @@ class Worker(asyncio.Protocol):
             self.methods["__call__"] = obj
         else:
             raise InitError(f"`{target}` is neither a class nor a function")
-        for name, method in self.methods.items():
+        for name, method in list(self.methods.items()):
+            if inspect.isasyncgenfunction(method):
+                # Called on the event loop; its generator streams the answer.
+                method = self.methods[name] = _returning(method)
             self.is_async[name] = inspect.iscoroutinefunction(method)
             if getattr(method, "_ferroserve_batch", False):
                 self.batch_methods.add(name)

@@ -247,6 +247,14 @@ impl Response {
         }
     }
 
+    /// The same response with `chunks` as its body.
+    pub(crate) fn with_chunks(self, chunks: Chunks) -> Self {
+        Self {
+            body: ResponseBody::Stream(chunks),
+            ..self
+        }
+    }
+
     /// The same response with a whole body: a stream read to its end (failing past `limit`
     /// bytes); other bodies as they are.
     pub async fn collected(self, limit: usize) -> Result<Self, BackendError> {

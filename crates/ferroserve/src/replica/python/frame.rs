@@ -21,6 +21,14 @@ pub(super) mod kind {
     pub(crate) const SHUTDOWN: u8 = 12;
     pub(crate) const CANCEL: u8 = 13;
     pub(crate) const HEALTH: u8 = 14;
+    pub(crate) const STREAM_START: u8 = 15;
+    pub(crate) const STREAM_CHUNK: u8 = 16;
+    pub(crate) const STREAM_END: u8 = 17;
+    pub(crate) const STREAM_ACK: u8 = 18;
+    pub(crate) const HANDLE_CHUNK: u8 = 19;
+    pub(crate) const HANDLE_END: u8 = 20;
+    pub(crate) const HANDLE_ACK: u8 = 21;
+    pub(crate) const HANDLE_CANCEL: u8 = 22;
 }
 
 const HEADER_LEN: usize = 20;

@@ -11,6 +11,7 @@ mod link;
 mod output;
 mod process;
 mod runtime;
+mod stream;
 mod wire;
 
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use crate::backend::{
 use crate::config::{BackendConfig, PythonBackend};
 use crate::error::BackendError;
 use crate::request::Request;
-use crate::response::Response;
+use crate::response::{Chunks, Response};
+use bytes::Bytes;
 use frame::kind;
 use link::{Link, write_frames};
 use wire::{BatchReplyMeta, call_meta, error_of, response_of};
@@ -123,13 +125,19 @@ impl DynBackend for WorkerBackend {
             let mut abandoned = self.link.abandon_on_drop(id);
             let answer = reply.await;
             abandoned.disarm();
-            let frame = match answer {
-                Ok(Ok(frame)) => frame,
+            let (frame, chunks) = match answer {
+                Ok(Ok(reply)) => (reply.frame, reply.chunks),
                 Ok(Err(reason)) => return Err(BackendError::replica_died(reason)),
                 Err(_) => return Err(BackendError::replica_died("the worker dropped the request")),
             };
-            match frame.kind {
-                kind::REPLY => response_of(serde_json::from_slice(&frame.meta)?, frame.body),
+            match (frame.kind, chunks) {
+                (kind::REPLY, _) => response_of(serde_json::from_slice(&frame.meta)?, frame.body),
+                (kind::STREAM_START, Some(chunks)) => {
+                    // Made first: dropped on a bad head, it tells the worker to stop.
+                    let chunks = stream::WorkerStream::new(self.link.clone(), id, chunks);
+                    let head = response_of(serde_json::from_slice(&frame.meta)?, Bytes::new())?;
+                    Ok(head.with_chunks(Chunks::new(chunks)))
+                }
                 _ => Err(error_of(&frame)),
             }
         })

@@ -310,7 +310,17 @@ pub(super) async fn supervise(
         tokio::select! {
             frame = read_frame(&mut reader) => match frame {
                 Ok(Some(frame)) => match frame.kind {
-                    kind::REPLY | kind::ERROR | kind::BATCH_REPLY => link.reply(frame),
+                    kind::REPLY
+                    | kind::ERROR
+                    | kind::BATCH_REPLY
+                    | kind::STREAM_START
+                    | kind::STREAM_CHUNK
+                    | kind::STREAM_END => link.reply(frame),
+                    kind::HANDLE_ACK => {
+                        let count = frame.body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                        link.handle_stream_read(frame.id, Some(count.unwrap_or(0)));
+                    }
+                    kind::HANDLE_CANCEL => link.handle_stream_read(frame.id, None),
                     kind::HANDLE_CALL => {
                         tokio::spawn(serve_handle_call(env.caller.clone(), link.clone(), frame));
                     }
