@@ -406,3 +406,104 @@ async fn python_objects_errors_and_cancellation_cross_nodes() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cross_nodes_chunk_by_chunk() {
+    let (a, peers) = node_a().await;
+    a.create_backend(
+        "streamer",
+        python("streaming:Streamer"),
+        BackendConfig::default(),
+    )
+    .await
+    .expect("A's streaming backend");
+    a.create_endpoint("streamer", endpoint("streamer", "/stream"))
+        .await
+        .expect("endpoint");
+    let b = serve().await;
+    b.create_remote_backend("streamer", BackendConfig::default())
+        .await
+        .expect("known on B");
+    b.create_endpoint("streamer", endpoint("streamer", "/stream"))
+        .await
+        .expect("endpoint");
+    b.set_remote_replicas("streamer", targets(&a, "streamer", peers));
+    // B's own Python backend reads A's generator through a handle, object by object.
+    b.create_backend(
+        "relayer",
+        python("streaming:Streamer"),
+        BackendConfig::default(),
+    )
+    .await
+    .expect("B's relay");
+    b.create_endpoint("relayer", endpoint("relayer", "/relay"))
+        .await
+        .expect("endpoint");
+    let on = |serve: &Serve, path: &str, method: &str| {
+        client()
+            .get(format!("{}{path}", base_url(serve)))
+            .header("X-SERVE-CALL-METHOD", method)
+    };
+
+    // The first token crosses before the generator on A pauses.
+    let started = Instant::now();
+    let mut response = on(&b, "/stream?n=3&pause=1", "__call__")
+        .send()
+        .await
+        .expect("headers");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let first = response.chunk().await.expect("read").expect("a chunk");
+    assert_eq!(&first[..], b"token 0\n");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.expect("read") {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"token 1\ntoken 2\n");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // Pickled objects, one chunk each, from A's generator to B's Python code.
+    let relayed = on(&b, "/relay?n=3", "relay")
+        .send()
+        .await
+        .expect("headers")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(relayed, "0:0\n1:1\n2:4\n");
+
+    // An error on A cuts B's answer short.
+    let read = async {
+        on(&b, "/stream", "fails_midway")
+            .send()
+            .await?
+            .bytes()
+            .await
+    };
+    assert!(read.await.is_err(), "the answer was not cut short");
+
+    // A client of B that leaves closes the generator on A.
+    let mut endless = on(&b, "/stream", "endless").send().await.expect("headers");
+    for _ in 0..3 {
+        endless.chunk().await.expect("read").expect("a chunk");
+    }
+    drop(endless);
+    let closed = || async { fetch_json(on(&a, "/stream", "stats")).await["closed"].clone() };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while closed().await != json!(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the generator on A was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -253,3 +253,56 @@ async fn python_handles_read_streams() {
     assert_eq!(text.lines().count(), 100);
     serve.shutdown().await;
 }
+
+/// The ```python blocks of docs/streaming.md, in order.
+fn doc_blocks() -> Vec<String> {
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/streaming.md"))
+        .expect("docs/streaming.md");
+    page.split("```python\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_classes_stream() {
+    let blocks = doc_blocks();
+    assert_eq!(blocks.len(), 2, "docs/streaming.md has a Chat and a Relay");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("chat_doc.py"), &blocks[0]).expect("written");
+    std::fs::write(dir.path().join("relay_doc.py"), &blocks[1]).expect("written");
+    let serve = serve().await;
+    for (name, target, route) in [
+        ("chat", "chat_doc:Chat", "/chat"),
+        ("relay", "relay_doc:Relay", "/relay"),
+    ] {
+        let factory = BackendFactory::python(PythonBackend::new(target).working_dir(dir.path()));
+        serve_backend(
+            &serve,
+            name,
+            factory,
+            BackendConfig::default(),
+            route,
+            &[http::Method::GET, http::Method::POST],
+        )
+        .await;
+    }
+    let chat = format!("{}/chat", base_url(&serve));
+    let (first, whole, text) = timed(client().post(&chat).body("one two three")).await;
+    assert_eq!(text, "one two three ");
+    assert!(first < whole, "{first:?} then {whole:?}");
+    let events = client()
+        .get(&chat)
+        .header("X-SERVE-CALL-METHOD", "events")
+        .send()
+        .await
+        .expect("headers");
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        events.text().await.expect("body"),
+        "event: token\ndata: t0\n\nevent: token\ndata: t1\n\nevent: token\ndata: t2\n\n"
+    );
+    let (_, _, relayed) = timed(client().get(format!("{}/relay", base_url(&serve)))).await;
+    assert_eq!(relayed, "HELLO\nTHERE\n");
+    serve.shutdown().await;
+}

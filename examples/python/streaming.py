@@ -81,6 +81,13 @@ class Streamer:
 
         return Starlette(parts(), status_code=201, media_type="text/csv", headers={"x-parts": "3"})
 
+    async def sized(self, request):
+        """``n`` chunks of ``size`` bytes, for the load test."""
+        n = int(request.query_params.get("n", "1000"))
+        chunk = b"y" * int(request.query_params.get("size", "1024"))
+        for _ in range(n):
+            yield chunk
+
     async def hundred(self, request):
         """100 small chunks, for the benchmark."""
         for i in range(100):

@@ -103,4 +103,6 @@ pub mod doc_examples {
     pub struct Middlewares;
     #[doc = include_str!("../../../docs/handles.md")]
     pub struct Handles;
+    #[doc = include_str!("../../../docs/streaming.md")]
+    pub struct Streaming;
 }

@@ -13,9 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -26,10 +24,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::body;
+use super::convert::PlainBody;
 use crate::error::ServeError;
 use crate::replica::{
     CALL_PATH, HEALTH_PREFIX, MAX_HEADER_LIST, PeerLimits, decode_head, decode_request,
-    encode_answer, encode_error,
+    encode_answer, encode_error, encode_streamed,
 };
 use crate::request::Request;
 use crate::response::Response;
@@ -130,7 +129,7 @@ async fn accept_loop(
         let cell = cell.clone();
         let service = service_fn(move |req| {
             let cell = cell.clone();
-            async move { Ok::<_, Infallible>(answer(&cell, limits, req).await.map(Full::new)) }
+            async move { Ok::<_, Infallible>(answer(&cell, limits, req).await) }
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let mut stopping = stopped.clone();
@@ -168,11 +167,17 @@ async fn answer(
     cell: &SnapshotCell,
     limits: PeerLimits,
     req: http::Request<Incoming>,
-) -> http::Response<Bytes> {
+) -> http::Response<PlainBody> {
     let path = req.uri().path();
     if req.method() == Method::POST && path == CALL_PATH {
         let (parts, body) = req.into_parts();
-        return encode_answer(call(cell, limits, parts, body).await);
+        return match call(cell, limits, parts, body).await {
+            // Its chunks as the caller's node takes them (HTTP/2 flow control).
+            Ok(response) if response.is_stream() => {
+                encode_streamed(response).map(PlainBody::Stream)
+            }
+            answer => encode_answer(answer).map(PlainBody::new),
+        };
     }
     if req.method() == Method::GET
         && let Some(rest) = path.strip_prefix(HEALTH_PREFIX)
@@ -180,14 +185,15 @@ async fn answer(
         return match health(cell, rest).await {
             Ok(()) => encode_answer(Ok(Response::empty())),
             Err(e) => encode_error(&e),
-        };
+        }
+        .map(PlainBody::new);
     }
     let mut refused = encode_error(&ServeError::BadRequest(format!(
         "the peer listener answers POST {CALL_PATH} and GET {HEALTH_PREFIX}<backend>/<replica>, not {} {path}",
         req.method()
     )));
     *refused.status_mut() = StatusCode::NOT_FOUND;
-    refused
+    refused.map(PlainBody::new)
 }
 
 /// Reads and runs one call.
@@ -251,7 +257,7 @@ async fn run(
     };
     let answer = crate::router::run_on(&slot, req).await;
     timing.finish(answer.is_ok());
-    answer
+    crate::router::keep_slot_while_streaming(answer, slot, backend)
 }
 
 /// A slot on one of `backend`'s local replicas, waiting in its queue until one frees.

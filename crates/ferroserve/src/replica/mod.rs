@@ -19,7 +19,7 @@ pub(crate) use onnx::METADATA_METHOD;
 pub(crate) use python::handle_calls::{call_from_python, python_reply};
 pub(crate) use remote::{
     CALL_PATH, Ejections, HEALTH_PREFIX, MAX_HEADER_LIST, PeerClient, PeerLimits, RemoteReplica,
-    decode_head, decode_request, encode_answer, encode_error, with_deadline,
+    decode_head, decode_request, encode_answer, encode_error, encode_streamed, with_deadline,
 };
 
 use std::future::Future;

@@ -143,18 +143,18 @@ async fn call_now(
             context::note_served(&backend.name, other.id());
             answer = Box::pin(run_on(&other, copy)).await;
             timing.finish(answer.is_ok());
-            return streaming(answer, other, &backend.name);
+            return keep_slot_while_streaming(answer, other, &backend.name);
         }
         timing.finish(false);
         return answer;
     }
     timing.finish(answer.is_ok());
-    streaming(answer, slot, &backend.name)
+    keep_slot_while_streaming(answer, slot, &backend.name)
 }
 
 /// A streamed answer keeps its replica slot until its last chunk, or until its caller
 /// drops it (a client that left); any other answer frees the slot now.
-fn streaming(
+pub(crate) fn keep_slot_while_streaming(
     answer: Result<Response, ServeError>,
     slot: Slot<'_>,
     backend: &str,

@@ -67,8 +67,14 @@ impl std::fmt::Display for PeerError {
     }
 }
 
+/// An answer's body: read whole, or a stream still arriving (see `stream`).
+pub(crate) enum AnswerBody {
+    Whole(Bytes),
+    Stream(hyper::body::Incoming),
+}
+
 /// An answer's parts.
-pub(crate) type Answer = (StatusCode, HeaderMap, Bytes);
+pub(crate) type Answer = (StatusCode, HeaderMap, AnswerBody);
 
 /// The client side of the connection to one node.
 pub(crate) struct PeerClient {
@@ -83,6 +89,11 @@ pub(crate) struct PeerClient {
 
 impl PeerClient {
     /// A client of the node at `addr`; it connects at its first call.
+    /// The largest answer (or chunk of a streamed one) read from the peer.
+    pub(crate) fn max_answer_bytes(&self) -> usize {
+        self.limits.max_answer_bytes
+    }
+
     pub(crate) fn new(addr: SocketAddr, limits: PeerLimits) -> Self {
         Self {
             addr,
@@ -172,6 +183,10 @@ impl PeerClient {
             }
         };
         let (parts, body) = response.into_parts();
+        if parts.headers.contains_key(&super::wire::STREAM) {
+            // Read by its caller, as fast as it takes the chunks.
+            return Ok((parts.status, parts.headers, AnswerBody::Stream(body)));
+        }
         let limit = self.limits.max_answer_bytes;
         let body = Limited::new(body, limit)
             .collect()
@@ -184,7 +199,7 @@ impl PeerClient {
                 }
             })?
             .to_bytes();
-        Ok((parts.status, parts.headers, body))
+        Ok((parts.status, parts.headers, AnswerBody::Whole(body)))
     }
 
     /// Forgets the current connection if it is closed.

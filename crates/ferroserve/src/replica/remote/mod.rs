@@ -8,6 +8,7 @@
 
 mod client;
 mod eject;
+mod stream;
 mod wire;
 mod wire_error;
 
@@ -15,6 +16,7 @@ pub(crate) use client::{MAX_HEADER_LIST, PeerClient, PeerError, PeerLimits};
 pub(crate) use eject::Ejections;
 pub(crate) use wire::{
     CALL_PATH, CallHead, HEALTH_PREFIX, decode_head, decode_request, encode_answer, encode_error,
+    encode_streamed,
 };
 
 use std::future::Future;
@@ -30,7 +32,8 @@ use super::{Replica, ReplicaCall};
 use crate::backend::Slots;
 use crate::error::ServeError;
 use crate::request::Request;
-use crate::response::Response;
+use crate::response::{Chunks, Response};
+use client::AnswerBody;
 use eject::{FAILURES_TO_EJECT, Outlier};
 
 tokio::task_local! {
@@ -129,8 +132,13 @@ impl RemoteReplica {
 
     async fn run(&self, sent: http::Request<Bytes>) -> Result<Response, ServeError> {
         let outcome = match self.client.send(sent).await {
-            Ok((status, headers, body)) => {
+            Ok((status, headers, AnswerBody::Whole(body))) => {
                 wire::decode_answer(status, headers, body).map_err(|e| self.renamed(e))
+            }
+            Ok((status, headers, AnswerBody::Stream(body))) => {
+                let chunks = stream::Unframed::new(body, self.client.max_answer_bytes());
+                wire::decode_answer(status, headers, Bytes::new())
+                    .map(|head| head.with_chunks(Chunks::new(chunks)))
             }
             Err(e) => Err(self.unreachable(&e)),
         };
@@ -216,6 +224,10 @@ impl Replica for RemoteReplica {
                 .map_err(|e| ServeError::Internal(format!("a health check URI: {e}")))?;
             match self.client.send(req).await {
                 Ok((status, headers, body)) => {
+                    let body = match body {
+                        AnswerBody::Whole(body) => body,
+                        AnswerBody::Stream(_) => Bytes::new(),
+                    };
                     wire::decode_answer(status, headers, body).map_err(|e| self.renamed(e))?;
                     Ok(())
                 }

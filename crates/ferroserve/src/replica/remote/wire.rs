@@ -25,7 +25,7 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_enco
 use super::wire_error::WireError;
 use crate::error::ServeError;
 use crate::request::{HttpParts, Origin, Payload, Request};
-use crate::response::{Response, ResponseBody};
+use crate::response::{Chunks, Response, ResponseBody};
 
 /// The path of a call.
 pub(crate) const CALL_PATH: &str = "/call";
@@ -56,6 +56,8 @@ pub(crate) static HTTP_METHOD: HeaderName = HeaderName::from_static("x-ferroserv
 pub(crate) static HTTP_URI: HeaderName = HeaderName::from_static("x-ferroserve-http-uri");
 /// Where the request's own headers go: `x-ferroserve-h-<name>`.
 pub(crate) const HEADER_PREFIX: &str = "x-ferroserve-h-";
+/// Present on a streamed answer: its body is framed chunks (see `stream`).
+pub(crate) static STREAM: HeaderName = HeaderName::from_static("x-ferroserve-stream");
 /// An answer's status when HTTP/2's own cannot carry it (1xx).
 pub(crate) static STATUS: HeaderName = HeaderName::from_static("x-ferroserve-status");
 /// Marks an answer whose body is a [`WireError`].
@@ -258,13 +260,36 @@ pub(crate) fn encode_answer(answer: Result<Response, ServeError>) -> http::Respo
         Err(e) => return encode_error(&e),
     };
     let (status, headers, body) = response.into_parts();
-    let ResponseBody::Bytes(body) = body else {
-        return encode_error(&ServeError::Internal(
-            "the backend answered with a Rust value, which cannot be sent to another node; \
+    let body =
+        match body {
+            ResponseBody::Bytes(body) => body,
+            ResponseBody::Stream(_) => {
+                return encode_error(&ServeError::Internal(
+                    "a streamed answer goes out with encode_streamed".to_owned(),
+                ));
+            }
+            ResponseBody::Value(_) => return encode_error(&ServeError::Internal(
+                "the backend answered with a Rust value, which cannot be sent to another node; \
              answer with text, bytes or JSON"
-                .to_owned(),
-        ));
-    };
+                    .to_owned(),
+            )),
+        };
+    with_head(body, status, headers)
+}
+
+/// The HTTP/2 answer to a call whose answer streams: its head, and its chunks framed.
+pub(crate) fn encode_streamed(response: Response) -> http::Response<Chunks> {
+    let (status, mut headers) = (response.status(), response.headers().clone());
+    headers.insert(STREAM.clone(), HeaderValue::from_static("1"));
+    with_head(
+        super::stream::framed(response.into_chunks()),
+        status,
+        headers,
+    )
+}
+
+/// An answer of `body` with a replica's status and headers (a 1xx status in a header).
+fn with_head<B>(body: B, status: StatusCode, headers: HeaderMap) -> http::Response<B> {
     let mut out = http::Response::new(body);
     *out.headers_mut() = headers;
     if status.is_informational() {
@@ -314,6 +339,7 @@ pub(crate) fn decode_answer(
         None => status,
     };
     // The peer connection's own framing, not the replica's answer.
+    headers.remove(&STREAM);
     headers.remove(CONTENT_LENGTH);
     headers.remove(DATE);
     let mut response = Response::bytes(body).with_status(status);
