@@ -230,6 +230,11 @@ class Client:
         return f"Client({self.address!r})"
 
     def _request(self, method, path, body=None, timeout=600):
+        with self._open(method, path, body, timeout) as response:
+            return response.read()
+
+    def _open(self, method, path, body=None, timeout=600):
+        """The response to a request, to read; a refusal as ``RayServeException``."""
         data = None
         headers = {}
         if body is not None:
@@ -240,8 +245,7 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(self.address + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.read()
+            return urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as error:
             text = error.read().decode("utf-8", "replace")
             try:
@@ -397,8 +401,9 @@ class ClientHandle:
         self.endpoint = endpoint
         self._options = options or {}
 
-    def options(self, method_name=None, http_method=None, http_headers=None, query_params=None, shard_key=None):
-        """A handle with these options; HTTP options make calls HTTP-shaped."""
+    def options(self, method_name=None, http_method=None, http_headers=None, query_params=None, shard_key=None, stream=None):
+        """A handle with these options; HTTP options make calls HTTP-shaped, and
+        ``stream=True`` makes ``remote`` return the answer's chunks as they come."""
         from ._api import Handle
 
         shaped = Handle(self.endpoint, self._options).options(
@@ -407,6 +412,7 @@ class ClientHandle:
             http_headers=http_headers,
             query_params=query_params,
             shard_key=shard_key,
+            stream=stream,
         )
         return ClientHandle(self._client, self.endpoint, shaped._options)
 
@@ -430,6 +436,10 @@ class ClientHandle:
                 "shard_key": self._options.get("shard_key"),
             }
         )
+        if self._options.get("stream"):
+            from ._client_stream import ClientStream
+
+            return ClientStream(self._client, meta, body)
         return ObjectRef(self._client._pool().submit(_call, self._client, meta, body))
 
     def __repr__(self):
@@ -450,6 +460,13 @@ def _call(client, meta, body):
     encoded = json.dumps(meta).encode("utf-8")
     # No client-side limit: a call takes what the backend takes (get(timeout=...) bounds the wait).
     raw = client._request("POST", "/api/call", struct.pack("<I", len(encoded)) + encoded + body, timeout=None)
+    return _decode_call(raw)
+
+
+def _decode_call(raw):
+    """The value of a ``/api/call`` answer; its error raised."""
+    from ._api import decode_reply
+
     (length,) = struct.unpack_from("<I", raw)
     reply = json.loads(raw[4 : 4 + length])
     payload = raw[4 + length :]

@@ -39,3 +39,36 @@ def pid(request):
 
     time.sleep(0.001)
     return os.getpid()
+
+
+class Counter:
+    """Streams the numbers below ``n``, as objects; closing the stream closes it."""
+
+    def __init__(self):
+        self.closed = 0
+
+    async def __call__(self, n):
+        try:
+            for i in range(n):
+                yield {"i": i}
+        finally:
+            self.closed += 1
+
+    async def endless(self, _):
+        import asyncio
+
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+                await asyncio.sleep(0.001)
+        finally:
+            self.closed += 1
+
+    async def broken(self, _):
+        yield 1
+        raise ValueError("no more numbers")
+
+    def stats(self, _):
+        return {"closed": self.closed}

@@ -71,6 +71,38 @@ class ClientTest(unittest.TestCase):
         self.assertTrue(ferroserve.get(handle.options(method_name="other_method").remote(5)))
         self.assertEqual(json.loads(http_get(self.url("/counter"))[2]), {"current": 15})
 
+    def test_streams_come_chunk_by_chunk(self):
+        client = self.client
+        client.create_backend("numbers", client_models.Counter)
+        client.create_endpoint("numbers", backend="numbers")
+        handle = client.get_handle("numbers")
+        self.assertEqual(list(handle.options(stream=True).remote(3)), [{"i": 0}, {"i": 1}, {"i": 2}])
+        # Without stream=True: the list of what the generator yielded.
+        self.assertEqual(ferroserve.get(handle.remote(2)), [{"i": 0}, {"i": 1}])
+
+        async def read():
+            return [item async for item in handle.options(stream=True).remote(2)]
+
+        import asyncio
+
+        self.assertEqual(asyncio.run(read()), [{"i": 0}, {"i": 1}])
+        # An error half-way ends the stream with the backend's message.
+        broken = handle.options(method_name="broken", stream=True).remote(None)
+        self.assertEqual(next(broken), 1)
+        with self.assertRaises(serve.RayServeException) as raised:
+            next(broken)
+        self.assertIn("no more numbers", str(raised.exception))
+        # Closing an endless stream closes the generator behind it.
+        stats = handle.options(method_name="stats")
+        closed = ferroserve.get(stats.remote(None))["closed"]
+        endless = handle.options(method_name="endless", stream=True).remote(None)
+        self.assertEqual([next(endless) for _ in range(3)], [0, 1, 2])
+        endless.close()
+        deadline = time.monotonic() + 5
+        while ferroserve.get(stats.remote(None))["closed"] != closed + 1:
+            self.assertLess(time.monotonic(), deadline, "the generator was not closed")
+            time.sleep(0.05)
+
     @unittest.skipUnless(CLOUDPICKLE, BY_VALUE)
     def test_a_function_defined_here_goes_by_value(self):
         suffix = "!"

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
 
 use crate::backend::{BackendFactory, ReplicaContext, ReplicaEnv};
 use crate::error::ServeError;
@@ -85,6 +84,8 @@ pub fn request_from_http(parts: http::request::Parts, body: Bytes) -> Result<Req
 }
 
 /// Turns a replica's answer into the HTTP response the proxy writes.
-pub fn response_to_http(response: Response) -> http::Response<Full<Bytes>> {
+pub fn response_to_http(
+    response: Response,
+) -> http::Response<impl http_body::Body<Data = Bytes> + use<>> {
     convert::into_http(Ok(response))
 }

@@ -331,6 +331,11 @@ async fn call(shared: &Shared, body: &[u8]) -> Answer {
     let caller = shared.serve.caller();
     let answer =
         crate::replica::call_from_python(&*caller, meta, Bytes::copy_from_slice(arg)).await;
+    call_answer(answer).await
+}
+
+/// The answer of a call from a script: its meta's length, its meta, its payload.
+pub(super) async fn call_answer(answer: Result<crate::Response, ServeError>) -> Answer {
     let (meta, payload) = crate::replica::python_reply(answer).await;
     let meta = serde_json::to_vec(&meta).unwrap_or_else(|_| b"{}".to_vec());
     let mut out = Vec::with_capacity(4 + meta.len() + payload.len());
@@ -346,7 +351,7 @@ async fn call(shared: &Shared, body: &[u8]) -> Answer {
 }
 
 /// `body` as (meta, rest), after its u32 little-endian meta length.
-fn split_meta(body: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn split_meta(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
     let end = 4usize.checked_add(usize::try_from(len).ok()?)?;
     Some((body.get(4..end)?, body.get(end..)?))

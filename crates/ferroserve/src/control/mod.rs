@@ -2,6 +2,7 @@
 
 mod api;
 mod dashboard;
+mod stream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::backend::Registry;
 use crate::error::ServeError;
+use crate::proxy::convert::{PlainBody, plain};
 use crate::serve::Serve;
 
 /// Ray's dashboard and REST port.
@@ -213,21 +215,37 @@ fn loopback_host(host: &str) -> bool {
 }
 
 /// Serves the dashboard's files; otherwise checks the token, reads the body (at most
-/// [`MAX_BODY`]), and routes.
-async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response<Full<Bytes>> {
+/// [`MAX_BODY`]), and routes: a streamed call's answer streams, every other is whole.
+async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response<PlainBody> {
     // The dashboard's page and files hold no data: no token (the page asks for it).
     if let Some(page) = dashboard::answer(req.method(), req.uri().path(), req.headers()) {
-        return page;
+        return plain(page);
     }
+    let (parts, body) = match admitted(shared, req).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return plain(refused),
+    };
+    if parts.method == http::Method::POST && parts.uri.path() == stream::PATH {
+        return stream::call(shared, &body).await;
+    }
+    plain(api::route(shared, &parts, &body).await)
+}
+
+/// The request's parts and body, once its token (or its origin) is checked and its body
+/// read; else the answer that refuses it.
+async fn admitted(
+    shared: &Shared,
+    req: http::Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes), http::Response<Full<Bytes>>> {
     if shared.token.is_none()
         && let Some(why) = from_a_browser(req.headers())
     {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             &format!(
                 "refused {why}: without a token the control API takes calls from this machine's tools and its own dashboard only (set --control-token to call it from elsewhere)"
             ),
-        );
+        ));
     }
     if let Some(token) = &shared.token {
         let given = req
@@ -243,7 +261,7 @@ async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
+            return Err(response);
         }
     }
     let (parts, body) = req.into_parts();
@@ -251,19 +269,19 @@ async fn answer(shared: &Shared, req: http::Request<Incoming>) -> http::Response
         match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) => {
-                return error(
+                return Err(error(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     &format!("cannot read the body (at most {MAX_BODY} bytes): {e}"),
-                );
+                ));
             }
             Err(_) => {
-                return error(
+                return Err(error(
                     StatusCode::REQUEST_TIMEOUT,
                     &format!("the body did not arrive within {BODY_TIMEOUT:?}"),
-                );
+                ));
             }
         };
-    api::route(shared, &parts, &body).await
+    Ok((parts, body))
 }
 
 /// Whether two secrets are equal, in a time that does not tell how much of them matched.

@@ -16,10 +16,11 @@ mod remote;
 pub(crate) use kind::factory_of;
 pub(crate) use local::LocalReplica;
 pub(crate) use onnx::METADATA_METHOD;
-pub(crate) use python::handle_calls::{call_from_python, python_reply};
+pub(crate) use python::handle_calls::{call_from_python, python_head, python_reply};
 pub(crate) use remote::{
     CALL_PATH, Ejections, HEALTH_PREFIX, MAX_HEADER_LIST, PeerClient, PeerLimits, RemoteReplica,
-    decode_head, decode_request, encode_answer, encode_error, encode_streamed, with_deadline,
+    decode_head, decode_request, encode_answer, encode_error, encode_streamed, framed,
+    with_deadline,
 };
 
 use std::future::Future;

@@ -167,10 +167,16 @@ mod tests {
     #[tokio::test]
     async fn collect_joins_and_bounds() {
         assert_eq!(
-            &chunks(&["a", "bc", "d"]).collect(10).await.unwrap()[..],
+            &chunks(&["a", "bc", "d"])
+                .collect(10)
+                .await
+                .expect("within the limit")[..],
             b"abcd"
         );
-        assert_eq!(&chunks(&["abc"]).collect(3).await.unwrap()[..], b"abc");
+        assert_eq!(
+            &chunks(&["abc"]).collect(3).await.expect("within the limit")[..],
+            b"abc"
+        );
         assert!(chunks(&["ab", "cd"]).collect(3).await.is_err());
         assert!(Chunks::whole(Bytes::new()).next().await.is_none());
     }

@@ -135,7 +135,7 @@ async fn stream_to(
             return;
         }
     };
-    let mut head = head_of(response.status(), response.headers());
+    let mut head = python_head(response.status(), response.headers());
     head["stream"] = true.into();
     send(link, id, kind::HANDLE_REPLY, &head, &[]);
     let mut chunks = response.into_chunks();
@@ -177,7 +177,10 @@ async fn stream_to(
 const COLLECT_LIMIT: usize = super::frame::MAX_BODY;
 
 /// The head of an answer to Python: status, media type, and whether its body is pickled.
-fn head_of(status: http::StatusCode, headers: &http::HeaderMap) -> serde_json::Value {
+pub(crate) fn python_head(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+) -> serde_json::Value {
     let media_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -222,7 +225,7 @@ pub(crate) async fn python_reply(
             Bytes::new(),
         );
     };
-    let mut meta = head_of(status, &headers);
+    let mut meta = python_head(status, &headers);
     if let Some(lens) = lens {
         meta["kind"] = "pickle_list".into();
         meta["lens"] = lens.into();

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::fnv::{fnv1a, fnv1a_from};
 
 /// The package's files, compiled into the binary.
-const FILES: [(&str, &str); 10] = [
+const FILES: [(&str, &str); 11] = [
     (
         "__init__.py",
         include_str!("../../../../../python/ferroserve/__init__.py"),
@@ -39,6 +39,10 @@ const FILES: [(&str, &str); 10] = [
     (
         "serve.py",
         include_str!("../../../../../python/ferroserve/serve.py"),
+    ),
+    (
+        "_client_stream.py",
+        include_str!("../../../../../python/ferroserve/_client_stream.py"),
     ),
     (
         "_middlewares.py",

@@ -14,6 +14,7 @@ mod wire_error;
 
 pub(crate) use client::{MAX_HEADER_LIST, PeerClient, PeerError, PeerLimits};
 pub(crate) use eject::Ejections;
+pub(crate) use stream::framed;
 pub(crate) use wire::{
     CALL_PATH, CallHead, HEALTH_PREFIX, decode_head, decode_request, encode_answer, encode_error,
     encode_streamed,
