@@ -1,4 +1,6 @@
-//! Shared pieces of the Ferroserve benchmarks: the no-op backend and the command-line shape of the bench servers.
+//! Shared pieces of the Ferroserve benchmarks: the no-op backend, the command-line shape of the bench servers, and starting them.
+
+pub mod servers;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
