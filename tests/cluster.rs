@@ -443,3 +443,88 @@ async fn deploy_and_status_work_against_any_node() {
     let why = refused.text().await.expect("text");
     assert!(why.contains("cluster"), "{why}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_follows_the_load_of_every_node() {
+    let Some(bin) = etcd_or_skip("cluster") else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let etcd = EtcdCluster::start(bin, 1);
+    // Each call sleeps 100 ms: 8 callers keep 8 requests going, which at a target of 1
+    // per replica calls for the 4 replicas allowed, whichever node the callers reach.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python");
+    let app = format!(
+        "
+backends:
+  sleeper:
+    python: sleepy:Sleeper
+    working_dir: {dir}
+    num_cpus: 0.5
+    autoscaling_config:
+      min_replicas: 1
+      max_replicas: 4
+      target_ongoing_requests: 1
+      upscale_delay_s: 1
+      downscale_delay_s: 2
+      look_back_period_s: 2
+endpoints:
+  sleeper:
+    backend: sleeper
+    route: /sleep
+"
+    );
+    let nodes: Vec<Process> = (1..=2).map(|i| node(&etcd, i, &app, &[])).collect();
+    let refs: Vec<&Process> = nodes.iter().collect();
+    wait_until(Duration::from_secs(30), "one replica", || {
+        let refs = refs.clone();
+        async move { total_running(&refs, "sleeper").await == 1 }
+    })
+    .await;
+    let http = common::client();
+    for n in &nodes {
+        wait_until(
+            Duration::from_secs(10),
+            "every node reaches the replica",
+            || async {
+                let answer = http.get(n.url("/sleep")).send().await;
+                answer.is_ok_and(|a| a.status() == 200)
+            },
+        )
+        .await;
+    }
+    let load = Load::start(nodes.iter().map(|n| n.url("/sleep")).collect(), 8);
+    let took = wait_until(Duration::from_secs(40), "4 replicas under load", || {
+        let refs = refs.clone();
+        async move { total_running(&refs, "sleeper").await == 4 }
+    })
+    .await;
+    // Placed over both nodes, not 4 on each (every node's load is the cluster's).
+    for n in &nodes {
+        let here = running_replicas(n, "sleeper").await.unwrap_or(0);
+        assert!((1..=3).contains(&here), "{here} replicas on one node");
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        total_running(&refs, "sleeper").await,
+        4,
+        "it stays at 4 under load"
+    );
+    let report = load.finish().await;
+    let calm = wait_until(Duration::from_secs(40), "back to 1 replica", || {
+        let refs = refs.clone();
+        async move { total_running(&refs, "sleeper").await == 1 }
+    })
+    .await;
+    eprintln!(
+        "cluster autoscaling: 1 -> 4 replicas in {took:?} under load, back to 1 in {calm:?}; {} requests, {} failed",
+        report.ok,
+        report.failed.len()
+    );
+    assert!(
+        report.failed.is_empty(),
+        "{:?}",
+        &report.failed[..report.failed.len().min(5)]
+    );
+    assert!(report.ok > 100, "{} requests", report.ok);
+}

@@ -38,7 +38,7 @@ HANDLE_CANCEL = 22  # the caller dropped a streamed handle answer: stop it
 # A stream has at most this many chunks (and bytes, though always one chunk) sent and not
 # yet acknowledged; the reader acknowledges half a window at a time.
 STREAM_WINDOW = 16
-STREAM_WINDOW_BYTES = 256 * 1024
+STREAM_WINDOW_BYTES = 262144  # 256 KiB
 
 COUNT = struct.Struct("<I")
 

@@ -216,7 +216,7 @@ async fn campaign(inner: &Inner, lease: i64) -> Result<Option<i64>, String> {
 
 /// Writes the placement of the app as the view has it, if it differs from the one in
 /// etcd, fenced on the leader key still being this node's (`revision`).
-async fn reconcile(inner: &Inner, revision: i64) -> Result<(), String> {
+pub(super) async fn reconcile(inner: &Inner, revision: i64) -> Result<(), String> {
     let placement = {
         let view = inner.view();
         let Some((app, app_revision)) = &view.app else {
@@ -227,7 +227,7 @@ async fn reconcile(inner: &Inner, revision: i64) -> Result<(), String> {
             .iter()
             .map(|b| Demand {
                 backend: b.name.clone(),
-                replicas: b.config.num_replicas,
+                replicas: super::autoscale::replicas_to_place(inner, view.placement.as_ref(), b),
                 cpus: b.config.num_cpus,
                 gpus: b.config.num_gpus,
                 memory_bytes: b.config.memory,

@@ -13,6 +13,7 @@
 //!
 //! When etcd or the controller is gone, every node keeps serving from its last view.
 
+mod autoscale;
 mod election;
 mod etcd;
 mod model;

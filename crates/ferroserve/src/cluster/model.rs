@@ -55,4 +55,8 @@ pub struct NodeReport {
     pub app_revision: i64,
     /// By backend: the ids of its replicas that serve.
     pub replicas: BTreeMap<String, Vec<String>>,
+    /// By autoscaled backend: requests running on its replicas here plus those queued at
+    /// its router here, which the leader adds up over the nodes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub load: BTreeMap<String, usize>,
 }

@@ -49,6 +49,8 @@ pub(super) struct Inner {
     pub(super) changes: tokio::sync::watch::Sender<u64>,
     /// Its last apply.
     pub(super) applied: tokio::sync::watch::Sender<Applied>,
+    /// While it leads: the autoscaling policies of the app's autoscaled backends.
+    pub(super) scalers: super::autoscale::Scalers,
 }
 
 impl Inner {
@@ -126,6 +128,7 @@ impl ClusterNode {
             view: Mutex::default(),
             changes: tokio::sync::watch::Sender::new(0),
             applied: tokio::sync::watch::Sender::new(Applied::default()),
+            scalers: Default::default(),
         });
         serve.join_cluster(Arc::new(Link(inner.clone())));
         let tasks = vec![
@@ -135,6 +138,7 @@ impl ClusterNode {
             tokio::spawn(sync::apply(inner.clone())),
             tokio::spawn(sync::route(inner.clone())),
             tokio::spawn(sync::report(inner.clone())),
+            tokio::spawn(super::autoscale::drive(inner.clone())),
         ];
         if let Some(app) = initial {
             let inner = inner.clone();

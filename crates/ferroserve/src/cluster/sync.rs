@@ -220,6 +220,7 @@ pub(super) async fn report(inner: Arc<Inner>) {
             continue;
         };
         let status = serve.node_status();
+        let load = serve.autoscaled_load();
         drop(serve);
         let report = NodeReport {
             app_revision: inner.applied.borrow().revision,
@@ -236,6 +237,7 @@ pub(super) async fn report(inner: Arc<Inner>) {
                     (name.clone(), running)
                 })
                 .collect(),
+            load,
         };
         let now = (lease, report);
         if reported.as_ref() == Some(&now) {

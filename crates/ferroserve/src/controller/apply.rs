@@ -62,6 +62,15 @@ impl Controller {
             .map(|(name, d)| (name.clone(), (d.kind.clone(), d.config.clone())))
             .collect();
         let listed: Vec<String> = backends.iter().map(|p| p.name.clone()).collect();
+        // In a cluster, the count given is the leader's choice, autoscaled or not.
+        let by_cluster = self.lock().scaled_by_cluster;
+        let same = |before: &BackendConfig, new: &BackendConfig| {
+            if by_cluster {
+                before == new
+            } else {
+                before.same_but_scale(new)
+            }
+        };
         // A failed creation of a backend no longer listed is over.
         self.lock().failed.retain(|name, _| listed.contains(name));
         let changes = backends.into_iter().map(|p| {
@@ -73,7 +82,7 @@ impl Controller {
                             .await
                     }
                     Some((kind, config))
-                        if kind.as_ref() == Some(&p.kind) && config.same_but_scale(&p.config) =>
+                        if kind.as_ref() == Some(&p.kind) && same(&config, &p.config) =>
                     {
                         // What runs is what was asked for: a failure of a change since
                         // given up is over.
@@ -81,8 +90,13 @@ impl Controller {
                         Ok(())
                     }
                     Some((_, config)) => {
-                        // An autoscaled backend keeps the count its autoscaler chose.
-                        let wanted = p.config.carried_from(&config);
+                        // An autoscaled backend keeps the count its autoscaler chose
+                        // (in a cluster the share given is the leader's choice).
+                        let wanted = if by_cluster {
+                            p.config
+                        } else {
+                            p.config.carried_from(&config)
+                        };
                         self.update_backend(&p.name, p.factory, wanted, Some(p.kind))
                             .await
                     }

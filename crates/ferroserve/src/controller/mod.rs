@@ -5,7 +5,7 @@
 //! (changes of one backend run one at a time, behind that backend's own lock).
 
 mod apply;
-mod autoscale;
+pub(crate) mod autoscale;
 mod backends;
 mod health;
 mod remote;
@@ -125,6 +125,9 @@ struct State {
     scalers: HashMap<String, autoscale::Autoscaler>,
     /// Backends whose replica count an autoscaler is changing now.
     scaling: HashSet<String>,
+    /// A node of a cluster: the cluster's leader scales autoscaled backends on the load
+    /// of every node, and each node runs the share it is given.
+    scaled_by_cluster: bool,
 }
 
 /// How long replicas of a deleted backend may take to finish the requests they run.

@@ -33,7 +33,7 @@ impl Controller {
     fn autoscale(&self, now: Duration) -> Vec<(String, BackendConfig)> {
         let mut guard = self.lock();
         let state = &mut *guard;
-        if state.stopped || state.draining {
+        if state.stopped || state.draining || state.scaled_by_cluster {
             return Vec::new();
         }
         let mut changes = Vec::new();
@@ -70,6 +70,42 @@ impl Controller {
             state.scaling.insert(name.clone());
         }
         changes
+    }
+
+    /// From now on the cluster scales autoscaled backends: this node's autoscaler stands
+    /// down, and an apply runs the replica count it is given.
+    pub(crate) fn scale_by_cluster(&self) {
+        let mut state = self.lock();
+        state.scaled_by_cluster = true;
+        state.scalers.clear();
+    }
+
+    /// The load of each autoscaled backend here: requests running on this node's own
+    /// replicas plus those waiting in its queue (a cluster's leader adds up every node's).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn autoscaled_load(&self) -> std::collections::BTreeMap<String, usize> {
+        let state = self.lock();
+        state
+            .actual
+            .iter()
+            .filter(|(name, _)| {
+                state
+                    .desired
+                    .backends
+                    .get(*name)
+                    .is_some_and(|d| d.config.autoscaling_config.is_some())
+            })
+            .map(|(name, running)| {
+                let load = running
+                    .replicas
+                    .iter()
+                    .filter(|r| !r.is_remote())
+                    .map(|r| r.in_flight())
+                    .sum::<usize>()
+                    + running.queue.len();
+                (name.clone(), load)
+            })
+            .collect()
     }
 
     /// Applies an autoscaler's new replica count to backend `name`.

@@ -27,6 +27,14 @@ impl Serve {
     /// link set is kept.
     pub fn join_cluster(&self, link: Arc<dyn ClusterLink>) {
         let _ = self.cluster.set(link);
+        self.controller.scale_by_cluster();
+    }
+
+    /// The load of each autoscaled backend on this node: requests running on its own
+    /// replicas plus those waiting in its queue.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn autoscaled_load(&self) -> std::collections::BTreeMap<String, usize> {
+        self.controller.autoscaled_load()
     }
 
     /// The cluster's part of status, in cluster mode.

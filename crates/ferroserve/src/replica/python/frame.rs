@@ -99,8 +99,8 @@ pub(super) async fn read_frame<R: AsyncReadExt + Unpin>(
 mod tests {
     use super::*;
 
-    /// The frame kinds of `python/ferroserve/_protocol.py`, by name.
-    fn python_kinds() -> Vec<(String, u8)> {
+    /// The frame kinds (and stream windows) of `python/ferroserve/_protocol.py`, by name.
+    fn python_kinds() -> Vec<(String, u64)> {
         let source = include_str!("../../../../../python/ferroserve/_protocol.py");
         source
             .lines()
@@ -131,11 +131,26 @@ mod tests {
             ("SHUTDOWN", kind::SHUTDOWN),
             ("CANCEL", kind::CANCEL),
             ("HEALTH", kind::HEALTH),
+            ("STREAM_START", kind::STREAM_START),
+            ("STREAM_CHUNK", kind::STREAM_CHUNK),
+            ("STREAM_END", kind::STREAM_END),
+            ("STREAM_ACK", kind::STREAM_ACK),
+            ("HANDLE_CHUNK", kind::HANDLE_CHUNK),
+            ("HANDLE_END", kind::HANDLE_END),
+            ("HANDLE_ACK", kind::HANDLE_ACK),
+            ("HANDLE_CANCEL", kind::HANDLE_CANCEL),
         ];
         let mut python = python_kinds();
-        python.sort_by_key(|(_, v)| *v);
-        let mut rust: Vec<(String, u8)> = rust.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect();
-        rust.sort_by_key(|(_, v)| *v);
+        python.sort();
+        let mut rust: Vec<(String, u64)> = rust
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), u64::from(*v)))
+            .collect();
+        // The stream windows are the same on both sides too.
+        use super::super::stream::{STREAM_WINDOW, STREAM_WINDOW_BYTES};
+        rust.push(("STREAM_WINDOW".to_owned(), STREAM_WINDOW as u64));
+        rust.push(("STREAM_WINDOW_BYTES".to_owned(), STREAM_WINDOW_BYTES as u64));
+        rust.sort();
         assert_eq!(rust, python, "the Rust and Python frame kinds differ");
     }
 
