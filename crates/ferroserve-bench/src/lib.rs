@@ -2,6 +2,20 @@
 
 pub mod servers;
 
+/// How long each row is measured, in interleaved rounds: the flags every runner takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Timing {
+    /// Seconds each row is measured (split into --rounds).
+    #[arg(long, default_value_t = 12)]
+    pub duration: u64,
+    /// Rounds each row's time is split into, interleaved across rows; the median counts.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u64,
+    /// Seconds of load before each measurement.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+}
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -21,15 +21,8 @@ use serde::Serialize;
 /// and uvicorn+Starlette), in one run.
 #[derive(Parser)]
 struct Args {
-    /// Seconds each row is measured (split into --rounds).
-    #[arg(long, default_value_t = 12)]
-    duration: u64,
-    /// Rounds each row's time is split into, interleaved across rows; the median counts.
-    #[arg(long, default_value_t = 3)]
-    rounds: u64,
-    /// Seconds of load before each measurement.
-    #[arg(long, default_value_t = 2)]
-    warmup: u64,
+    #[command(flatten)]
+    timing: ferroserve_bench::Timing,
     /// Concurrency levels (open connections, or concurrent handle callers).
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     concurrency: Vec<usize>,
@@ -495,9 +488,9 @@ fn handles(bins: &Path, concurrency: usize, args: &Args) -> anyhow::Result<Numbe
             "--concurrency",
             &concurrency.to_string(),
             "--duration",
-            &args.duration.to_string(),
+            &args.timing.duration.to_string(),
             "--warmup",
-            &args.warmup.to_string(),
+            &args.timing.warmup.to_string(),
         ])
         .output()
         .context("cannot run handle-bench")?;
@@ -694,7 +687,7 @@ fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<(String, usize
         };
         subjects.push((row.name.as_str(), subject));
     }
-    let seconds = (args.duration / args.rounds.max(1)).max(1);
+    let seconds = (args.timing.duration / args.timing.rounds.max(1)).max(1);
     let mut out = Vec::new();
     for &c in &args.concurrency {
         let here: Vec<&(&str, Subject<'_>)> = subjects
@@ -703,12 +696,12 @@ fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<(String, usize
             .collect();
         for (_, subject) in &here {
             if let Subject::Http { port, load, .. } = subject {
-                wrk(*port, load, c, args.warmup)?;
+                wrk(*port, load, c, args.timing.warmup)?;
                 drain(*port, load)?;
             }
         }
         let mut rounds: Vec<Vec<Numbers>> = vec![Vec::new(); here.len()];
-        for round in 0..args.rounds.max(1) {
+        for round in 0..args.timing.rounds.max(1) {
             for (i, (name, subject)) in here.iter().enumerate() {
                 let n = match subject {
                     Subject::Http {
@@ -721,7 +714,7 @@ fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<(String, usize
                         drain(*port, load)?;
                         n
                     }
-                    Subject::Raw(command) => raw(command, seconds, args.warmup.min(1))?,
+                    Subject::Raw(command) => raw(command, seconds, args.timing.warmup.min(1))?,
                 };
                 eprintln!(
                     "   {name}, c={c}, round {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
@@ -849,7 +842,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!(
         "== {} HTTP rows, interleaved, {} rounds",
         ours.len(),
-        args.rounds
+        args.timing.rounds
     );
     results.extend(measure_http(&ours, &args)?);
     for peer in selected.iter().filter(|r| r.peer) {
@@ -916,7 +909,7 @@ fn main() -> anyhow::Result<()> {
                 &["-c", "wrk --version 2>&1 | head -1 | cut -d' ' -f1-2"]
             )
         ),
-        duration_s: args.duration,
+        duration_s: args.timing.duration,
         rows: measured,
         latency_overhead_us,
         idle_rss_mb: idle_rss(&bins).ok(),

@@ -17,15 +17,8 @@ use serde::Serialize;
 /// Streams under Ferroserve against uvicorn+Starlette, in one run.
 #[derive(Parser)]
 struct Args {
-    /// Seconds each row is measured (split into --rounds)
-    #[arg(long, default_value_t = 12)]
-    duration: u64,
-    /// Rounds each row's time is split into, interleaved across rows; the median counts
-    #[arg(long, default_value_t = 3)]
-    rounds: u64,
-    /// Seconds of load before each measurement
-    #[arg(long, default_value_t = 2)]
-    warmup: u64,
+    #[command(flatten)]
+    timing: ferroserve_bench::Timing,
     /// Streams open at once (one connection each)
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -194,7 +187,7 @@ fn median(mut rounds: Vec<Numbers>) -> Option<Numbers> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.rounds == 0 || args.duration < args.rounds {
+    if args.timing.rounds == 0 || args.timing.duration < args.timing.rounds {
         bail!("--duration must be at least --rounds seconds");
     }
     let bins = bin_dir()?;
@@ -216,14 +209,14 @@ fn main() -> anyhow::Result<()> {
             ],
         ));
     }
-    let per_round = args.duration / args.rounds;
+    let per_round = args.timing.duration / args.timing.rounds;
     let mut measured: Vec<Vec<Numbers>> = vec![Vec::new(); rows.len()];
-    for round in 1..=args.rounds {
+    for round in 1..=args.timing.rounds {
         for (i, (name, command)) in rows.iter().enumerate() {
             let port = free_port()?;
             let server = Server::start(command, port, PATH, Duration::from_secs(60), &args.python)
                 .with_context(|| format!("starting {name}"))?;
-            load(port, args.concurrency, args.warmup)?;
+            load(port, args.concurrency, args.timing.warmup)?;
             let numbers = load(port, args.concurrency, per_round)?;
             eprintln!(
                 "   {name}, c={}, round {round}: {:.0} streams/s, {:.0} chunks/s, first chunk p50 {:.0} µs p99 {:.0} µs, {} errors",
