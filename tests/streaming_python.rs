@@ -254,6 +254,29 @@ async fn python_handles_read_streams() {
     serve.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_dropped_early_free_their_slots() {
+    // Four slots: a caller and its stream take two; a stream whose slot leaked would soon
+    // leave none, and the calls would queue for ever.
+    let serve = streamer(BackendConfig::default().max_concurrent_queries(4)).await;
+    for round in 0..12 {
+        let call = if round % 2 == 0 {
+            "drop_at_once"
+        } else {
+            "first_only"
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), get(&serve, call, "").send())
+            .await
+            .unwrap_or_else(|_| panic!("{call} (round {round}) queued: a slot leaked"))
+            .expect("an answer");
+        assert_eq!(answer.status(), 200, "{call}");
+    }
+    // Every stream that started was closed.
+    let now = eventually(&serve, |s| s["closed"].as_u64() >= Some(6)).await;
+    assert!(now["closed"].as_u64() >= Some(6), "{now}");
+    serve.shutdown().await;
+}
+
 /// The ```python blocks of docs/streaming.md, in order.
 fn doc_blocks() -> Vec<String> {
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/streaming.md"))

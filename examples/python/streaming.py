@@ -126,6 +126,12 @@ class Streamer:
         async for item in stream:
             return {"first": item}
 
+    async def drop_at_once(self, request):
+        """Starts a stream through a handle and drops it before reading anything."""
+        stream = get_handle("streamer").options(method_name="endless_objects", stream=True).remote(None)
+        stream.cancel()
+        return "dropped"
+
     async def endless_objects(self, _):
         try:
             i = 0

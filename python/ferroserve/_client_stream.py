@@ -17,10 +17,17 @@ class ClientStream:
     ``close()`` (or dropping it) stops the stream, which closes the generator."""
 
     def __init__(self, client, meta, body):
-        self._future = client._pool().submit(_open, client, meta, body)
         self._response = None
         self._head = None
         self._done = False
+        self._future = client._pool().submit(_open, client, meta, body)
+
+    @staticmethod
+    def _close_opened(future):
+        if not future.cancelled() and future.exception() is None:
+            response, _ = future.result()
+            if response is not None:
+                response.close()
 
     def _start(self):
         if self._response is None and not self._done:
@@ -83,6 +90,9 @@ class ClientStream:
     def close(self):
         """Stops the stream: the server drops it, and closes the generator."""
         self._done = True
+        if not self._future.cancel():
+            # Sent already: its response is closed once it comes (at once if it has).
+            self._future.add_done_callback(self._close_opened)
         if self._response is not None:
             self._response.close()
             self._response = None

@@ -222,10 +222,14 @@ class StreamRef:
 
     def cancel(self):
         """Stops the stream: the target's generator is closed."""
-        if not self._done and self._id is not None:
-            self._done = True
+        if self._done:
+            return
+        self._done = True
+        if self._id is not None:
             self._forget()
             self._loop.call_soon_threadsafe(self._worker.send, self._id, P.HANDLE_CANCEL)
+        # A reader waiting for the next chunk sees the end.
+        self._loop.call_soon_threadsafe(self._wake)
 
     async def aclose(self):
         self.cancel()

@@ -80,7 +80,8 @@ class Worker(asyncio.Protocol):
         self.handle_calls = {}
         self.tasks = {}  # request id -> the task running an async call (or a stream)
         self.streams = {}  # request id -> the credit of a streamed answer
-        self.cancelled = set()  # plain calls whose caller left: their stream is not started
+        self.running_plain = set()  # plain calls running on the executor
+        self.cancelled = set()  # those of them whose caller left: their stream is not started
         self.next_handle_id = 1
         self.closed = loop.create_future()
         self.name = "?"
@@ -142,7 +143,9 @@ class Worker(asyncio.Protocol):
             task = self.tasks.get(request_id)
             if task is not None:
                 task.cancel()
-            else:
+                # Cancelled before its first step, its coroutine never runs: answered here.
+                task.add_done_callback(lambda done: self.cancelled_early(request_id, done))
+            elif request_id in self.running_plain:
                 self.cancelled.add(request_id)
         elif kind == P.SHUTDOWN:
             self.transport.close()
@@ -182,6 +185,7 @@ class Worker(asyncio.Protocol):
             else:
                 self.tasks[request_id] = context.run(self.loop.create_task, call)
         else:
+            self.running_plain.add(request_id)
             if context is None:
                 future = self.loop.run_in_executor(self.executor, method, arg)
             else:
@@ -207,7 +211,14 @@ class Worker(asyncio.Protocol):
         finally:
             self.tasks.pop(request_id, None)
 
+    def cancelled_early(self, request_id, done):
+        if done.cancelled() and self.tasks.get(request_id) is done:
+            self.tasks.pop(request_id, None)
+            self.streams.pop(request_id, None)
+            self.send(request_id, P.ERROR, {"error_type": "CancelledError", "message": "cancelled: the caller left"})
+
     def finish(self, request_id, done, reply):
+        self.running_plain.discard(request_id)
         cancelled = False
         if self.cancelled:
             cancelled = request_id in self.cancelled
@@ -347,6 +358,8 @@ class Worker(asyncio.Protocol):
         return ResponseRef(future, self.loop)
 
     def send_handle_call(self, waiter, meta, body):
+        if isinstance(waiter, _stream.StreamRef) and waiter._done:
+            return  # cancelled before it was sent
         handle_id = self.next_handle_id
         self.next_handle_id += 1
         if isinstance(waiter, _stream.StreamRef):
@@ -360,8 +373,9 @@ class Worker(asyncio.Protocol):
         ref = self.handle_calls.get(handle_id)
         stream = ref() if isinstance(ref, weakref.ref) else None
         if stream is None:
-            if ref is not None and kind == P.HANDLE_CHUNK:
-                self.handle_calls.pop(handle_id, None)
+            # Dropped (or cancelled and forgotten): the server stops sending.
+            self.handle_calls.pop(handle_id, None)
+            if kind == P.HANDLE_CHUNK:
                 self.send(handle_id, P.HANDLE_CANCEL)
             return
         if kind == P.HANDLE_CHUNK:
@@ -384,6 +398,9 @@ class Worker(asyncio.Protocol):
             stream._on_head(meta)
             return
         self.handle_calls.pop(handle_id, None)
+        if future is None and meta.get("stream"):
+            self.send(handle_id, P.HANDLE_CANCEL)  # a stream dropped before its head
+            return
         if future is None or future.done():
             return
         if "error" in meta:

@@ -206,11 +206,15 @@ fn remotes(inner: &Inner, serve: &Serve) {
     }
 }
 
+/// How often a node's report may change for its load alone.
+const LOAD_EVERY: Duration = Duration::from_secs(1);
+
 /// Reports the replicas this node runs (those `RUNNING`) under its lease, whenever they
 /// change or the lease is new.
 pub(super) async fn report(inner: Arc<Inner>) {
     let key = inner.etcd.key(&format!("replicas/{}", inner.me.name));
     let mut reported: Option<(i64, NodeReport)> = None;
+    let mut written = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Some(serve) = inner.serve.upgrade() else {
@@ -243,6 +247,16 @@ pub(super) async fn report(inner: Arc<Inner>) {
         if reported.as_ref() == Some(&now) {
             continue;
         }
+        // A change of load alone goes out at most once a second (the leader samples it
+        // once a second); a change of replicas at once.
+        if let Some((lease, before)) = &reported
+            && *lease == now.0
+            && before.replicas == now.1.replicas
+            && before.app_revision == now.1.app_revision
+            && written.elapsed() < LOAD_EVERY
+        {
+            continue;
+        }
         let json = match serde_json::to_vec(&now.1) {
             Ok(json) => json,
             Err(e) => {
@@ -261,7 +275,10 @@ pub(super) async fn report(inner: Arc<Inner>) {
             })
             .await;
         match put {
-            Ok(_) => reported = Some(now),
+            Ok(_) => {
+                reported = Some(now);
+                written = tokio::time::Instant::now();
+            }
             Err(e) => tracing::debug!("{e}"),
         }
     }

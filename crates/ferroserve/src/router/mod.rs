@@ -243,14 +243,11 @@ fn send_shadow_copies(endpoint: &EndpointState, req: &Request) {
             let answer = slot.call(copy).await;
             timing.finish(answer.is_ok());
             match answer {
-                // Read to its end, as a client would, with the slot taken meanwhile.
+                // Read to its end (and dropped), as a client would, with the slot taken
+                // meanwhile.
                 Ok(response) if response.is_stream() => {
-                    if let Err(e) = response.collected(SHADOW_STREAM_LIMIT).await {
-                        tracing::debug!(
-                            backend = &*backend.name,
-                            "shadow stream failed: {}",
-                            e.message()
-                        );
+                    if let Err(e) = drain(response.into_chunks(), SHADOW_STREAM_LIMIT).await {
+                        tracing::debug!(backend = &*backend.name, "shadow stream: {e}");
                     }
                 }
                 Ok(_) => {}
@@ -263,6 +260,19 @@ fn send_shadow_copies(endpoint: &EndpointState, req: &Request) {
 /// The most of a shadow backend's streamed answer read (and dropped) before the stream
 /// is cut.
 const SHADOW_STREAM_LIMIT: usize = 64 << 20;
+
+/// Reads `chunks` to their end, keeping none, up to `limit` bytes.
+async fn drain(mut chunks: crate::response::Chunks, limit: usize) -> Result<(), String> {
+    use futures_util::StreamExt as _;
+    let mut read = 0;
+    while let Some(chunk) = chunks.next().await {
+        read += chunk.map_err(|e| e.message().to_owned())?.len();
+        if read > limit {
+            return Err(format!("cut after {limit} bytes"));
+        }
+    }
+    Ok(())
+}
 
 /// A slot on one of `backend`'s replicas, waiting in the backend's queue until one frees.
 async fn wait_for_slot(

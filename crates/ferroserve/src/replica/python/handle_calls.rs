@@ -74,18 +74,25 @@ struct HandleHttpMeta {
     query: Option<String>,
 }
 
+/// Starts a handle call a worker made: a streamed one's credit is opened here, on the
+/// reader's task, before any later frame (a cancel) of the worker is read.
+pub(super) fn start_handle_call(caller: Arc<dyn EndpointCaller>, link: &Arc<Link>, frame: Frame) {
+    let streamed = serde_json::from_slice::<StreamFlag>(&frame.meta).is_ok_and(|f| f.stream);
+    let credit = streamed.then(|| link.open_handle_stream(frame.id));
+    tokio::spawn(serve_handle_call(caller, link.clone(), frame, credit));
+}
+
 /// Runs a handle call a worker made, through the same router as HTTP, and sends the answer
-/// back: whole, or, when the call asked for a stream, as a head and then its chunks, no
-/// more than a window ahead of what the worker read.
-pub(super) async fn serve_handle_call(
+/// back: whole, or, when the call asked for a stream (`credit`), as a head and then its
+/// chunks, no more than a window ahead of what the worker read.
+async fn serve_handle_call(
     caller: Arc<dyn EndpointCaller>,
     link: Arc<Link>,
     frame: Frame,
+    credit: Option<Arc<HandleCredit>>,
 ) {
     let id = frame.id;
-    let streamed = serde_json::from_slice::<StreamFlag>(&frame.meta).is_ok_and(|f| f.stream);
-    if streamed {
-        let credit = link.open_handle_stream(id);
+    if let Some(credit) = credit {
         let call = call_from_python(&*caller, &frame.meta, frame.body);
         // A caller that drops its stream before the head stops the call too.
         if let Some(answer) = tokio::select! {

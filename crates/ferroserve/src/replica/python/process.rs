@@ -11,7 +11,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
 
 use super::frame::{encode, kind, read_frame};
-use super::handle_calls::serve_handle_call;
+use super::handle_calls::start_handle_call;
 use super::link::Link;
 use super::output::Captured;
 use super::runtime;
@@ -321,9 +321,7 @@ pub(super) async fn supervise(
                         link.handle_stream_read(frame.id, Some(count.unwrap_or(0)));
                     }
                     kind::HANDLE_CANCEL => link.handle_stream_read(frame.id, None),
-                    kind::HANDLE_CALL => {
-                        tokio::spawn(serve_handle_call(env.caller.clone(), link.clone(), frame));
-                    }
+                    kind::HANDLE_CALL => start_handle_call(env.caller.clone(), &link, frame),
                     other => tracing::warn!(replica = &*death.replica, "unexpected frame kind {other} from a worker"),
                 },
                 Ok(None) => break Ended::Closed,

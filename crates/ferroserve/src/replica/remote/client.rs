@@ -42,6 +42,11 @@ impl Default for PeerLimits {
     }
 }
 
+/// The HTTP/2 window of one answer from a peer: how far it may run ahead of its reader.
+const STREAM_WINDOW: u32 = 2 << 20;
+/// The HTTP/2 window of a peer connection: what all its unread answers may hold.
+const CONNECTION_WINDOW: u32 = 128 << 20;
+
 /// The largest answer read from a peer: 1 GiB.
 pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 30;
 
@@ -148,7 +153,11 @@ impl PeerClient {
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .max_header_list_size(MAX_HEADER_LIST)
-            .adaptive_window(true)
+            // Answers a caller has not read yet hold the connection's window: much wider
+            // than a stream's, so that a few slow streamed answers cannot stall the other
+            // calls on the connection (and bounded, as what it holds is memory here).
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake(TokioIo::new(stream));
         let (sender, connection) = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
             .await

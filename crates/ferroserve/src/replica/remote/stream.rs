@@ -32,12 +32,23 @@ fn frame(tag: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// `chunks` as the frames of an HTTP/2 body.
-pub(crate) fn framed(chunks: Chunks) -> Chunks {
-    Chunks::new(chunks.map(|item| {
-        Ok(match item {
-            Ok(chunk) => frame(CHUNK, &chunk),
-            Err(e) => frame(ERROR, e.message().as_bytes()),
+/// `chunks` as the frames of an HTTP/2 body; an error is the last frame.
+pub(crate) fn framed(mut chunks: Chunks) -> Chunks {
+    let mut ended = false;
+    Chunks::new(futures_util::stream::poll_fn(move |cx| {
+        if ended {
+            return std::task::Poll::Ready(None);
+        }
+        chunks.poll_next_unpin(cx).map(|item| {
+            item.map(|item| {
+                Ok(match item {
+                    Ok(chunk) => frame(CHUNK, &chunk),
+                    Err(e) => {
+                        ended = true;
+                        frame(ERROR, e.message().as_bytes())
+                    }
+                })
+            })
         })
     }))
 }
