@@ -301,3 +301,35 @@ async fn curl_reads_server_sent_events_as_they_come() {
     );
     serve.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_longer_than_the_header_timeout_is_not_taken_for_an_idle_connection() {
+    // The connection sweeper closes connections idle for the header timeout: a connection
+    // whose answer still streams is busy, with middlewares or without.
+    for middlewares in [vec![], vec![ferroserve::Middleware::RequestId]] {
+        let mut options =
+            ferroserve::HttpOptions::new("127.0.0.1", 0).header_timeout(Duration::from_millis(300));
+        for m in middlewares.clone() {
+            options = options.middleware(m);
+        }
+        let serve = Serve::start(options).await.expect("starts");
+        let slow = BackendFactory::function(|_req| async {
+            let chunks = futures_util::stream::iter(0..10).then(|n| async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                Ok::<_, BackendError>(Bytes::from(format!("{n}\n")))
+            });
+            Ok(Response::stream(chunks))
+        });
+        serve_backend(&serve, "slow", slow, BackendConfig::default(), "/slow", &[]).await;
+        let body = client()
+            .get(format!("{}/slow", base_url(&serve)))
+            .send()
+            .await
+            .expect("headers")
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("cut short ({} middlewares): {e}", middlewares.len()));
+        assert_eq!(body, "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n");
+        serve.shutdown().await;
+    }
+}

@@ -68,23 +68,26 @@ async fn a_thousand_streams_of_a_thousand_chunks_keep_memory_bounded() {
                 .header("X-SERVE-CALL-METHOD", "sized")
                 .send()
                 .await
-                .expect("headers");
+                .map_err(|e| format!("headers: {e:?}"))?;
             assert_eq!(response.status(), 200);
             let mut bytes = 0usize;
             let first = response
                 .chunk()
                 .await
-                .expect("read")
-                .expect("a first chunk");
-            bytes += first.len();
+                .map_err(|e| format!("first chunk: {e:?}"))?;
+            bytes += first.map_or(0, |c| c.len());
             // Every client pauses with its stream open until all have started.
             started_all.wait().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            while let Some(chunk) = response.chunk().await.expect("read") {
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| format!("after {bytes} bytes: {e:?}"))?
+            {
                 bytes += chunk.len();
             }
             received.fetch_add(bytes as u64, Ordering::Relaxed);
-            bytes
+            Ok::<usize, String>(bytes)
         });
     }
     // Memory while every stream is open and no client reads.
@@ -96,8 +99,14 @@ async fn a_thousand_streams_of_a_thousand_chunks_keep_memory_bounded() {
     while !clients.is_empty() {
         tokio::select! {
             joined = clients.join_next() => {
-                let bytes = joined.expect("a client").expect("a client finished");
-                assert_eq!(bytes, CHUNKS * CHUNK, "a stream lost bytes");
+                match joined.expect("a client").expect("a client finished") {
+                    Ok(bytes) => assert_eq!(bytes, CHUNKS * CHUNK, "a stream lost bytes"),
+                    Err(e) => {
+                        let said = server.stderr.lock().expect("lock").clone();
+                        let tail: Vec<&str> = said.lines().rev().take(20).collect();
+                        panic!("a stream failed: {e}\nthe server's last lines, newest first:\n{}", tail.join("\n"));
+                    }
+                }
             }
             _ = sampling.tick() => peak = peak.max(rss_kb(&server)),
         }

@@ -35,6 +35,15 @@ impl PlainBody {
         Self::Whole(Full::new(bytes))
     }
 
+    /// The same body, holding `guard` until a stream's end (or its drop); a whole body
+    /// drops it now.
+    pub(crate) fn holding<G: Send + 'static>(self, guard: G) -> Self {
+        match self {
+            Self::Stream(chunks) => Self::Stream(chunks.holding(guard, String::new())),
+            whole => whole,
+        }
+    }
+
     /// The bytes of a whole body; `None` for a stream.
     pub(crate) fn into_whole(self) -> Option<Bytes> {
         match self {
@@ -86,6 +95,47 @@ impl http_body::Body for PlainBody {
             Self::Whole(full) => full.size_hint(),
             Self::Stream(_) => SizeHint::default(),
         }
+    }
+}
+
+/// A body that keeps `guard` until it ends, fails or is dropped: how a connection stays
+/// busy while a streamed answer goes out through the middlewares.
+pub(crate) struct Guarded<B, G> {
+    body: B,
+    guard: Option<G>,
+}
+
+impl<B, G> Guarded<B, G> {
+    pub(crate) fn new(body: B, guard: G) -> Self {
+        Self {
+            body,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin, G: Unpin> http_body::Body for Guarded<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

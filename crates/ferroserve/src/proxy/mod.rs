@@ -210,12 +210,15 @@ async fn accept_loop(listener: TcpListener, serving: Serving, mut stopped: watch
                 let service = service_fn(move |req| {
                     let connection = connection.clone();
                     async move {
-                        let _busy = connection.activity.busy();
-                        let mut response = tokio::select! {
+                        let busy = connection.activity.busy();
+                        let response = tokio::select! {
                             biased;
                             response = handle(&connection.cell, connection.rules, req) => response,
                             () = connection.activity.abandoned() => convert::plain(ServeError::ShuttingDown.to_http()),
                         };
+                        // A streamed answer keeps the connection busy until its end: never
+                        // taken for an idle one to close.
+                        let mut response = response.map(|body| body.holding(busy));
                         connection.activity.mark_closing(&mut response);
                         Ok::<_, Infallible>(connection.pending.prepare(response))
                     }
@@ -294,13 +297,21 @@ impl hyper::service::Service<http::Request<Incoming>> for Stacked {
         let answered = futures_util::future::select(stacked, abandoned);
         // `map`, not an async block: see `Answering::call` in `crate::layer`.
         Box::pin(answered.map(move |either| {
-            drop(busy);
             let mut response = match either {
                 futures_util::future::Either::Left((Ok(response), _)) => response,
                 futures_util::future::Either::Right(((), _)) => {
                     ServeError::ShuttingDown.to_http().into_proxy()
                 }
             };
+            // A body of unknown length (a stream) keeps the connection busy until its end.
+            if http_body::Body::size_hint(response.body())
+                .exact()
+                .is_none()
+            {
+                response = response.map(|body| convert::Guarded::new(body, busy).boxed_unsync());
+            } else {
+                drop(busy);
+            }
             if !counted.load(std::sync::atomic::Ordering::Relaxed) {
                 let status = response.status().as_u16();
                 cell.load()
