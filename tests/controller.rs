@@ -93,3 +93,25 @@ async fn a_replica_that_takes_5_s_to_start_delays_no_other_change() {
         "{refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_start_side_by_side() {
+    // Each replica takes 600 ms to make: two one after the other would take 1.2 s.
+    let serve = serve().await;
+    let slow = BackendFactory::new(|ctx| {
+        std::thread::sleep(Duration::from_millis(600));
+        Ok(ferroserve::builtin::Echo::new(ctx))
+    });
+    let started = Instant::now();
+    serve
+        .create_backend("slow", slow, BackendConfig::default().num_replicas(2))
+        .await
+        .expect("starts");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1100),
+        "2 replicas took {took:?}"
+    );
+    assert_eq!(serve.status().backends["slow"].running_replicas, 2);
+    serve.shutdown().await;
+}

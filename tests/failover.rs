@@ -124,11 +124,14 @@ async fn a_killed_worker_fails_only_what_it_was_running() {
     serve_backend(&serve, "crashy", crashy(), config, "/crashy", &[]).await;
     let url = format!("{}/crashy?slow=1", base_url(&serve));
     let http = client();
-    // Find both workers' process ids.
+    // Find both workers' process ids: two slow calls at once run on both (one after the
+    // other, calls go to the same replica).
     let mut pids = std::collections::BTreeSet::new();
     while pids.len() < 2 {
-        let answer = fetch_json(http.get(&url)).await;
-        pids.insert(answer["pid"].as_u64().expect("a pid"));
+        let (a, b) = tokio::join!(fetch_json(http.get(&url)), fetch_json(http.get(&url)));
+        for answer in [a, b] {
+            pids.insert(answer["pid"].as_u64().expect("a pid"));
+        }
     }
     let victim = *pids.iter().next().expect("a pid");
     let stop = Arc::new(AtomicBool::new(false));

@@ -85,6 +85,8 @@ class Worker(asyncio.Protocol):
         self.next_handle_id = 1
         self.closed = loop.create_future()
         self.name = "?"
+        self.out = []  # frames of this event-loop pass, written together at its end
+        self.flushing = False
 
     # --- the connection -------------------------------------------------------------
 
@@ -98,22 +100,46 @@ class Worker(asyncio.Protocol):
     def data_received(self, data):
         buffer = self.buffer
         buffer += data
-        header = P.HEADER
-        while len(buffer) >= header.size:
-            meta_len, body_len, request_id, kind = header.unpack_from(buffer)
-            end = header.size + meta_len + body_len
-            if len(buffer) < end:
+        unpack = P.HEADER.unpack_from
+        size = P.HEADER.size
+        have = len(buffer)
+        at = 0
+        # Every whole frame read, then what they took cut from the buffer at once.
+        while have - at >= size:
+            meta_len, body_len, request_id, kind = unpack(buffer, at)
+            start = at + size
+            end = start + meta_len + body_len
+            if have < end:
                 break
-            meta = json.loads(buffer[header.size : header.size + meta_len]) if meta_len else {}
-            body = bytes(buffer[header.size + meta_len : end])
-            del buffer[:end]
+            meta = json.loads(buffer[start : start + meta_len]) if meta_len else {}
+            body = bytes(buffer[start + meta_len : end])
+            at = end
             try:
                 self.dispatch(request_id, kind, meta, body)
             except Exception as error:  # a bug here must not kill the connection
                 self.fail(request_id, error)
+        if at:
+            del buffer[:at]
 
     def send(self, request_id, kind, meta=None, body=b""):
-        self.transport.write(P.frame(request_id, kind, _dumps(meta) if meta is not None else b"", body))
+        # The frames of one pass of the event loop go out in one write, at its end.
+        meta = _dumps(meta) if meta is not None else b""
+        out = self.out
+        out.append(P.HEADER.pack(len(meta), len(body), request_id, kind))
+        if meta:
+            out.append(meta)
+        if body:
+            out.append(body)
+        if not self.flushing:
+            self.flushing = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self):
+        self.flushing = False
+        out = self.out
+        if out:
+            self.out = []
+            self.transport.write(b"".join(out))
 
     def send_threadsafe(self, request_id, kind, meta=None, body=b""):
         self.loop.call_soon_threadsafe(self.send, request_id, kind, meta, body)
@@ -148,6 +174,7 @@ class Worker(asyncio.Protocol):
             elif request_id in self.running_plain:
                 self.cancelled.add(request_id)
         elif kind == P.SHUTDOWN:
+            self.flush()
             self.transport.close()
 
     def decode_arg(self, meta, body):

@@ -1,5 +1,6 @@
 //! Backend changes: create, update in place (scale, reconfigure, limits), delete, and replacing dead replicas — each starts replicas without holding the controller's lock.
 
+use futures_util::StreamExt as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,24 +50,17 @@ impl Controller {
                 infos.insert(id.clone(), ReplicaInfo::starting(restarts));
             }
         });
-        let mut started: Vec<Arc<dyn Replica>> = Vec::with_capacity(count);
-        let mut failure = None;
-        for id in &ids {
+        // Started side by side (a Python replica spends its start importing), as many at
+        // once as there are cores; each one is health-checked once before it counts.
+        let one = |id: Arc<str>| async move {
             let ctx = ReplicaContext {
                 backend: name.to_owned(),
                 replica: id.to_string(),
                 init_args: config.init_args.clone(),
             };
-            let replica = match LocalReplica::start(ctx, factory, config, &self.env).await {
-                Ok(replica) => {
-                    self.metrics().backend(name).starts.add(1);
-                    replica as Arc<dyn Replica>
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            };
+            let replica = LocalReplica::start(ctx, factory, config, &self.env).await?;
+            self.metrics().backend(name).starts.add(1);
+            let replica = replica as Arc<dyn Replica>;
             let checked =
                 tokio::time::timeout(config.health_check_timeout(), replica.check_health()).await;
             let why = match checked {
@@ -79,19 +73,37 @@ impl Controller {
             };
             let pid = replica.pid();
             self.with_infos(name, |infos| {
-                if let Some(info) = infos.get_mut(id) {
+                if let Some(info) = infos.get_mut(&id) {
                     info.pid = pid;
                     info.checked(why.clone().map_or(Ok(()), Err));
                 }
             });
-            if let Some(message) = why {
-                failure = Some(ServeError::StartFailed {
-                    backend: name.to_owned(),
-                    message: format!("replica `{id}`: {message}"),
-                });
-                break;
+            match why {
+                None => Ok(replica),
+                Some(message) => {
+                    drain(vec![replica]);
+                    Err(ServeError::StartFailed {
+                        backend: name.to_owned(),
+                        message: format!("replica `{id}`: {message}"),
+                    })
+                }
             }
-            started.push(replica);
+        };
+        let at_once = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        let outcomes: Vec<Result<Arc<dyn Replica>, ServeError>> =
+            futures_util::stream::iter(ids.iter().cloned().map(one))
+                .buffered(at_once)
+                .collect()
+                .await;
+        let mut started: Vec<Arc<dyn Replica>> = Vec::with_capacity(count);
+        let mut failure = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(replica) => started.push(replica),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
         }
         if let Some(e) = failure {
             self.with_infos(name, |infos| {
