@@ -495,15 +495,12 @@ async fn streams_cross_nodes_chunk_by_chunk() {
         endless.chunk().await.expect("read").expect("a chunk");
     }
     drop(endless);
-    let closed = || async { fetch_json(on(&a, "/stream", "stats")).await["closed"].clone() };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while closed().await != json!(1) {
-        assert!(
-            Instant::now() < deadline,
-            "the generator on A was not closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::cluster::wait_until(
+        Duration::from_secs(5),
+        "the generator on A closed",
+        || async { fetch_json(on(&a, "/stream", "stats")).await["closed"] == json!(1) },
+    )
+    .await;
     b.shutdown().await;
     a.shutdown().await;
 }

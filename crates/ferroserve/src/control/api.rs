@@ -322,16 +322,26 @@ async fn put_backend(shared: &Shared, create: bool, name: &str, body: &[u8]) -> 
 /// meta of a worker's handle call (endpoint, method, argument kind, HTTP options) and its
 /// argument; then the answer's meta (`kind`, `status`, `media_type`, or `error`) and body.
 async fn call(shared: &Shared, body: &[u8]) -> Answer {
+    match run_call(shared, body).await {
+        Ok(answer) => call_answer(answer).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Runs a call from a script (`/api/call`, `/api/stream`): its answer, or the refusal of
+/// a body that is not a call.
+pub(super) async fn run_call(
+    shared: &Shared,
+    body: &[u8],
+) -> Result<Result<crate::Response, ServeError>, Answer> {
     let Some((meta, arg)) = split_meta(body) else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "a call is a u32 meta length, the JSON meta, then the argument",
-        );
+        ));
     };
     let caller = shared.serve.caller();
-    let answer =
-        crate::replica::call_from_python(&*caller, meta, Bytes::copy_from_slice(arg)).await;
-    call_answer(answer).await
+    Ok(crate::replica::call_from_python(&*caller, meta, Bytes::copy_from_slice(arg)).await)
 }
 
 /// The answer of a call from a script: its meta's length, its meta, its payload.
@@ -351,7 +361,7 @@ pub(super) async fn call_answer(answer: Result<crate::Response, ServeError>) -> 
 }
 
 /// `body` as (meta, rest), after its u32 little-endian meta length.
-pub(super) fn split_meta(body: &[u8]) -> Option<(&[u8], &[u8])> {
+fn split_meta(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
     let end = 4usize.checked_add(usize::try_from(len).ok()?)?;
     Some((body.get(4..end)?, body.get(end..)?))

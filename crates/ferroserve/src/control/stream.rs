@@ -5,7 +5,6 @@
 //! length and the payload. A call that fails before its head, or whose answer is not one
 //! the client can read, is answered as `/api/call` answers it.
 
-use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use super::{Shared, api, error};
@@ -16,15 +15,10 @@ pub(super) const PATH: &str = "/api/stream";
 
 /// Runs a streamed call: `body` is a `/api/call` body.
 pub(super) async fn call(shared: &Shared, body: &[u8]) -> http::Response<PlainBody> {
-    let Some((meta, arg)) = api::split_meta(body) else {
-        return plain(error(
-            StatusCode::BAD_REQUEST,
-            "a call is a u32 meta length, the JSON meta, then the argument",
-        ));
+    let answer = match api::run_call(shared, body).await {
+        Ok(answer) => answer,
+        Err(refused) => return plain(refused),
     };
-    let caller = shared.serve.caller();
-    let answer =
-        crate::replica::call_from_python(&*caller, meta, Bytes::copy_from_slice(arg)).await;
     let response = match answer {
         Ok(response) if response.body().is_some() || response.is_stream() => response,
         other => return plain(api::call_answer(other).await),

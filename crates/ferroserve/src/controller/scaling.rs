@@ -7,6 +7,18 @@ use super::Controller;
 use super::autoscale::Autoscaler;
 use crate::config::BackendConfig;
 
+/// A backend's load here: requests running on this node's own replicas plus those
+/// queued (a request sent to another node's replica counts there).
+fn load(running: &super::Running) -> usize {
+    running
+        .replicas
+        .iter()
+        .filter(|r| !r.is_remote())
+        .map(|r| r.in_flight())
+        .sum::<usize>()
+        + running.queue.len()
+}
+
 /// How often the load is sampled and the policy asked.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -52,13 +64,7 @@ impl Controller {
             if scaler.config() != wanted {
                 *scaler = Autoscaler::new(wanted.clone());
             }
-            let load = running
-                .replicas
-                .iter()
-                .map(|r| r.in_flight())
-                .sum::<usize>()
-                + running.queue.len();
-            scaler.record(now, load as f64);
+            scaler.record(now, load(running) as f64);
             let current = desired.config.num_replicas;
             let next = scaler.decide(now, current);
             // One change of a backend at a time, and none while another change runs.
@@ -95,16 +101,7 @@ impl Controller {
                     .get(*name)
                     .is_some_and(|d| d.config.autoscaling_config.is_some())
             })
-            .map(|(name, running)| {
-                let load = running
-                    .replicas
-                    .iter()
-                    .filter(|r| !r.is_remote())
-                    .map(|r| r.in_flight())
-                    .sum::<usize>()
-                    + running.queue.len();
-                (name.clone(), load)
-            })
+            .map(|(name, running)| (name.clone(), load(running)))
             .collect()
     }
 
