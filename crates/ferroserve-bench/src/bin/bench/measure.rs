@@ -1,0 +1,170 @@
+//! Measuring rows: servers loaded with wrk in interleaved rounds, raw commands, and the in-process handle benchmark.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use ferroserve_bench::servers::{Server, free_port};
+
+use crate::Args;
+use crate::rows::{Row, Target};
+use crate::wrk::{Load, Numbers, drain, wrk};
+
+pub(crate) fn handles(bins: &Path, concurrency: usize, args: &Args) -> anyhow::Result<Numbers> {
+    let output = Command::new(bins.join("handle-bench"))
+        .args([
+            "--concurrency",
+            &concurrency.to_string(),
+            "--duration",
+            &args.timing.duration.to_string(),
+            "--warmup",
+            &args.timing.warmup.to_string(),
+        ])
+        .output()
+        .context("cannot run handle-bench")?;
+    if !output.status.success() {
+        bail!(
+            "handle-bench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    numbers_of("handle-bench", &output.stdout)
+}
+
+/// The numbers a measuring command printed as JSON.
+pub(crate) fn numbers_of(what: &str, stdout: &[u8]) -> anyhow::Result<Numbers> {
+    let v: serde_json::Value =
+        serde_json::from_slice(stdout).with_context(|| format!("{what} printed no JSON"))?;
+    let get = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("{what} output lacks {k}"))
+    };
+    Ok(Numbers {
+        requests_per_sec: get("requests_per_sec")?,
+        p50_us: get("p50_us")?,
+        p99_us: get("p99_us")?,
+        errors: 0,
+    })
+}
+
+/// Runs a [`Target::Raw`] command for `seconds`.
+pub(crate) fn raw(command: &[String], seconds: u64, warmup: u64) -> anyhow::Result<Numbers> {
+    let (program, rest) = command.split_first().context("an empty command")?;
+    let output = Command::new(program)
+        .args(rest)
+        .args([
+            "--seconds",
+            &seconds.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed: {}",
+            rest.first().unwrap_or(program),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    numbers_of(rest.first().unwrap_or(program), &output.stdout)
+}
+
+/// The median of some numbers (by throughput), or `None` for none.
+pub(crate) fn median(mut rounds: Vec<Numbers>) -> Option<Numbers> {
+    rounds.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
+    let errors = rounds.iter().map(|r| r.errors).sum();
+    let mut middle = *rounds.get(rounds.len() / 2)?;
+    middle.errors = errors;
+    Some(middle)
+}
+
+/// One thing measured in the rounds: a server, or a raw command.
+pub(crate) enum Subject<'a> {
+    Http {
+        port: u16,
+        load: &'a Load,
+        min_round: u64,
+        _server: Server,
+    },
+    Raw(&'a [String]),
+}
+
+/// Loads each server in turn, round after round, so that drift in the machine's speed
+/// hits every row alike; returns each (row, concurrency)'s rounds. Raw rows take their
+/// turn in the rounds at concurrency 1.
+pub(crate) fn measure_http(
+    rows: &[&Row],
+    args: &Args,
+) -> anyhow::Result<Vec<(String, usize, Vec<Numbers>)>> {
+    let mut subjects = Vec::new();
+    for row in rows {
+        let subject = match &row.target {
+            Target::Http {
+                command,
+                ready,
+                load,
+                startup,
+                min_round,
+            } => {
+                let port = free_port()?;
+                let server = Server::start(command, port, ready, *startup, &args.python)
+                    .with_context(|| format!("starting `{}`", row.name))?;
+                Subject::Http {
+                    port,
+                    load,
+                    min_round: *min_round,
+                    _server: server,
+                }
+            }
+            Target::Raw { command } => Subject::Raw(command),
+            Target::Handles => continue,
+        };
+        subjects.push((row.name.as_str(), subject));
+    }
+    let seconds = (args.timing.duration / args.timing.rounds.max(1)).max(1);
+    let mut out = Vec::new();
+    for &c in &args.concurrency {
+        let here: Vec<&(&str, Subject<'_>)> = subjects
+            .iter()
+            .filter(|(_, s)| c == 1 || matches!(s, Subject::Http { .. }))
+            .collect();
+        for (_, subject) in &here {
+            if let Subject::Http { port, load, .. } = subject {
+                wrk(*port, load, c, args.timing.warmup)?;
+                drain(*port, load)?;
+            }
+        }
+        let mut rounds: Vec<Vec<Numbers>> = vec![Vec::new(); here.len()];
+        for round in 0..args.timing.rounds.max(1) {
+            for (i, (name, subject)) in here.iter().enumerate() {
+                let n = match subject {
+                    Subject::Http {
+                        port,
+                        load,
+                        min_round,
+                        ..
+                    } => {
+                        let n = wrk(*port, load, c, seconds.max(*min_round))?;
+                        drain(*port, load)?;
+                        n
+                    }
+                    Subject::Raw(command) => raw(command, seconds, args.timing.warmup.min(1))?,
+                };
+                eprintln!(
+                    "   {name}, c={c}, round {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
+                    round + 1,
+                    n.requests_per_sec,
+                    n.p50_us,
+                    n.p99_us,
+                    n.errors
+                );
+                rounds[i].push(n);
+            }
+        }
+        for ((name, _), rounds) in here.iter().zip(rounds) {
+            out.push(((*name).to_owned(), c, rounds));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,179 @@
+//! What wrk sends and how its output is read: GETs, or POSTs of a body from a file.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::onnx::ONNX_DIR;
+
+/// What wrk sends.
+#[derive(Clone)]
+pub(crate) enum Load {
+    /// GET of a path.
+    Get(String),
+    /// POST of a body read from a file (an ONNX row's inference request), with a longer
+    /// timeout than wrk's 2 s: a queue of 64 requests to a 60 ms model is 4 s long. JSON,
+    /// or with `binary` Triton's binary tensor extension, whose JSON header's length is in
+    /// the file `BODY.header`.
+    Post {
+        path: String,
+        body: PathBuf,
+        binary: bool,
+    },
+}
+
+impl Load {
+    fn path(&self) -> &str {
+        match self {
+            Self::Get(path) | Self::Post { path, .. } => path,
+        }
+    }
+
+    /// The `Inference-Header-Content-Length` of a binary request.
+    fn header_length(&self) -> anyhow::Result<Option<String>> {
+        match self {
+            Self::Post {
+                body, binary: true, ..
+            } => {
+                let mut file = body.clone().into_os_string();
+                file.push(".header");
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                Ok(Some(text.trim().to_owned()))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Waits until a server has finished the requests a load run left behind, by sending one
+/// more inference, queued behind them, and waiting for its answer. wrk stops with up to
+/// `-c` requests in flight; a server that runs one 60 ms inference at a time (and does not
+/// drop an inference whose client left) has seconds of work left, which would otherwise
+/// count against the next round. GET rows are left as they were.
+pub(crate) fn drain(port: u16, load: &Load) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let Load::Post { path, body, .. } = load else {
+        return Ok(());
+    };
+    let body = std::fs::read(body).with_context(|| format!("reading {}", body.display()))?;
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let kind = match load.header_length()? {
+        Some(length) => {
+            format!("application/octet-stream\r\nInference-Header-Content-Length: {length}")
+        }
+        None => "application/json".to_owned(),
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&body)?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .context("draining the server")?;
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        bail!(
+            "POST {path} answered: {}",
+            String::from_utf8_lossy(&answer[..answer.len().min(300)])
+        );
+    }
+    Ok(())
+}
+
+/// Parses wrk's latency values: `55.00us`, `1.20ms`, `2.00s`.
+pub(crate) fn parse_duration_us(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1000.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1_000_000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+/// One row's numbers at one concurrency.
+#[derive(Clone, Copy)]
+pub(crate) struct Numbers {
+    pub(crate) requests_per_sec: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    /// Failed requests: non-2xx answers, socket errors and timeouts.
+    pub(crate) errors: u64,
+}
+
+/// Runs wrk.
+pub(crate) fn wrk(
+    port: u16,
+    load: &Load,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<Numbers> {
+    let url = format!("http://127.0.0.1:{port}{}", load.path());
+    let mut command = Command::new("wrk");
+    command.args([
+        "-t1",
+        &format!("-c{concurrency}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Load::Post { body, .. } = load {
+        command
+            .args(["--timeout", "60s", "-s", &format!("{ONNX_DIR}/post.lua")])
+            .arg(&url)
+            .arg("--")
+            .arg(body);
+        if let Some(length) = load.header_length()? {
+            command.arg(length);
+        }
+    } else {
+        command.arg(&url);
+    }
+    let output = command
+        .output()
+        .context("cannot run wrk (bench/run.sh installs it)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let mut rps = None;
+    let (mut p50, mut p99) = (None, None);
+    let mut errors = 0;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["Requests/sec:", n] => rps = n.parse().ok(),
+            ["50%", v] => p50 = parse_duration_us(v),
+            ["99%", v] => p99 = parse_duration_us(v),
+            ["Non-2xx", "or", "3xx", "responses:", n] => errors += n.parse::<u64>().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                let counts = rest
+                    .iter()
+                    .filter_map(|f| f.trim_end_matches(',').parse::<u64>().ok());
+                errors += counts.sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    match (rps, p50, p99) {
+        (Some(requests_per_sec), Some(p50_us), Some(p99_us)) => Ok(Numbers {
+            requests_per_sec,
+            p50_us,
+            p99_us,
+            errors,
+        }),
+        _ => bail!("cannot read wrk's output:\n{text}"),
+    }
+}
