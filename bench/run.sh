@@ -4,7 +4,10 @@
 #
 #   bench/run.sh                    # Ferroserve rows, 10 s each, concurrency 1 and 64
 #   bench/run.sh --duration 5       # shorter
-#   bench/run.sh --peers            # also Ray Serve and uvicorn+Starlette (pip installs into target/bench/venv)
+#   bench/run.sh --peers            # also the peers: Ray Serve, uvicorn+Starlette, and the iris model in
+#                                   # FastAPI (uvicorn, Granian), BentoML, LitServe and Ray Serve
+#                                   # (pip installs them into target/bench/venv)
+#   bench/run.sh --peers --only iris,no-op  # the model rows and the no-op rows only
 #   bench/run.sh --peers --only onnx  # only the ONNX rows (with their Python peer and raw ONNX Runtime)
 #
 # Results: a table on stdout and target/bench/results.json.
@@ -18,6 +21,13 @@ STARLETTE_VERSION="1.10.0"
 ONNXRUNTIME_VERSION="1.23.2"     # the ONNX rows: the same wheel for Ferroserve's library and the peer
 ONNX_VERSION="1.20.0"
 NUMPY_VERSION="2.4.6"
+# The model rows (bench/apps/iris/): the same scikit-learn model in each system.
+SKLEARN_VERSION="1.9.1"
+FASTAPI_VERSION="0.165.0"
+GRANIAN_VERSION="2.8.9"
+BENTOML_VERSION="1.4.40"
+LITSERVE_VERSION="0.2.19"
+PYSPY_VERSION="0.4.1"            # bench/profile.sh's sampling profiler of Python workers
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -37,7 +47,9 @@ for a in "$@"; do
       python3 -m venv "$venv"
     fi
     "$venv/bin/pip" install -q "ray[serve]==$RAY_VERSION" "uvicorn[standard]==$UVICORN_VERSION" "starlette==$STARLETTE_VERSION" \
-      "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "numpy==$NUMPY_VERSION"
+      "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "numpy==$NUMPY_VERSION" \
+      "scikit-learn==$SKLEARN_VERSION" "fastapi==$FASTAPI_VERSION" "granian[uvloop]==$GRANIAN_VERSION" \
+      "bentoml==$BENTOML_VERSION" "litserve==$LITSERVE_VERSION" "py-spy==$PYSPY_VERSION"
     args+=(--python "$PWD/$venv/bin/python")
   fi
 done

@@ -1,4 +1,4 @@
-//! The servers a benchmark starts: a process in its own group, on a free port, ready once a path answers 200, stopped with its children when dropped.
+//! The servers a benchmark starts: a process in its own group, on a free port, ready once a path answers 200 (or a check passes), stopped with its children when dropped.
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -25,6 +25,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// A server process in its own process group, stopped (with its children) on drop.
 pub struct Server {
     child: Child,
+    started: Duration,
 }
 
 impl Server {
@@ -37,7 +38,21 @@ impl Server {
         startup: Duration,
         python: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_until(command, port, startup, python, &|port| http_ok(port, path))
+            .with_context(|| format!("waiting for GET {path}"))
+    }
+
+    /// Runs `command --port PORT` as [`Server::start`] does, until `ready(PORT)` is true
+    /// (checked every 20 ms): a model server is ready once it answers a prediction right.
+    pub fn start_until(
+        command: &[String],
+        port: u16,
+        startup: Duration,
+        python: &str,
+        ready: &dyn Fn(u16) -> bool,
+    ) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt;
+        let began = Instant::now();
         let (program, rest) = command.split_first().context("an empty command")?;
         let child = Command::new(program)
             .args(rest)
@@ -51,7 +66,10 @@ impl Server {
             .process_group(0)
             .spawn()
             .with_context(|| format!("cannot run {program}"))?;
-        let mut server = Self { child };
+        let mut server = Self {
+            child,
+            started: Duration::ZERO,
+        };
         let deadline = Instant::now() + startup;
         loop {
             if let Some(status) = server.child.try_wait()? {
@@ -64,19 +82,67 @@ impl Server {
                 }
                 bail!("{program} exited with {status} before serving:\n{err}");
             }
-            if http_ok(port, path) {
+            if ready(port) {
+                server.started = began.elapsed();
                 return Ok(server);
             }
             if Instant::now() > deadline {
-                bail!("{program} did not serve {path} within {startup:?}");
+                bail!("{program} was not ready within {startup:?}");
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How long the server took from its spawn until it was ready: its cold start.
+    pub fn started(&self) -> Duration {
+        self.started
+    }
+
+    /// The proportional set size (PSS) of the server's processes, in MB: every process
+    /// descended from it, and every one left in its process group (a daemon it started
+    /// that was handed to init). Memory the processes share (a forked worker's pages,
+    /// libraries) counts once, split among them, unlike a sum of RSS.
+    pub fn pss_mb(&self) -> Option<f64> {
+        let root = self.child.id();
+        // (pid, parent, group) of every process: the fields after `(comm)` in /proc/PID/stat.
+        let mut table = Vec::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let fields: Vec<u32> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().skip(1).take(2))
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            if let [parent, group] = fields[..] {
+                table.push((pid, parent, group));
+            }
+        }
+        let mut ours: Vec<u32> = vec![root];
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for &(pid, parent, group) in &table {
+                if !ours.contains(&pid) && (ours.contains(&parent) || group == root) {
+                    ours.push(pid);
+                    grew = true;
+                }
+            }
+        }
+        let kb: f64 = ours.iter().map(|pid| pss_kb(*pid).unwrap_or(0.0)).sum();
+        Some(kb / 1024.0)
     }
 }
 
@@ -94,6 +160,16 @@ impl Drop for Server {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
+}
+
+/// The PSS of one process, in kB (`Pss:` of /proc/PID/smaps_rollup).
+fn pss_kb(pid: u32) -> Option<f64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Whether GET `path` answers 200.

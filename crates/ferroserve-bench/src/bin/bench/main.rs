@@ -8,6 +8,7 @@
 //! Python API behind uvicorn+Starlette.
 
 mod measure;
+mod model;
 mod onnx;
 mod report;
 mod rows;
@@ -18,7 +19,8 @@ use std::path::PathBuf;
 use clap::Parser;
 use ferroserve_bench::servers::bin_dir;
 
-use crate::measure::{handles, measure_http, median};
+use crate::measure::{Footprint, handles, measure_http, median};
+use crate::model::{model_setup, model_summary};
 use crate::onnx::{onnx_setup, onnx_summaries};
 use crate::report::{Measurement, Report, command_line, idle_rss, machine, print_table};
 use crate::rows::{Row, Target, rows};
@@ -65,7 +67,14 @@ fn main() -> anyhow::Result<()> {
         eprintln!("== the ONNX rows are left out: {why}");
         selected.retain(|row| !row.name.contains("onnx"));
     }
+    if selected.iter().any(|row| row.name.contains("iris"))
+        && let Err(why) = model_setup(&args.python)
+    {
+        eprintln!("== the iris rows are left out: {why}");
+        selected.retain(|row| !row.name.contains("iris"));
+    }
     let mut results: Vec<(String, usize, Vec<Numbers>)> = Vec::new();
+    let mut footprints: Vec<Footprint> = Vec::new();
     // Ferroserve's rows and the baseline, interleaved; then each peer on its own (their
     // runtimes use CPU even when idle); then the in-process handle benchmark.
     let ours: Vec<&Row> = selected.iter().copied().filter(|r| !r.peer).collect();
@@ -74,10 +83,19 @@ fn main() -> anyhow::Result<()> {
         ours.len(),
         args.timing.rounds
     );
-    results.extend(measure_http(&ours, &args)?);
+    let (numbers, costs) = measure_http(&ours, &args)?;
+    results.extend(numbers);
+    footprints.extend(costs);
     for peer in selected.iter().filter(|r| r.peer) {
         eprintln!("== {}", peer.name);
-        results.extend(measure_http(&[peer], &args)?);
+        // A peer that cannot start or fails under load is reported, and the run goes on.
+        match measure_http(&[peer], &args) {
+            Ok((numbers, costs)) => {
+                results.extend(numbers);
+                footprints.extend(costs);
+            }
+            Err(e) => eprintln!("   {} left out: {e:#}", peer.name),
+        }
     }
     for row in selected
         .iter()
@@ -108,7 +126,10 @@ fn main() -> anyhow::Result<()> {
                 .find(|(name, rc, _)| name.starts_with("raw hyper") && *rc == c)
                 .and_then(|(_, _, rounds)| median(rounds.clone()))
                 .map_or(n.requests_per_sec, |r| r.requests_per_sec);
+            let footprint = footprints.iter().find(|f| f.name == row.name);
             measured.push(Measurement {
+                cold_start_s: footprint.map(|f| f.cold_start_s),
+                pss_mb: footprint.and_then(|f| f.pss_mb),
                 name: row.name.to_owned(),
                 concurrency: c,
                 requests_per_sec: n.requests_per_sec,
@@ -129,6 +150,7 @@ fn main() -> anyhow::Result<()> {
         .zip(p50("raw hyper"))
         .map(|(f, r)| f - r);
     let onnx = onnx_summaries(&measured);
+    let model = model_summary(&measured);
     let report = Report {
         date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         machine: machine(),
@@ -144,6 +166,7 @@ fn main() -> anyhow::Result<()> {
         latency_overhead_us,
         idle_rss_mb: idle_rss(&bins).ok(),
         onnx,
+        model,
     };
     print_table(&report);
     if let Some(dir) = args.out.parent() {

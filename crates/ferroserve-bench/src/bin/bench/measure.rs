@@ -7,8 +7,8 @@ use anyhow::{Context, bail};
 use ferroserve_bench::servers::{Server, free_port};
 
 use crate::Args;
-use crate::rows::{Row, Target};
-use crate::wrk::{Load, Numbers, drain, wrk};
+use crate::rows::{Ready, Row, Target};
+use crate::wrk::{Load, Numbers, answers, drain, wrk};
 
 pub(crate) fn handles(bins: &Path, concurrency: usize, args: &Args) -> anyhow::Result<Numbers> {
     let output = Command::new(bins.join("handle-bench"))
@@ -79,13 +79,25 @@ pub(crate) fn median(mut rounds: Vec<Numbers>) -> Option<Numbers> {
     Some(middle)
 }
 
+/// Each (row, concurrency)'s rounds, and the footprint of each row's server.
+pub(crate) type Measured = (Vec<(String, usize, Vec<Numbers>)>, Vec<Footprint>);
+
+/// What a row's server cost besides time per request.
+pub(crate) struct Footprint {
+    pub(crate) name: String,
+    /// From its spawn until it was ready (for a model: answered a prediction right).
+    pub(crate) cold_start_s: f64,
+    /// The PSS of its process group after the load.
+    pub(crate) pss_mb: Option<f64>,
+}
+
 /// One thing measured in the rounds: a server, or a raw command.
 pub(crate) enum Subject<'a> {
     Http {
         port: u16,
         load: &'a Load,
         min_round: u64,
-        _server: Server,
+        server: Server,
     },
     Raw(&'a [String]),
 }
@@ -93,10 +105,7 @@ pub(crate) enum Subject<'a> {
 /// Loads each server in turn, round after round, so that drift in the machine's speed
 /// hits every row alike; returns each (row, concurrency)'s rounds. Raw rows take their
 /// turn in the rounds at concurrency 1.
-pub(crate) fn measure_http(
-    rows: &[&Row],
-    args: &Args,
-) -> anyhow::Result<Vec<(String, usize, Vec<Numbers>)>> {
+pub(crate) fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Measured> {
     let mut subjects = Vec::new();
     for row in rows {
         let subject = match &row.target {
@@ -108,13 +117,20 @@ pub(crate) fn measure_http(
                 min_round,
             } => {
                 let port = free_port()?;
-                let server = Server::start(command, port, ready, *startup, &args.python)
-                    .with_context(|| format!("starting `{}`", row.name))?;
+                let server = match ready {
+                    Ready::Get(path) => Server::start(command, port, path, *startup, &args.python),
+                    Ready::Answers(expected) => {
+                        Server::start_until(command, port, *startup, &args.python, &|port| {
+                            answers(port, load, expected)
+                        })
+                    }
+                }
+                .with_context(|| format!("starting `{}`", row.name))?;
                 Subject::Http {
                     port,
                     load,
                     min_round: *min_round,
-                    _server: server,
+                    server,
                 }
             }
             Target::Raw { command } => Subject::Raw(command),
@@ -166,5 +182,17 @@ pub(crate) fn measure_http(
             out.push(((*name).to_owned(), c, rounds));
         }
     }
-    Ok(out)
+    // After the load: memory as it is when serving, not at rest.
+    let footprints = subjects
+        .iter()
+        .filter_map(|(name, subject)| match subject {
+            Subject::Http { server, .. } => Some(Footprint {
+                name: (*name).to_owned(),
+                cold_start_s: server.started().as_secs_f64(),
+                pss_mb: server.pss_mb(),
+            }),
+            Subject::Raw(_) => None,
+        })
+        .collect();
+    Ok((out, footprints))
 }

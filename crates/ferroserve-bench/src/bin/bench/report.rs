@@ -8,6 +8,7 @@ use anyhow::Context;
 use ferroserve_bench::servers::{Server, free_port};
 use serde::Serialize;
 
+use crate::model::{ModelSummary, print_model};
 use crate::onnx::{OnnxSummary, print_onnx};
 
 #[derive(Serialize, Clone)]
@@ -19,6 +20,10 @@ pub(crate) struct Measurement {
     pub(crate) p99_us: f64,
     pub(crate) errors: u64,
     pub(crate) ratio_vs_raw_hyper: f64,
+    /// The server's cold start: from its spawn until it was ready, in seconds.
+    pub(crate) cold_start_s: Option<f64>,
+    /// The PSS of the server's processes after the load, in MB.
+    pub(crate) pss_mb: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +36,7 @@ pub(crate) struct Report {
     pub(crate) latency_overhead_us: Option<f64>,
     pub(crate) idle_rss_mb: Option<f64>,
     pub(crate) onnx: Vec<OnnxSummary>,
+    pub(crate) model: Option<ModelSummary>,
 }
 
 #[derive(Serialize)]
@@ -104,8 +110,8 @@ pub(crate) fn print_table(report: &Report) {
         report.duration_s
     );
     println!(
-        "{:<48} {:>5} {:>12} {:>10} {:>10} {:>9} {:>7}",
-        "row", "conc", "req/s", "p50", "p99", "vs raw", "errors"
+        "{:<48} {:>5} {:>12} {:>10} {:>10} {:>9} {:>7} {:>8} {:>9}",
+        "row", "conc", "req/s", "p50", "p99", "vs raw", "errors", "start", "PSS"
     );
     let us = |v: f64| {
         if v < 100.0 {
@@ -116,14 +122,18 @@ pub(crate) fn print_table(report: &Report) {
     };
     for row in &report.rows {
         println!(
-            "{:<48} {:>5} {:>12.0} {:>10} {:>10} {:>9.3} {:>7}",
+            "{:<48} {:>5} {:>12.0} {:>10} {:>10} {:>9.3} {:>7} {:>8} {:>9}",
             row.name,
             row.concurrency,
             row.requests_per_sec,
             us(row.p50_us),
             us(row.p99_us),
             row.ratio_vs_raw_hyper,
-            row.errors
+            row.errors,
+            row.cold_start_s
+                .map_or_else(|| "—".to_owned(), |s| format!("{s:.2} s")),
+            row.pss_mb
+                .map_or_else(|| "—".to_owned(), |m| format!("{m:.0} MB")),
         );
     }
     if let Some(overhead) = report.latency_overhead_us {
@@ -135,4 +145,7 @@ pub(crate) fn print_table(report: &Report) {
         println!("idle RSS of `ferroserve run examples/hello.yaml`: {rss:.1} MB");
     }
     print_onnx(&report.onnx);
+    if let Some(model) = &report.model {
+        print_model(model);
+    }
 }

@@ -4,16 +4,25 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::Args;
+use crate::model::model_rows;
 use crate::onnx::{ONNX_DIR, ONNX_MODELS, OnnxVariant, onnx_peer_row, onnx_raw_row, onnx_row};
 use crate::wrk::Load;
 
+/// When a row's server is ready to be measured.
+pub(crate) enum Ready {
+    /// GET of this path answers 200.
+    Get(String),
+    /// The row's POST load is answered 200 with this JSON: the model predicts right.
+    Answers(serde_json::Value),
+}
+
 /// How a row's server is run.
 pub(crate) enum Target {
-    /// A server process on `--port PORT`, ready once GET `ready` answers 200, loaded with
-    /// wrk as `load` says.
+    /// A server process on `--port PORT`, ready as `ready` says, loaded with wrk as `load`
+    /// says.
     Http {
         command: Vec<String>,
-        ready: String,
+        ready: Ready,
         load: Load,
         startup: Duration,
         /// The shortest measured round, in seconds (a round is `--duration / --rounds`
@@ -42,7 +51,7 @@ pub(crate) fn rows(args: &Args, bins: &Path) -> Vec<Row> {
         name: name.to_owned(),
         target: Target::Http {
             command,
-            ready: "/noop".to_owned(),
+            ready: Ready::Get("/noop".to_owned()),
             load: Load::Get("/noop".to_owned()),
             startup: Duration::from_secs(30),
             min_round: 0,
@@ -121,7 +130,7 @@ pub(crate) fn rows(args: &Args, bins: &Path) -> Vec<Row> {
                 name: onnx_row(model, variant),
                 target: Target::Http {
                     command: vec![bin("ferroserve"), "run".into(), app],
-                    ready: format!("/v2/models/{model}/ready"),
+                    ready: Ready::Get(format!("/v2/models/{model}/ready")),
                     load: infer(model, variant == OnnxVariant::Binary),
                     startup: Duration::from_secs(60),
                     min_round: min_round(model),
@@ -146,12 +155,13 @@ pub(crate) fn rows(args: &Args, bins: &Path) -> Vec<Row> {
             peer: false,
         });
     }
+    rows.extend(model_rows(&args.python, args.peers, bins));
     if args.peers {
         let peer = |name: &str, script: &str, startup| Row {
             name: name.to_owned(),
             target: Target::Http {
                 command: vec![args.python.clone(), format!("bench/peers/{script}")],
-                ready: "/noop".to_owned(),
+                ready: Ready::Get("/noop".to_owned()),
                 load: Load::Get("/noop".to_owned()),
                 startup,
                 min_round: 0,
@@ -182,7 +192,7 @@ pub(crate) fn rows(args: &Args, bins: &Path) -> Vec<Row> {
                         "--threads".into(),
                         "1".into(),
                     ],
-                    ready: "/v2/health/ready".to_owned(),
+                    ready: Ready::Get("/v2/health/ready".to_owned()),
                     load: infer(model, false),
                     startup: Duration::from_secs(60),
                     min_round: min_round(model),

@@ -55,13 +55,30 @@ impl Load {
 /// drop an inference whose client left) has seconds of work left, which would otherwise
 /// count against the next round. GET rows are left as they were.
 pub(crate) fn drain(port: u16, load: &Load) -> anyhow::Result<()> {
+    if !matches!(load, Load::Post { .. }) {
+        return Ok(());
+    }
+    let answer = post_once(port, load, Duration::from_secs(120)).context("draining the server")?;
+    if !answer.starts_with(b"HTTP/1.1 200") {
+        bail!(
+            "POST {} answered: {}",
+            load.path(),
+            String::from_utf8_lossy(&answer[..answer.len().min(300)])
+        );
+    }
+    Ok(())
+}
+
+/// Sends a POST load's request once, on a connection of its own, and returns the whole
+/// answer (head and body) as the server wrote it.
+fn post_once(port: u16, load: &Load, timeout: Duration) -> anyhow::Result<Vec<u8>> {
     use std::io::{Read, Write};
     let Load::Post { path, body, .. } = load else {
-        return Ok(());
+        bail!("not a POST load");
     };
     let body = std::fs::read(body).with_context(|| format!("reading {}", body.display()))?;
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    stream.set_read_timeout(Some(timeout))?;
     let kind = match load.header_length()? {
         Some(length) => {
             format!("application/octet-stream\r\nInference-Header-Content-Length: {length}")
@@ -75,16 +92,50 @@ pub(crate) fn drain(port: u16, load: &Load) -> anyhow::Result<()> {
     stream.write_all(head.as_bytes())?;
     stream.write_all(&body)?;
     let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .context("draining the server")?;
-    if !answer.starts_with(b"HTTP/1.1 200") {
-        bail!(
-            "POST {path} answered: {}",
-            String::from_utf8_lossy(&answer[..answer.len().min(300)])
-        );
+    stream.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+/// Whether a POST load's request is answered 200 with a JSON body equal to `expected`: a
+/// model server is ready once it predicts right, and every system must give the same
+/// answer before it is timed. A chunked body is put together first.
+pub(crate) fn answers(port: u16, load: &Load, expected: &serde_json::Value) -> bool {
+    let Ok(answer) = post_once(port, load, Duration::from_secs(5)) else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    if !head.starts_with("HTTP/1.1 200") {
+        return false;
     }
-    Ok(())
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v == *expected)
+}
+
+/// The data of a chunked body: each chunk is a hexadecimal length line, the data, CRLF.
+fn unchunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// Parses wrk's latency values: `55.00us`, `1.20ms`, `2.00s`.
@@ -175,5 +226,28 @@ pub(crate) fn wrk(
             errors,
         }),
         _ => bail!("cannot read wrk's output:\n{text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_latencies_are_read_in_microseconds() {
+        assert_eq!(parse_duration_us("55.00us"), Some(55.0));
+        assert_eq!(parse_duration_us("1.20ms"), Some(1200.0));
+        assert_eq!(parse_duration_us("2.00s"), Some(2_000_000.0));
+        assert_eq!(parse_duration_us("fast"), None);
+    }
+
+    #[test]
+    fn a_chunked_body_is_put_together() {
+        assert_eq!(
+            unchunk("5\r\n{\"cla\r\n6\r\nss\":2}\r\n0\r\n\r\n"),
+            "{\"class\":2}"
+        );
+        assert_eq!(unchunk("zz\r\n"), "");
+        assert_eq!(unchunk("ff\r\nshort"), "");
     }
 }
