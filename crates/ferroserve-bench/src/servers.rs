@@ -112,7 +112,10 @@ impl Server {
         // (pid, parent, group) of every process: the fields after `(comm)` in /proc/PID/stat.
         let mut table = Vec::new();
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
             else {
                 continue;
             };
