@@ -108,9 +108,11 @@ async fn two_replicas_are_two_processes_with_two_counts() {
     for _ in 0..20 {
         handle_text(&handle.method("other_method"), 1).await;
     }
+    // 40 calls at once reach both replicas (one after the other, they would all go to the
+    // one used last).
     let mut counts = std::collections::BTreeMap::new();
-    for _ in 0..40 {
-        let v: Value = handle_json(&handle, ()).await;
+    let answers = join_all((0..40).map(|_| handle_json::<Value>(&handle, ()))).await;
+    for v in answers {
         counts.insert(
             v["pid"].as_i64().expect("pid"),
             v["current"].as_i64().expect("count"),
@@ -428,19 +430,26 @@ async fn exceptions_become_500s_with_type_and_message() {
     serve.shutdown().await;
 }
 
+/// The worker pids that answer 20 calls made at once: calls at once reach every replica
+/// (one after the other, they would all go to the one used last, whose caches are warm).
+async fn pids_answering(handle: &ferroserve::Handle) -> std::collections::BTreeSet<i64> {
+    let calls: Vec<_> = (0..20).map(|_| handle.remote(())).collect();
+    let mut pids = std::collections::BTreeSet::new();
+    for call in calls {
+        if let Ok(r) = call.await {
+            let v: Value = r.body_json().expect("JSON");
+            pids.insert(v["pid"].as_i64().expect("pid"));
+        }
+    }
+    pids
+}
+
 #[tokio::test]
 async fn a_dying_worker_fails_its_requests_at_once_and_is_restarted() {
     let config = BackendConfig::default().num_replicas(2);
     let serve = with_python("crashy", python("crashy:Crashy"), config, &[Method::GET]).await;
     let handle = serve.get_handle("crashy").expect("handle");
-    // 20 calls at once reach both replicas (one after the other, they would all go to the
-    // first, whose caches are warm).
-    let mut pids = std::collections::BTreeSet::new();
-    let calls: Vec<_> = (0..20).map(|_| handle.remote(())).collect();
-    for call in calls {
-        let v: Value = call.await.expect("an answer").body_json().expect("JSON");
-        pids.insert(v["pid"].as_i64().expect("pid"));
-    }
+    let pids = pids_answering(&handle).await;
     assert_eq!(pids.len(), 2);
     // Requests in flight on the replica that dies get a clear error at once, not a hang.
     let slow: Vec<_> = (0..4).map(|_| handle.method("slow").remote(())).collect();
@@ -476,16 +485,7 @@ async fn a_dying_worker_fails_its_requests_at_once_and_is_restarted() {
     // The dead one is restarted: two processes again, one of them new.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let mut now = std::collections::BTreeSet::new();
-        for _ in 0..20 {
-            if let Ok(r) = handle.remote(()).await {
-                now.insert(
-                    r.body_json::<Value>().expect("json")["pid"]
-                        .as_i64()
-                        .expect("pid"),
-                );
-            }
-        }
+        let now = pids_answering(&handle).await;
         if now.len() == 2 && now != pids {
             break;
         }

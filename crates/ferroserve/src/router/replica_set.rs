@@ -1,8 +1,9 @@
-//! The replicas of a backend and power-of-two-choices replica selection under a concurrency cap, local replicas first.
+//! The replicas of a backend and power-of-two-choices replica selection under a concurrency cap, local replicas first, ties to the replica used last.
 
 use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::WaitQueue;
 use crate::replica::Replica;
@@ -58,6 +59,10 @@ pub(crate) struct ReplicaSet {
     max_concurrent: usize,
     /// Shared by every snapshot of this backend, so waiters survive a swap.
     queue: Arc<WaitQueue>,
+    /// The index in `replicas` of the replica two choices picked last: of two equally
+    /// busy replicas, this one wins, so light traffic stays on one warm replica (its
+    /// caches, its interpreter's) instead of alternating between cold ones.
+    last: AtomicUsize,
 }
 
 impl ReplicaSet {
@@ -86,6 +91,7 @@ impl ReplicaSet {
             replicas: replicas.into(),
             max_concurrent,
             queue,
+            last: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -137,10 +143,11 @@ impl ReplicaSet {
     /// full. Without remote replicas: two choices over all, then any with room.
     pub(crate) fn try_acquire(&self) -> Option<Slot<'_>> {
         if self.local == self.replicas.len() {
-            return self.choose(&self.replicas);
+            return self.choose(&self.replicas, 0);
         }
         let (local, remote) = self.replicas.split_at(self.local);
-        self.choose(local).or_else(|| self.choose(remote))
+        self.choose(local, 0)
+            .or_else(|| self.choose(remote, self.local))
     }
 
     /// A slot for a call tried again: on a local replica, else on a remote one that
@@ -149,7 +156,7 @@ impl ReplicaSet {
         &self,
         skip: impl Fn(&dyn Replica) -> bool,
     ) -> Option<Slot<'_>> {
-        if let Some(slot) = self.choose(self.local()) {
+        if let Some(slot) = self.choose(self.local(), 0) {
             return Some(slot);
         }
         let remote = &self.replicas[self.local..];
@@ -164,7 +171,7 @@ impl ReplicaSet {
     /// A slot on one of this node's replicas only: what a call from another node runs on
     /// (it is never sent on to a third).
     pub(crate) fn try_acquire_local(&self) -> Option<Slot<'_>> {
-        self.choose(self.local())
+        self.choose(self.local(), 0)
     }
 
     /// A slot on this node's replica `id`, if it is alive and has room.
@@ -172,37 +179,55 @@ impl ReplicaSet {
         self.reserve(self.local_replica(id)?)
     }
 
-    /// Two choices among `among`, then any of them with room.
+    /// Two choices among `among` (which starts at index `offset` of the replicas), then
+    /// any of them with room.
     #[inline]
-    fn choose<'a>(&'a self, among: &'a [Arc<dyn Replica>]) -> Option<Slot<'a>> {
+    fn choose<'a>(&'a self, among: &'a [Arc<dyn Replica>], offset: usize) -> Option<Slot<'a>> {
         match among.len() {
             0 => None,
             1 => self.reserve(&among[0]),
-            _ => self.two_choices(among).or_else(|| self.any(among)),
+            _ => self.two_choices(among, offset).or_else(|| self.any(among)),
         }
     }
 
-    /// A slot on the less busy of two random replicas of `among`, else on the other.
+    /// A slot on the less busy of two replicas of `among`, the one picked last and a random
+    /// other, else on the other; of two equally busy ones, on the one picked last.
     #[inline]
-    fn two_choices<'a>(&'a self, among: &'a [Arc<dyn Replica>]) -> Option<Slot<'a>> {
+    fn two_choices<'a>(&'a self, among: &'a [Arc<dyn Replica>], offset: usize) -> Option<Slot<'a>> {
         let n = among.len();
         match n {
             0 => return None,
             1 => return self.reserve(&among[0]),
             _ => {}
         }
-        let first = fastrand::usize(..n);
+        // The first choice is the replica picked last, when it is among these; the second
+        // is random. The less busy wins, and a tie goes to the first.
+        let last = self.last.load(Ordering::Relaxed);
+        let first = match last.checked_sub(offset) {
+            Some(i) if i < n => i,
+            _ => fastrand::usize(..n),
+        };
         let mut second = fastrand::usize(..n - 1);
         if second >= first {
             second += 1;
         }
         let (a, b) = (&among[first], &among[second]);
-        let (less, more) = if b.in_flight() < a.in_flight() {
-            (b, a)
+        let b_first = b.in_flight() < a.in_flight();
+        let ((less, i), (more, j)) = if b_first {
+            ((b, second), (a, first))
         } else {
-            (a, b)
+            ((a, first), (b, second))
         };
-        self.reserve(less).or_else(|| self.reserve(more))
+        let (slot, index) = match self.reserve(less) {
+            Some(slot) => (slot, offset + i),
+            None => (self.reserve(more)?, offset + j),
+        };
+        // Written only when it changes: under light traffic it stays put, and the cores
+        // only read it.
+        if last != index {
+            self.last.store(index, Ordering::Relaxed);
+        }
+        Some(slot)
     }
 
     /// A slot on any replica of `among` with room, from a random start.
@@ -251,6 +276,20 @@ mod tests {
             max.zip(min).is_some_and(|(max, min)| max - min <= 4),
             "loads {loads:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn one_caller_at_a_time_stays_on_one_warm_replica() {
+        let set = set(4, 1000).await;
+        let first = set.try_acquire().map(|s| s.id().to_owned());
+        assert!(first.is_some());
+        for _ in 0..200 {
+            let slot = set.try_acquire();
+            assert_eq!(slot.as_ref().map(|s| s.id().to_owned()), first);
+        }
+        // Once it is busier, two choices move on, and come back when it is free again.
+        let held: Vec<Slot<'_>> = (0..3).filter_map(|_| set.try_acquire()).collect();
+        assert!(held.iter().any(|s| Some(s.id().to_owned()) != first));
     }
 
     #[tokio::test]
