@@ -15,19 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WRK_VERSION="4.1.0-3+b2"          # Debian bookworm's wrk, pinned
-RAY_VERSION="2.60.0"
-UVICORN_VERSION="0.54.0"
-STARLETTE_VERSION="1.10.0"
-ONNXRUNTIME_VERSION="1.23.2"     # the ONNX rows: the same wheel for Ferroserve's library and the peer
-ONNX_VERSION="1.20.0"
-NUMPY_VERSION="2.4.6"
-# The model rows (bench/apps/iris/): the same scikit-learn model in each system.
-SKLEARN_VERSION="1.9.1"
-FASTAPI_VERSION="0.165.0"
-GRANIAN_VERSION="2.8.9"
-BENTOML_VERSION="1.4.40"
-LITSERVE_VERSION="0.2.19"
-PYSPY_VERSION="0.4.1"            # bench/profile.sh's sampling profiler of Python workers
+# The Python peers and their pins: bench/requirements.txt.
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -46,10 +34,7 @@ for a in "$@"; do
     if [ ! -x "$venv/bin/python" ]; then
       python3 -m venv "$venv"
     fi
-    "$venv/bin/pip" install -q "ray[serve]==$RAY_VERSION" "uvicorn[standard]==$UVICORN_VERSION" "starlette==$STARLETTE_VERSION" \
-      "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" "numpy==$NUMPY_VERSION" \
-      "scikit-learn==$SKLEARN_VERSION" "fastapi==$FASTAPI_VERSION" "granian[uvloop]==$GRANIAN_VERSION" \
-      "bentoml==$BENTOML_VERSION" "litserve==$LITSERVE_VERSION" "py-spy==$PYSPY_VERSION"
+    "$venv/bin/pip" install -q -r bench/requirements.txt
     args+=(--python "$PWD/$venv/bin/python")
   fi
 done
