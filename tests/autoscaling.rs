@@ -237,16 +237,8 @@ async fn idle_it_scales_to_zero_and_the_next_request_waits_for_a_cold_start() {
 
 #[test]
 fn the_docs_example_parses_with_rays_keys() {
-    let doc = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/autoscaling.md"),
-    )
-    .expect("docs/autoscaling.md");
-    let yaml = doc
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a yaml block");
-    let app = AppConfig::from_yaml(yaml, "docs/autoscaling.md", &Registry::new())
+    let yaml = common::doc_yaml("autoscaling.md", "");
+    let app = AppConfig::from_yaml(&yaml, "docs/autoscaling.md", &Registry::new())
         .expect("the example parses");
     let config = &app.spec.backends[0].config;
     let autoscaling = config.autoscaling_config.as_ref().expect("autoscaling");

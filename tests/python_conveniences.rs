@@ -99,19 +99,9 @@ async fn numerical_libraries_get_a_share_of_the_cores_per_replica() {
 
 #[test]
 fn the_docs_thread_example_parses_with_its_own_limit() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/python.md"))
-        .expect("docs/python.md");
-    let section = doc
-        .split("## Threads of numerical libraries")
-        .nth(1)
-        .expect("the section");
-    let yaml = section
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a yaml block");
-    let app =
-        AppConfig::from_yaml(yaml, "docs/python.md", &Registry::new()).expect("the example parses");
+    let yaml = common::doc_yaml("python.md", "## Threads of numerical libraries");
+    let app = AppConfig::from_yaml(&yaml, "docs/python.md", &Registry::new())
+        .expect("the example parses");
     let backend = &app.spec.backends[0];
     let BackendKind::Python(python) = &backend.kind else {
         panic!("a Python backend");

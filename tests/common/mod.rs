@@ -533,3 +533,20 @@ pub async fn slow_client(
     }
     lifetimes
 }
+
+/// The first ```yaml block of `docs/PAGE` after the text `after` (from the top when empty):
+/// what a test parses to keep a page's example true.
+pub fn doc_yaml(page: &str, after: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(page);
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, rest) = doc
+        .split_once(after)
+        .unwrap_or_else(|| panic!("docs/{page} has no {after:?}"));
+    rest.split("```yaml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("docs/{page}: no yaml block after {after:?}"))
+        .to_owned()
+}
