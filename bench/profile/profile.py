@@ -61,6 +61,14 @@ def children(pid):
     return sorted(found)
 
 
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def ready(url, body):
     try:
         request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
@@ -128,7 +136,7 @@ def main():
             wrk += ["--", args.post]
         subprocess.run(wrk[:2] + [wrk[2], f"-d{args.warmup}s"] + wrk[3:], capture_output=True, check=True)
 
-        workers = [p for p in children(server.pid) if "ferroserve._worker" in open(f"/proc/{p}/cmdline").read()]
+        workers = [p for p in children(server.pid) if "ferroserve._worker" in cmdline(p)]
         processes = {"proxy (ferroserve)": server.pid}
         processes.update({f"worker {i} (python)": p for i, p in enumerate(workers)})
         profilers = []
@@ -146,24 +154,24 @@ def main():
 
         before = {name: cpu(pid) for name, pid in processes.items()}
         load = subprocess.Popen(wrk[:2] + [wrk[2], f"-d{args.duration}s"] + wrk[3:], stdout=subprocess.PIPE, text=True)
-        time.sleep(args.duration / 2)
-        wrk_before = cpu(load.pid)
-        time.sleep(max(args.duration / 2 - 0.5, 0.1))
-        wrk_after = cpu(load.pid)
+        out = load.stdout.read()
+        # wrk's own CPU from its exit status; the server's over the same span, read at once.
+        _, _, usage = os.wait4(load.pid, 0)
+        load.returncode = 0
         after = {name: cpu(pid) for name, pid in processes.items()}
-        out, _ = load.communicate()
         for _, _, profiler in profilers:
             profiler.wait(timeout=args.duration + 60)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=20)
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            server.kill()
 
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    # wrk's CPU is sampled over the middle of its run: scale it to the whole run's requests.
-    wrk_window = max(args.duration / 2 - 0.5, 0.1)
     rows = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in processes}
-    rows["load generator (wrk)"] = tuple((b - a) * args.duration / wrk_window for a, b in zip(wrk_before, wrk_after))
+    rows["load generator (wrk)"] = (usage.ru_utime, usage.ru_stime)
     print(f"{args.app} at c={args.concurrency}: {rate:,.0f} requests/s, {requests:,} requests in {args.duration} s")
     print(f"{'process':<26} {'CPU µs/request':>15} {'user':>8} {'kernel':>8} {'cores':>6}")
     report = {"app": args.app, "concurrency": args.concurrency, "requests_per_sec": rate, "processes": {}}

@@ -144,8 +144,9 @@ impl Server {
                 }
             }
         }
-        let kb: f64 = ours.iter().map(|pid| pss_kb(*pid).unwrap_or(0.0)).sum();
-        Some(kb / 1024.0)
+        // None when no process of it could be read, rather than a misleading 0.
+        let read: Vec<f64> = ours.iter().filter_map(|pid| pss_kb(*pid)).collect();
+        (!read.is_empty()).then(|| read.iter().sum::<f64>() / 1024.0)
     }
 }
 

@@ -87,7 +87,7 @@ pub(crate) struct Footprint {
     pub(crate) name: String,
     /// From its spawn until it was ready (for a model: answered a prediction right).
     pub(crate) cold_start_s: f64,
-    /// The PSS of its process group after the load.
+    /// The PSS of its processes after a second of load, alone on the machine.
     pub(crate) pss_mb: Option<f64>,
 }
 
@@ -97,40 +97,74 @@ pub(crate) enum Subject<'a> {
         port: u16,
         load: &'a Load,
         min_round: u64,
-        server: Server,
+        _server: Server,
     },
     Raw(&'a [String]),
 }
 
+/// Starts a row's server on a free port and waits until it is ready.
+fn start(name: &str, target: &Target, python: &str) -> anyhow::Result<(u16, Server)> {
+    let Target::Http {
+        command,
+        ready,
+        load,
+        startup,
+        ..
+    } = target
+    else {
+        bail!("`{name}` is not a server");
+    };
+    let port = free_port()?;
+    let server = match ready {
+        Ready::Get(path) => Server::start(command, port, path, *startup, python),
+        Ready::Answers(expected) => Server::start_until(command, port, *startup, python, &|port| {
+            answers(port, load, expected)
+        }),
+    }
+    .with_context(|| format!("starting `{name}`"))?;
+    Ok((port, server))
+}
+
+/// Each row's server alone on the machine: its cold start, then its PSS after a second of
+/// load at the highest concurrency. Alone, because processes of other rows alive at the
+/// same time would share its libraries' pages and make its PSS look smaller.
+fn footprints(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<Footprint>> {
+    let concurrency = args.concurrency.iter().copied().max().unwrap_or(1);
+    let mut out = Vec::new();
+    for row in rows {
+        let Target::Http { load, .. } = &row.target else {
+            continue;
+        };
+        let (port, server) = start(&row.name, &row.target, &args.python)?;
+        wrk(port, load, concurrency, 1)?;
+        drain(port, load)?;
+        out.push(Footprint {
+            name: row.name.clone(),
+            cold_start_s: server.started().as_secs_f64(),
+            pss_mb: server.pss_mb(),
+        });
+    }
+    Ok(out)
+}
+
 /// Loads each server in turn, round after round, so that drift in the machine's speed
-/// hits every row alike; returns each (row, concurrency)'s rounds. Raw rows take their
-/// turn in the rounds at concurrency 1.
+/// hits every row alike; returns each (row, concurrency)'s rounds, and each server's
+/// footprint, measured first with the server alone. Raw rows take their turn in the rounds
+/// at concurrency 1.
 pub(crate) fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Measured> {
+    let footprints = footprints(rows, args)?;
     let mut subjects = Vec::new();
     for row in rows {
         let subject = match &row.target {
             Target::Http {
-                command,
-                ready,
-                load,
-                startup,
-                min_round,
+                load, min_round, ..
             } => {
-                let port = free_port()?;
-                let server = match ready {
-                    Ready::Get(path) => Server::start(command, port, path, *startup, &args.python),
-                    Ready::Answers(expected) => {
-                        Server::start_until(command, port, *startup, &args.python, &|port| {
-                            answers(port, load, expected)
-                        })
-                    }
-                }
-                .with_context(|| format!("starting `{}`", row.name))?;
+                let (port, server) = start(&row.name, &row.target, &args.python)?;
                 Subject::Http {
                     port,
                     load,
                     min_round: *min_round,
-                    server,
+                    _server: server,
                 }
             }
             Target::Raw { command } => Subject::Raw(command),
@@ -182,17 +216,5 @@ pub(crate) fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Measure
             out.push(((*name).to_owned(), c, rounds));
         }
     }
-    // After the load: memory as it is when serving, not at rest.
-    let footprints = subjects
-        .iter()
-        .filter_map(|(name, subject)| match subject {
-            Subject::Http { server, .. } => Some(Footprint {
-                name: (*name).to_owned(),
-                cold_start_s: server.started().as_secs_f64(),
-                pss_mb: server.pss_mb(),
-            }),
-            Subject::Raw(_) => None,
-        })
-        .collect();
     Ok((out, footprints))
 }
