@@ -91,9 +91,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         r.body_text()?
     );
 
-    // Each replica keeps its own count. Calls one after another stay on the replica used
-    // last (its caches are warm): the increments and these 20 calls all met the same one,
-    // which counts 1 + 5 + 10. Calls that overlap spread over both.
+    // Each replica keeps its own count. Calls one after another mostly stay on the replica
+    // used last (its caches are warm), so these 20 calls usually all meet the one that
+    // took both increments (1 + 5 + 10). Calls that overlap spread over both.
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..20 {
         let r = handle.remote(()).await?;

@@ -44,11 +44,20 @@ fn stateful_processor_calls_other_method_by_header_and_handle() {
             "remote(10) -> true",
         ],
     );
-    // Calls one after another stay on the replica used last: both increments and the 20
-    // reads met the same replica, whose count is 1 + 5 + 10.
-    let replicas: Vec<&str> = out.lines().filter(|l| l.starts_with("counter#")).collect();
-    assert_eq!(replicas.len(), 1, "{out}");
-    assert!(replicas[0].ends_with(r#": {"current":16}"#), "{out}");
+    // Calls one after another mostly stay on the replica used last (one choice in 32
+    // starts from a random one): the 20 reads met one replica or both. Each count starts
+    // at 1; the increments 5 and 10 landed where the router sent them.
+    let counts: Vec<i64> = out
+        .lines()
+        .filter(|l| l.starts_with("counter#"))
+        .filter_map(|l| l.split_once(r#"{"current":"#))
+        .filter_map(|(_, rest)| rest.trim_end_matches('}').parse::<i64>().ok())
+        .collect();
+    match counts[..] {
+        [one] => assert!([1, 6, 11, 16].contains(&one), "{out}"),
+        [a, b] => assert_eq!(a + b, 1 + 1 + 5 + 10, "{out}"),
+        _ => panic!("one or two replicas answer: {out}"),
+    }
 }
 
 #[test]

@@ -71,9 +71,10 @@ pub(crate) struct ReplicaSet {
 struct Last(AtomicUsize);
 
 /// One choice in this many takes a random first replica instead of the one picked last:
-/// light traffic still stays on one replica for dozens of requests at a time, but never
-/// for good on one that is slow or failing without being busier.
-const RESHUFFLE: u32 = 32;
+/// light traffic stays on one replica for about a thousand requests at a time, but never
+/// for good on one that is slow or failing without being busier. Moving costs: one in 32
+/// took 10 % off the iris model's requests/s at one connection (docs/BENCHMARKS.md).
+const RESHUFFLE: u32 = 1024;
 
 impl ReplicaSet {
     /// These replicas, each running at most `max_concurrent` requests; `queue` is where
@@ -291,17 +292,14 @@ mod tests {
     #[tokio::test]
     async fn one_caller_at_a_time_stays_on_one_warm_replica() {
         let set = set(4, 1000).await;
-        let picks: Vec<String> = (0..640)
+        let picks: Vec<String> = (0..20_000)
             .filter_map(|_| set.try_acquire().map(|s| s.id().to_owned()))
             .collect();
-        assert_eq!(picks.len(), 640);
-        // A random pick would change replica 3 times in 4 (480 changes); the one picked
-        // last wins but for a reshuffle one time in 32 (about 15 changes expected).
+        assert_eq!(picks.len(), 20_000);
+        // A random pick would change replica 3 times in 4 (15,000 changes); the one picked
+        // last wins but for a reshuffle one time in 1,024 (about 15 changes expected).
         let changes = picks.windows(2).filter(|w| w[0] != w[1]).count();
-        assert!(changes <= 60, "{changes} changes of replica");
-        // Not stuck on one for good: a reshuffle moves it on now and then.
-        let distinct: std::collections::BTreeSet<&String> = picks.iter().collect();
-        assert!(distinct.len() > 1, "{distinct:?}");
+        assert!((1..=60).contains(&changes), "{changes} changes of replica");
         // Once it is busier, two choices move on.
         let held: Vec<Slot<'_>> = (0..3).filter_map(|_| set.try_acquire()).collect();
         let ids: std::collections::BTreeSet<&str> = held.iter().map(|s| s.id()).collect();
