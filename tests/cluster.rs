@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::Process;
 use common::cluster::{
-    Load, is_leader, running_replicas, signal, start_node, status, total_running, wait_until,
+    Load, is_leader, running_replicas, signal, start_node, status, total_running, wait_serves,
+    wait_until,
 };
 use common::etcd::{EtcdCluster, etcd_or_skip};
 
@@ -107,16 +108,7 @@ async fn the_controller_dies_and_serving_never_stops() {
         .await;
     }
     // n1 has no replica of its own: its proxy calls n2's and n3's.
-    let http = common::client();
-    wait_until(
-        Duration::from_secs(10),
-        "n1 routes to the others",
-        || async {
-            let answer = http.get(n1.url("/echo")).send().await;
-            answer.is_ok_and(|a| a.status() == 200)
-        },
-    )
-    .await;
+    wait_serves(n1.url("/echo"), "n1 routes to the others").await;
 
     let load = Load::start(vec![n2.url("/echo"), n3.url("/echo")], 16);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -158,15 +150,7 @@ async fn a_dead_nodes_replicas_come_back_elsewhere() {
         || async { total_running(&[&n2, &n3], "echo").await == 3 },
     )
     .await;
-    wait_until(
-        Duration::from_secs(10),
-        "n1 routes to the others",
-        || async {
-            let answer = common::client().get(n1.url("/echo")).send().await;
-            answer.is_ok_and(|a| a.status() == 200)
-        },
-    )
-    .await;
+    wait_serves(n1.url("/echo"), "n1 routes to the others").await;
     let load = Load::start(vec![n1.url("/echo")], 16);
     tokio::time::sleep(Duration::from_millis(500)).await;
     signal(&n2, "KILL");
@@ -208,15 +192,7 @@ async fn serving_goes_on_without_etcd_and_a_deploy_waits_for_it() {
         async move { total_running(&refs, "echo").await == 3 }
     })
     .await;
-    wait_until(
-        Duration::from_secs(10),
-        "n1 routes to the others",
-        || async {
-            let answer = common::client().get(nodes[0].url("/echo")).send().await;
-            answer.is_ok_and(|a| a.status() == 200)
-        },
-    )
-    .await;
+    wait_serves(nodes[0].url("/echo"), "n1 routes to the others").await;
     let urls = nodes.iter().map(|n| n.url("/echo")).collect();
     let load = Load::start(urls, 16);
     // One member down: nothing changes for the nodes.
@@ -481,17 +457,8 @@ endpoints:
         async move { total_running(&refs, "sleeper").await == 1 }
     })
     .await;
-    let http = common::client();
     for n in &nodes {
-        wait_until(
-            Duration::from_secs(10),
-            "every node reaches the replica",
-            || async {
-                let answer = http.get(n.url("/sleep")).send().await;
-                answer.is_ok_and(|a| a.status() == 200)
-            },
-        )
-        .await;
+        wait_serves(n.url("/sleep"), "every node reaches the replica").await;
     }
     let load = Load::start(nodes.iter().map(|n| n.url("/sleep")).collect(), 8);
     let took = wait_until(Duration::from_secs(40), "4 replicas under load", || {

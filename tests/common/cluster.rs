@@ -53,6 +53,16 @@ pub async fn status(node: &Process) -> Option<Value> {
     answer.json().await.ok()
 }
 
+/// Waits up to 10 s until GET `url` answers 200, failing with `what` otherwise.
+pub async fn wait_serves(url: String, what: &str) {
+    let http = super::client();
+    wait_until(Duration::from_secs(10), what, || async {
+        let answer = http.get(&url).send().await;
+        answer.is_ok_and(|a| a.status() == 200)
+    })
+    .await;
+}
+
 /// Polls until `check` holds, or fails naming `what` after `within`.
 pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
 where

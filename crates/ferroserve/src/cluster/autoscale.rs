@@ -11,10 +11,7 @@ use std::time::Duration;
 use super::model::Placement;
 use super::node::Inner;
 use crate::config::BackendSpec;
-use crate::controller::autoscale::Autoscaler;
-
-/// How often the leader samples the load and asks the policies.
-const TICK: Duration = Duration::from_secs(1);
+use crate::controller::autoscale::{self, Autoscaler};
 
 /// The leader's policy for one backend, and the count it chose last.
 pub(super) struct Scaler {
@@ -29,8 +26,7 @@ pub(super) type Scalers = std::sync::Mutex<BTreeMap<String, Scaler>>;
 /// changes. (Ends when the node leaves: its tasks are aborted.)
 pub(super) async fn drive(inner: Arc<Inner>) {
     let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = autoscale::sampling();
     loop {
         tick.tick().await;
         let Some(revision) = inner.leading() else {

@@ -16,6 +16,15 @@ use crate::config::AutoscalingConfig;
 /// it and the target, the count stays.
 const DOWN_BAND: f64 = 0.8;
 
+/// How often the load is sampled and the policy asked: an interval that, when a tick is
+/// late, waits a whole period for the next instead of bursting. A node's autoscaler and the
+/// cluster leader's run on it.
+pub(crate) fn sampling() -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// Which way the load calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {

@@ -19,14 +19,10 @@ fn load(running: &super::Running) -> usize {
         + running.queue.len()
 }
 
-/// How often the load is sampled and the policy asked.
-const TICK: Duration = Duration::from_secs(1);
-
 /// Samples and scales until the controller is gone.
 pub(super) async fn drive(controller: Weak<Controller>) {
     let start = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = super::autoscale::sampling();
     loop {
         tick.tick().await;
         let Some(controller) = controller.upgrade() else {

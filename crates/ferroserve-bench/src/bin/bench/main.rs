@@ -26,6 +26,9 @@ use crate::report::{Measurement, Report, command_line, idle_rss, machine, print_
 use crate::rows::{Row, Target, rows};
 use crate::wrk::Numbers;
 
+/// Whether rows' Python side can run with this interpreter; if not, why.
+type Setup = fn(&str) -> Result<(), String>;
+
 /// Ferroserve's load benchmark against a raw-hyper baseline (and, with --peers, Ray Serve
 /// and uvicorn+Starlette), in one run.
 #[derive(Parser)]
@@ -61,17 +64,15 @@ fn main() -> anyhow::Result<()> {
                 || args.only.iter().any(|w| row.name.contains(w.as_str()))
         })
         .collect();
-    if selected.iter().any(|row| row.name.contains("onnx"))
-        && let Err(why) = onnx_setup(&args.python)
-    {
-        eprintln!("== the ONNX rows are left out: {why}");
-        selected.retain(|row| !row.name.contains("onnx"));
-    }
-    if selected.iter().any(|row| row.name.contains("iris"))
-        && let Err(why) = model_setup(&args.python)
-    {
-        eprintln!("== the iris rows are left out: {why}");
-        selected.retain(|row| !row.name.contains("iris"));
+    // Rows whose Python side cannot run here are left out, saying why.
+    let setups: [(&str, Setup); 2] = [("onnx", onnx_setup), ("iris", model_setup)];
+    for (word, setup) in setups {
+        if selected.iter().any(|row| row.name.contains(word))
+            && let Err(why) = setup(&args.python)
+        {
+            eprintln!("== the {word} rows are left out: {why}");
+            selected.retain(|row| !row.name.contains(word));
+        }
     }
     let mut results: Vec<(String, usize, Vec<Numbers>)> = Vec::new();
     let mut footprints: Vec<Footprint> = Vec::new();
