@@ -5,8 +5,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ferroserve::{
@@ -127,39 +125,14 @@ async fn two_replicas_are_two_processes_with_two_counts() {
     serve.shutdown().await;
 }
 
-/// A directory with Starlette importable, installed once with pip if the machine lacks it.
-fn starlette_path() -> &'static str {
-    static DIR: OnceLock<String> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let has = Command::new("python3")
-            .args(["-c", "import starlette"])
-            .status();
-        if has.is_ok_and(|s| s.success()) {
-            return String::new();
-        }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("starlette");
-        if !dir.join("starlette").is_dir() {
-            let status = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--target"])
-                .arg(&dir)
-                .arg("starlette==1.10.0")
-                .status()
-                .expect("pip runs");
-            assert!(
-                status.success(),
-                "pip install starlette failed (the test needs PyPI)"
-            );
-        }
-        dir.display().to_string()
-    })
-}
-
 #[tokio::test]
 async fn custom_statuses_with_starlette_and_ferroserve_responses() {
-    let with_starlette = python("custom_status:f").env("PYTHONPATH", starlette_path());
+    if !common::python_dep("starlette", "the FAQ's Starlette response") {
+        return;
+    }
     let serve = with_python(
         "hello",
-        with_starlette,
+        python("custom_status:f"),
         BackendConfig::default(),
         &[Method::GET],
     )

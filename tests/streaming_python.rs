@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ferroserve::{BackendConfig, BackendFactory, PythonBackend, Serve};
 use serde_json::Value;
 
-use common::{base_url, client, fetch_json, python, python_import, serve, serve_backend};
+use common::{base_url, client, fetch_json, python, python_dep, serve, serve_backend};
 
 async fn streamer(config: BackendConfig) -> Serve {
     let serve = serve().await;
@@ -146,13 +146,7 @@ async fn a_slow_client_slows_the_generator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_responses_keep_their_status_and_headers() {
     let serve = streamer(BackendConfig::default()).await;
-    if let Err(why) = python_import("starlette") {
-        assert!(
-            std::env::var_os("FERROSERVE_REQUIRE_STARLETTE").is_none(),
-            "starlette is required here: {why}"
-        );
-        eprintln!("SKIP Starlette's StreamingResponse: {why}");
-    } else {
+    if python_dep("starlette", "Starlette's StreamingResponse") {
         let response = get(&serve, "starlette", "").send().await.expect("headers");
         assert_eq!(response.status(), 201);
         assert_eq!(
@@ -188,13 +182,7 @@ async fn sse_clients_read_the_events() {
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), events);
     // httpx, streaming: each event as its own lines, as they come.
-    if let Err(why) = python_import("httpx") {
-        assert!(
-            std::env::var_os("FERROSERVE_REQUIRE_HTTPX").is_none(),
-            "httpx is required here: {why}"
-        );
-        eprintln!("SKIP httpx: {why}");
-    } else {
+    if python_dep("httpx", "the httpx client") {
         let script = r#"
 import sys, httpx
 with httpx.stream("GET", sys.argv[1], headers={"X-SERVE-CALL-METHOD": "sse"}, timeout=10) as r:

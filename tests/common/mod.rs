@@ -54,6 +54,25 @@ pub fn python_import(modules: &str) -> Result<(), String> {
         .clone()
 }
 
+/// Whether [`python`] can import `modules`, the packages of `tests/requirements.txt` a test
+/// needs. When not, the test prints a SKIP line naming them, or fails when
+/// `FERROSERVE_REQUIRE_PYTHON_DEPS=1` (as in `.ci/run`). `what` names what would not run.
+pub fn python_dep(modules: &str, what: &str) -> bool {
+    let Err(why) = python_import(modules) else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("FERROSERVE_REQUIRE_PYTHON_DEPS").is_none(),
+        "FERROSERVE_REQUIRE_PYTHON_DEPS is set but {what} cannot run: `import {modules}` failed \
+         ({why}); python3 -m pip install -r tests/requirements.txt"
+    );
+    eprintln!(
+        "SKIP {what}: `import {modules}` failed ({why}); \
+         python3 -m pip install -r tests/requirements.txt"
+    );
+    false
+}
+
 /// The `ferroserve` binary built for these tests.
 pub fn ferroserve_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ferroserve"))

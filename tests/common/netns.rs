@@ -17,8 +17,8 @@ pub fn can_partition() -> Result<(), String> {
     for tool in ["ip", "nft"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
-            .status()
-            .is_ok_and(|s| s.success());
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !found {
             return Err(format!(
                 "`{tool}` is not installed (apt-get install iproute2 nftables)"
