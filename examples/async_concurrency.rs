@@ -10,7 +10,7 @@ use ferroserve::{BackendConfig, BackendFactory, EndpointConfig, Request, Respons
 use futures_util::future::join_all;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::Failure> {
     let args = support::args();
     let (serve, base) = support::start(&args).await?;
     // Waits on I/O (here: a timer) without holding a thread.

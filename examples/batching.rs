@@ -45,7 +45,7 @@ impl Backend for Scorer {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::Failure> {
     let args = support::args();
     let (serve, base) = support::start(&args).await?;
     let sizes = Arc::new(Mutex::new(Vec::new()));

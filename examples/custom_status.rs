@@ -23,7 +23,7 @@ fn f(_request: Request) -> Result<Response, ferroserve::BackendError> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::Failure> {
     let args = support::args();
     let (serve, _base) = support::start(&args).await?;
     let hello = BackendFactory::function(|req| async move { f(req) });

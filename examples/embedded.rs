@@ -2,10 +2,12 @@
 //! that refers to them with `rust: NAME`.
 //!
 //! ```text
-//! cargo run --example embedded -- examples/embedded.yaml
+//! cargo run --example embedded -- examples/embedded.yaml --port 8000
 //! curl localhost:8000/counter                                          # {"current":0}
 //! curl -X POST -H 'X-SERVE-CALL-METHOD: other_method' -d 5 localhost:8000/counter   # true
 //! ```
+
+mod support;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -60,16 +62,24 @@ fn registry() -> Registry {
     registry
 }
 
+/// The command line: the app file, and the port as the `ferroserve` binary takes it.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// The YAML app file.
+    #[arg(default_value = "examples/embedded.yaml")]
+    config: std::path::PathBuf,
+    /// Port to listen on (overrides `http.port`; 0 picks a free port).
+    #[arg(long, env = "FERROSERVE_PORT")]
+    port: Option<u16>,
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .unwrap_or_else(|| "examples/embedded.yaml".to_owned());
+async fn main() -> Result<(), support::Failure> {
+    let args = <Args as clap::Parser>::parse();
     let registry = registry();
-    let mut app = AppConfig::load(&path, &registry)?;
-    if let Some(port) = args.next() {
-        app.http.port = port.parse()?;
+    let mut app = AppConfig::load(&args.config, &registry)?;
+    if let Some(port) = args.port {
+        app.http.port = port;
     }
     let serve = Serve::start(app.http.clone()).await?;
     serve.deploy(&app, &registry).await?;

@@ -30,7 +30,7 @@ impl Backend for Pipeline {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::Failure> {
     let args = support::args();
     let (serve, base) = support::start(&args).await?;
     let tokenizer = BackendFactory::function(|req: Request| async move {

@@ -56,7 +56,7 @@ impl Backend for Gateway {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::Failure> {
     let args = support::args();
     let (serve, base) = support::start(&args).await?;
     serve

@@ -44,7 +44,7 @@ impl Backend for StatefulProcessor {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::Failure> {
     let args = support::args();
     let (serve, base) = support::start(&args).await?;
     let factory = BackendFactory::new(|ctx| {

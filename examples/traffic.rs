@@ -18,7 +18,7 @@ fn version(name: &'static str) -> BackendFactory {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), support::Failure> {
     let args = support::args();
     let (serve, base) = support::start(&args).await?;
     serve

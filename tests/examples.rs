@@ -24,6 +24,75 @@ fn run_example(name: &str) -> String {
     stdout
 }
 
+/// Every program in `examples/` (as `cargo run --example NAME` builds it).
+const PROGRAMS: [&str; 8] = [
+    "async_concurrency",
+    "batching",
+    "custom_status",
+    "embedded",
+    "handles",
+    "request_mirroring",
+    "stateful_processor",
+    "traffic",
+];
+
+/// Every example takes its port from `FERROSERVE_PORT` as from `--port` (the flag wins), as
+/// the binary does; a port in use is named in words, not as an error's fields.
+#[test]
+fn examples_take_the_port_from_the_environment_and_say_when_it_is_taken() {
+    let mut found: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+            .expect("examples/")
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".rs")
+                    .map(str::to_owned)
+            })
+            .collect();
+    found.sort();
+    assert_eq!(found, PROGRAMS, "a new example: add it to PROGRAMS");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    for name in PROGRAMS {
+        let output = Command::new(example_bin(name))
+            .env("FERROSERVE_PORT", &port)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name} served on a taken port");
+        assert!(
+            stderr.contains(&format!(
+                "cannot listen on 127.0.0.1:{port}: port {port} is already in use"
+            )) && !stderr.contains("CannotListen"),
+            "{name}: {stderr}"
+        );
+    }
+    // The flag over the variable; the variable alone.
+    let output = Command::new(example_bin("traffic"))
+        .args(["--port", "0"])
+        .env("FERROSERVE_PORT", &port)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let output = Command::new(example_bin("traffic"))
+        .env("FERROSERVE_PORT", "0")
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    // A port that is not one: clap's error, exit 2.
+    let output = Command::new(example_bin("traffic"))
+        .args(["--port", "eighty"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("invalid value 'eighty' for '--port"),
+        "{output:?}"
+    );
+}
+
 fn assert_lines(name: &str, output: &str, expected: &[&str]) {
     for line in expected {
         assert!(
@@ -44,7 +113,7 @@ fn stateful_processor_calls_other_method_by_header_and_handle() {
             "remote(10) -> true",
         ],
     );
-    // Calls one after another mostly stay on the replica used last (one choice in 32
+    // Calls one after another mostly stay on the replica used last (one choice in 1,024
     // starts from a random one): the 20 reads met one replica or both. Each count starts
     // at 1; the increments 5 and 10 landed where the router sent them.
     let counts: Vec<i64> = out
@@ -178,7 +247,7 @@ fn traffic_splits_shadows_and_sticks() {
 #[tokio::test]
 async fn the_embedded_example_serves_its_registered_backends() {
     let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/embedded.yaml");
-    let server = spawn_listening(&example_bin("embedded"), &[yaml, "0"], &[], None);
+    let server = spawn_listening(&example_bin("embedded"), &[yaml, "--port", "0"], &[], None);
     let http = client();
     let v = get_json(&http, server.url("/counter")).await;
     assert_eq!(v, serde_json::json!({"current": 0}));

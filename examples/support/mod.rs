@@ -1,29 +1,41 @@
-//! What every example shares: `--port P` (default 8000) and `--serve` (keep serving after
-//! the demo, for curl), and the "listening on" line scripts and tests read.
+//! What every example shares: `--port P` or `FERROSERVE_PORT` (default 8000, 0 for any free
+//! port) and `--serve` (keep serving after the demo, for curl), the "listening on" line
+//! scripts and tests read, and errors shown by their message.
 #![allow(dead_code, unreachable_pub)]
 
+use clap::Parser;
 use ferroserve::{HttpOptions, Serve};
 
-/// The example's command line.
+/// The example's command line (as the `ferroserve` binary takes its port).
+#[derive(Parser, Debug)]
 pub struct Args {
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "FERROSERVE_PORT", default_value_t = 8000)]
     pub port: u16,
+    /// Keep serving after the demo, until ctrl-c.
+    #[arg(long)]
     pub serve: bool,
 }
 
+/// The command line, or exit with clap's message (`--help` too).
 pub fn args() -> Args {
-    let mut args = Args {
-        port: 8000,
-        serve: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--port" => args.port = it.next().and_then(|p| p.parse().ok()).unwrap_or(8000),
-            "--serve" => args.serve = true,
-            other => eprintln!("ignoring unknown argument {other}"),
-        }
+    Args::parse()
+}
+
+/// What an example's `main` returns on failure: shown by its message (`main` returning an
+/// `Err` prints it with `Debug`, which for Ferroserve's errors is their fields).
+pub struct Failure(Box<dyn std::error::Error>);
+
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self(error.into())
     }
-    args
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
 }
 
 /// Starts Ferroserve on 127.0.0.1 and the example's port.
