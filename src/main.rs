@@ -18,6 +18,16 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "ferroserve", version, about)]
 struct Cli {
+    /// What to log, on stderr: a level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+    /// per-module directives (`info,ferroserve=debug`).
+    #[arg(
+        long,
+        global = true,
+        env = "FERROSERVE_LOG",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,10 +118,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = match EnvFilter::try_new(&cli.log_level) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!(
+                "error: --log-level (or FERROSERVE_LOG) `{}` is not a level or filter: {e}",
+                cli.log_level
+            );
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("FERROSERVE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
