@@ -212,7 +212,12 @@ impl Serve {
         self.saved(updated, || what)
     }
 
-    /// Changes a backend's config while it serves (replicas, concurrency, `user_config`).
+    /// Changes a backend's config while it serves, as a deploy would. The replica count,
+    /// `user_config` and the concurrency limits change in place; a change of `init_args`,
+    /// batching (`max_batch_size`, `batch_wait_timeout_ms`) or `version` **replaces every
+    /// replica** by a rolling update (new replicas start before old ones stop; if they
+    /// cannot start, the backend is rolled back and this returns the error). `config` is
+    /// the whole config: a field left at its default is set to it.
     pub async fn update_backend_config(
         &self,
         name: &str,
@@ -266,7 +271,8 @@ impl Serve {
         })
     }
 
-    /// Changes an endpoint's traffic weights while it serves.
+    /// Changes an endpoint's traffic weights while it serves: requests from then on follow
+    /// the new weights; those already sent finish where they went.
     pub async fn set_traffic(&self, endpoint: &str, traffic: Traffic) -> Result<(), ServeError> {
         self.local_change()?;
         let weights: Vec<String> = traffic
