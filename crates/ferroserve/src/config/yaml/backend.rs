@@ -206,7 +206,15 @@ fn python_backend(
         }
         python.working_dir = Some(resolved);
     }
-    python.python_executable = spec.python_executable.as_ref().map(|p| p.value.clone());
+    // A path (`.venv/bin/python`) is relative to the app file, as `working_dir` is; a bare
+    // name (`python3`) is looked up on `PATH`.
+    python.python_executable = spec.python_executable.as_ref().map(|p| {
+        if p.value.contains('/') {
+            errors.base.join(&p.value).to_string_lossy().into_owned()
+        } else {
+            p.value.clone()
+        }
+    });
     python.env = spec
         .env
         .as_ref()

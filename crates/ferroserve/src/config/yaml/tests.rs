@@ -165,3 +165,22 @@ fn an_empty_file_serves_nothing() {
     let app = load("# nothing yet\n").expect("empty config");
     assert!(app.spec.backends.is_empty() && app.spec.endpoints.is_empty());
 }
+
+#[test]
+fn a_python_executable_path_is_relative_to_the_file() {
+    let interpreter = |value: &str| {
+        let yaml = format!("backends:\n  a:\n    python: m:C\n    python_executable: {value}\n");
+        let app = AppConfig::from_yaml(&yaml, "/srv/app/app.yaml", &NoNames).expect("valid");
+        match &app.spec.backends[0].kind {
+            crate::config::BackendKind::Python(p) => p.python_executable.clone().expect("set"),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(interpreter(".venv/bin/python"), "/srv/app/.venv/bin/python");
+    assert_eq!(interpreter("/usr/bin/python3"), "/usr/bin/python3");
+    assert_eq!(
+        interpreter("python3"),
+        "python3",
+        "a bare name is looked up on PATH"
+    );
+}
