@@ -12,8 +12,11 @@ import contextvars
 import importlib
 import inspect
 import json
+import os
 import pickle
 import sys
+import threading
+import time
 import traceback
 import weakref
 
@@ -569,11 +572,27 @@ def _new_loop():
         return asyncio.new_event_loop()
 
 
+def _exit_with_server():
+    """Ends this process within a second or so of its server's end (its parent changes),
+    even while user code blocks the event loop, where the closed socket goes unnoticed: a
+    daemon thread that looks once a second."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="ferroserve-server-watch", daemon=True).start()
+
+
 def main(argv):
     global _RUNTIME
     if len(argv) != 2:
         print("usage: python -m ferroserve._worker SOCKET", file=sys.stderr)
         return 2
+    _exit_with_server()
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(loop)
