@@ -231,7 +231,7 @@ def encode_value(value, reply):
         if media_type:
             meta["media_type"] = media_type
         return meta, bytes(value.body)
-    return {"media_type": "application/json"}, json.dumps(value, default=jsonable).encode("utf-8")
+    return {"media_type": "application/json"}, _JSON(value).encode("utf-8")
 
 
 def starlette_media_type(response):
@@ -277,6 +277,10 @@ def jsonable(value):
     if hasattr(value, "dict") and hasattr(value, "__fields__"):  # pydantic 1
         return value.dict()
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# The encoder of return values, made once (`json.dumps` with `default=` makes one per call).
+_JSON = json.JSONEncoder(default=jsonable).encode
 
 
 def decode_reply(meta, body):

@@ -39,8 +39,12 @@ def runtime():
     return _RUNTIME
 
 
+# One encoder for every frame's metadata: `json.dumps` with an option makes a new one per call.
+_META = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _dumps(meta):
-    return json.dumps(meta, separators=(",", ":")).encode("utf-8")
+    return _META(meta).encode("utf-8")
 
 
 def _encode_arg(arg):
