@@ -35,7 +35,7 @@ async fn a_partitioned_controller_steps_down_within_its_lease_ttl() {
             std::env::var_os("FERROSERVE_REQUIRE_PARTITION").is_none(),
             "FERROSERVE_REQUIRE_PARTITION is set but a partition cannot be made: {why}"
         );
-        eprintln!("SKIP cluster_partition: {why}");
+        common::skip(&format!("cluster_partition: {why}"));
         return;
     }
     let ns = Netns::create();

@@ -298,7 +298,9 @@ fn the_dashboard_imports_with_a_prometheus_variable() {
                 std::env::var_os("FERROSERVE_REQUIRE_PROMTOOL").is_none(),
                 "promtool is required here (apt-get install prometheus): {e}"
             );
-            eprintln!("SKIPPED the PromQL check: promtool is not installed: {e}");
+            common::skip(&format!(
+                "the PromQL check: promtool is not installed (apt-get install prometheus): {e}"
+            ));
         }
     }
 }

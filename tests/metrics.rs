@@ -58,7 +58,9 @@ fn promtool(text: &str) -> Option<(bool, String)> {
                 std::env::var_os("FERROSERVE_REQUIRE_PROMTOOL").is_none(),
                 "promtool is required here (apt-get install prometheus): {e}"
             );
-            eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus): {e}");
+            common::skip(&format!(
+                "promtool is not installed (apt-get install prometheus): {e}"
+            ));
             return None;
         }
     };

@@ -36,10 +36,10 @@ fn the_python_unit_tests_pass() {
             "FERROSERVE_REQUIRE_PYTHON_DEPS is set but Python tests were skipped:\n{}",
             skipped.join("\n")
         );
-        eprintln!(
-            "SKIP (python -m pip install -r tests/requirements.txt):\n{}",
+        common::skip(&format!(
+            "Python unit tests (python3 -m pip install -r tests/requirements.txt):\n{}",
             skipped.join("\n")
-        );
+        ));
     }
 }
 

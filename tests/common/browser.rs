@@ -77,7 +77,7 @@ pub fn skip_or_fail(why: &str) -> bool {
         std::env::var("FERROSERVE_REQUIRE_BROWSER").as_deref() != Ok("1"),
         "FERROSERVE_REQUIRE_BROWSER=1 but the browser test cannot run: {why}"
     );
-    eprintln!("\n======== SKIP: the dashboard's browser test did not run: {why} ========\n");
+    super::skip(&format!("the dashboard's browser test did not run: {why}"));
     false
 }
 

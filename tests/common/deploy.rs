@@ -30,11 +30,11 @@ pub fn python_has(module: &str, install: &str) -> bool {
         "FERROSERVE_REQUIRE_HELM is set but Python cannot import {module} \
          (python3 -m pip install {install}): {why}"
     );
-    eprintln!(
-        "\n======== SKIP: a deploy/ check did not run: `{} -c \"import {module}\"` failed \
-         (python3 -m pip install {install}): {why} ========\n",
+    super::skip(&format!(
+        "a deploy/ check did not run: `{} -c \"import {module}\"` failed \
+         (python3 -m pip install {install}): {why}",
         python()
-    );
+    ));
     false
 }
 

@@ -29,7 +29,9 @@ pub fn etcd_or_skip(test: &str) -> Option<PathBuf> {
             !etcd_required(),
             "FERROSERVE_REQUIRE_ETCD is set but etcd is not installed (apt-get install etcd-server)"
         );
-        eprintln!("SKIP {test}: etcd is not installed (apt-get install etcd-server)");
+        super::skip(&format!(
+            "{test}: etcd is not installed (apt-get install etcd-server)"
+        ));
     }
     bin
 }

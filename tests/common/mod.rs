@@ -54,6 +54,14 @@ pub fn python_import(modules: &str) -> Result<(), String> {
         .clone()
 }
 
+/// Says that a test skipped a part, and why, in a `SKIP ...` line that `cargo test` shows for
+/// a test that passes too: written to the process's stderr itself, which the harness does
+/// not capture (it captures `eprintln!`).
+pub fn skip(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIP {why}");
+}
+
 /// Whether [`python`] can import `modules`, the packages of `tests/requirements.txt` a test
 /// needs. When not, the test prints a SKIP line naming them, or fails when
 /// `FERROSERVE_REQUIRE_PYTHON_DEPS=1` (as in `.ci/run`). `what` names what would not run.
@@ -66,10 +74,10 @@ pub fn python_dep(modules: &str, what: &str) -> bool {
         "FERROSERVE_REQUIRE_PYTHON_DEPS is set but {what} cannot run: `import {modules}` failed \
          ({why}); python3 -m pip install -r tests/requirements.txt"
     );
-    eprintln!(
-        "SKIP {what}: `import {modules}` failed ({why}); \
+    skip(&format!(
+        "{what}: `import {modules}` failed ({why}); \
          python3 -m pip install -r tests/requirements.txt"
-    );
+    ));
     false
 }
 

@@ -21,11 +21,11 @@ pub fn python_has(modules: &str, install: &str) -> bool {
         std::env::var("FERROSERVE_REQUIRE_ONNX").as_deref() != Ok("1"),
         "FERROSERVE_REQUIRE_ONNX=1 but Python cannot import {modules} (pip install {install}): {why}"
     );
-    eprintln!(
-        "\n======== SKIP: an ONNX test did not run: `{} -c \"import {modules}\"` failed \
-         (pip install {install}): {why} ========\n",
+    super::skip(&format!(
+        "an ONNX test did not run: `{} -c \"import {modules}\"` failed \
+         (pip install {install}): {why}",
         python()
-    );
+    ));
     false
 }
 
