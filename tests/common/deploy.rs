@@ -23,19 +23,13 @@ pub use super::python;
 /// Whether Python can import `module`; when not, says so loudly, or fails when
 /// `FERROSERVE_REQUIRE_HELM` is set. `install` is what to `pip install`.
 pub fn python_has(module: &str, install: &str) -> bool {
-    let ready = super::python_import(module);
-    let Err(why) = ready else { return true };
-    assert!(
-        std::env::var_os("FERROSERVE_REQUIRE_HELM").is_none(),
-        "FERROSERVE_REQUIRE_HELM is set but Python cannot import {module} \
-         (python3 -m pip install {install}): {why}"
-    );
-    super::skip(&format!(
-        "a deploy/ check did not run: `{} -c \"import {module}\"` failed \
-         (python3 -m pip install {install}): {why}",
-        python()
-    ));
-    false
+    let required = std::env::var_os("FERROSERVE_REQUIRE_HELM").is_some();
+    super::import_or_skip(
+        module,
+        "a deploy/ check",
+        &format!("python3 -m pip install {install}"),
+        required.then_some("FERROSERVE_REQUIRE_HELM"),
+    )
 }
 
 pub const HELM: (&str, &str) = ("helm_python", "helm-python-sdk==0.2.2");

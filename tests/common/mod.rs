@@ -66,18 +66,30 @@ pub fn skip(why: &str) {
 /// needs. When not, the test prints a SKIP line naming them, or fails when
 /// `FERROSERVE_REQUIRE_PYTHON_DEPS=1` (as in `.ci/run`). `what` names what would not run.
 pub fn python_dep(modules: &str, what: &str) -> bool {
+    let required = std::env::var_os("FERROSERVE_REQUIRE_PYTHON_DEPS").is_some();
+    import_or_skip(
+        modules,
+        what,
+        "python3 -m pip install -r tests/requirements.txt",
+        required.then_some("FERROSERVE_REQUIRE_PYTHON_DEPS"),
+    )
+}
+
+/// Whether [`python`] can import `modules`; when not, a [`skip`] line saying what did not
+/// run and `install`, or a failure when `required_by` (the variable that requires it) is
+/// given.
+pub fn import_or_skip(modules: &str, what: &str, install: &str, required_by: Option<&str>) -> bool {
     let Err(why) = python_import(modules) else {
         return true;
     };
-    assert!(
-        std::env::var_os("FERROSERVE_REQUIRE_PYTHON_DEPS").is_none(),
-        "FERROSERVE_REQUIRE_PYTHON_DEPS is set but {what} cannot run: `import {modules}` failed \
-         ({why}); python3 -m pip install -r tests/requirements.txt"
+    let said = format!(
+        "{what} did not run: `{} -c \"import {modules}\"` failed ({why}); {install}",
+        python()
     );
-    skip(&format!(
-        "{what}: `import {modules}` failed ({why}); \
-         python3 -m pip install -r tests/requirements.txt"
-    ));
+    if let Some(flag) = required_by {
+        panic!("{flag} is set but {said}");
+    }
+    skip(&said);
     false
 }
 

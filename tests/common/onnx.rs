@@ -15,18 +15,13 @@ pub fn script(name: &str) -> PathBuf {
 /// Whether Python can import `modules` (`"onnx, onnxruntime"`); when not, says so loudly,
 /// or fails when `FERROSERVE_REQUIRE_ONNX=1`. `install` is what to `pip install`.
 pub fn python_has(modules: &str, install: &str) -> bool {
-    let ready = super::python_import(modules);
-    let Err(why) = ready else { return true };
-    assert!(
-        std::env::var("FERROSERVE_REQUIRE_ONNX").as_deref() != Ok("1"),
-        "FERROSERVE_REQUIRE_ONNX=1 but Python cannot import {modules} (pip install {install}): {why}"
-    );
-    super::skip(&format!(
-        "an ONNX test did not run: `{} -c \"import {modules}\"` failed \
-         (pip install {install}): {why}",
-        python()
-    ));
-    false
+    let required = std::env::var("FERROSERVE_REQUIRE_ONNX").as_deref() == Ok("1");
+    super::import_or_skip(
+        modules,
+        "an ONNX test",
+        &format!("pip install {install}"),
+        required.then_some("FERROSERVE_REQUIRE_ONNX=1"),
+    )
 }
 
 /// Whether Python's `onnx` and `onnxruntime` are importable (see [`python_has`]).

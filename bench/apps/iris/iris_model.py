@@ -20,6 +20,18 @@ def predict(model, features):
     return int(model.predict([features])[0])
 
 
+class Iris:
+    """The model as a class with an `async def __call__` taking a Starlette-style request:
+    Ferroserve's backend as it is, Ray Serve's deployment once decorated."""
+
+    def __init__(self):
+        self.model = train()
+
+    async def __call__(self, request):
+        features = (await request.json())["features"]
+        return {"class": predict(self.model, features)}
+
+
 if __name__ == "__main__":
     assert predict(train(), FEATURES) == CLASS
     print("ok")

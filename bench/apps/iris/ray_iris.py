@@ -10,18 +10,10 @@ import time
 import ray
 from ray import serve
 
-from iris_model import predict, train
-
+import iris_model
 
 # The same concurrency cap as a Ferroserve replica (max_concurrent_queries: 100).
-@serve.deployment(num_replicas=2, max_ongoing_requests=100)
-class Iris:
-    def __init__(self):
-        self.model = train()
-
-    async def __call__(self, request):
-        features = (await request.json())["features"]
-        return {"class": predict(self.model, features)}
+Iris = serve.deployment(num_replicas=2, max_ongoing_requests=100)(iris_model.Iris)
 
 
 if __name__ == "__main__":
