@@ -169,22 +169,6 @@ endpoints:
     );
 }
 
-/// The CPU time process `pid` has used, from `/proc/PID/stat` (user + system).
-fn cpu_time(pid: u32) -> std::time::Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
-    // After the command's name, in parentheses: fields from the third on.
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .expect("a stat line")
-        .1
-        .split(' ')
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    // Linux reports clock ticks of 1/100 s.
-    std::time::Duration::from_millis(ticks * 10)
-}
-
 /// Callers that leave before their run starts cost no run: of 16 requests abandoned after
 /// 30 ms, only those already running or answered use CPU, not all sixteen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,19 +205,19 @@ endpoints:
     let pid = server.child.id();
     // CPU time comes in ticks of 10 ms, about one request's cost: the minimum of single
     // requests rounded down to one tick (and failed CI once), so average over eight.
-    let before = cpu_time(pid);
+    let before = common::process::cpu_time(pid);
     for _ in 0..8 {
         let response = post(None).send().await.expect("answers");
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let one = cpu_time(pid).saturating_sub(before) / 8;
-    let before = cpu_time(pid);
+    let one = common::process::cpu_time(pid).saturating_sub(before) / 8;
+    let before = common::process::cpu_time(pid);
     // The first one or two may be answered in time; the rest leave while queued.
     let abandoned = (0..16).map(|_| post(Some(std::time::Duration::from_millis(30))).send());
     futures_util::future::join_all(abandoned).await;
     // Long enough for sixteen runs to finish, had they run.
     tokio::time::sleep(one * 16 + std::time::Duration::from_millis(500)).await;
-    let spent = cpu_time(pid).saturating_sub(before);
+    let spent = common::process::cpu_time(pid).saturating_sub(before);
     assert!(
         spent < one * 8,
         "one request costs {one:?} of CPU; 16 callers that left after 30 ms cost {spent:?}, \

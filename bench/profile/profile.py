@@ -82,7 +82,8 @@ def collapsed_summary(path, rows=25):
     """The hottest frames of a py-spy collapsed-stack file: by own time, and by the time of
     everything they called."""
     own, total, samples = collections.Counter(), collections.Counter(), 0
-    with open(path) as f:
+    # A frame's text may carry bytes that are not UTF-8 (native symbols, a module's source).
+    with open(path, errors="replace") as f:
         for line in f:
             stack, _, count = line.rstrip().rpartition(" ")
             if not count.isdigit():

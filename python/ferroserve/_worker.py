@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import pickle
+import select
 import sys
 import threading
 import time
@@ -21,7 +22,7 @@ import traceback
 import weakref
 
 from . import _protocol as P
-from . import _stream
+from . import _spin, _stream
 from ._api import ResponseRef, ServeError, decode_reply, encode_value
 from ._request import Request
 from ._starlette import forwarded, http_request, starlette_request_class
@@ -94,17 +95,27 @@ class Worker(asyncio.Protocol):
         self.name = "?"
         self.out = []  # frames of this event-loop pass, written together at its end
         self.flushing = False
+        self.spin = None  # the idle spin (_spin.py), once connected; None when off
 
     # --- the connection -------------------------------------------------------------
 
     def connection_made(self, transport):
         self.transport = transport
+        seconds = _spin.seconds_from_env()
+        sock = transport.get_extra_info("socket")
+        if seconds > 0 and sock is not None:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            poll = poller.poll
+            self.spin = _spin.IdleSpin(seconds, lambda: bool(poll(0)))
 
     def connection_lost(self, exc):
         if not self.closed.done():
             self.closed.set_result(None)
 
     def data_received(self, data):
+        if self.spin is not None:
+            self.spin.woke()
         buffer = self.buffer
         buffer += data
         unpack = P.HEADER.unpack_from
@@ -147,6 +158,8 @@ class Worker(asyncio.Protocol):
         if out:
             self.out = []
             self.transport.write(b"".join(out))
+        if self.spin is not None and not (self.tasks or self.running_plain or self.transport.get_write_buffer_size()):
+            self.spin.idle()
 
     def send_threadsafe(self, request_id, kind, meta=None, body=b""):
         self.loop.call_soon_threadsafe(self.send, request_id, kind, meta, body)

@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod etcd;
 pub mod netns;
 pub mod onnx;
+pub mod process;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -85,7 +85,8 @@ pub(crate) type Measured = (Vec<(String, usize, Vec<Numbers>)>, Vec<Footprint>);
 /// What a row's server cost besides time per request.
 pub(crate) struct Footprint {
     pub(crate) name: String,
-    /// From its spawn until it was ready (for a model: answered a prediction right).
+    /// From its spawn until it was ready (for a model: answered a prediction right): the
+    /// median of `COLD_STARTS` starts.
     pub(crate) cold_start_s: f64,
     /// The PSS of its processes after a second of load, alone on the machine.
     pub(crate) pss_mb: Option<f64>,
@@ -125,7 +126,10 @@ fn start(name: &str, target: &Target, python: &str) -> anyhow::Result<(u16, Serv
     Ok((port, server))
 }
 
-/// Each row's server alone on the machine: its cold start, then its PSS after a second of
+/// How many times each row's server is started to measure its cold start (the median).
+const COLD_STARTS: usize = 3;
+
+/// Each row's server alone on the machine: its cold start (the median of a few), then its PSS after a second of
 /// load at the highest concurrency. Alone, because processes of other rows alive at the
 /// same time would share its libraries' pages and make its PSS look smaller.
 fn footprints(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<Footprint>> {
@@ -135,12 +139,20 @@ fn footprints(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<Footprint>> {
         let Target::Http { load, .. } = &row.target else {
             continue;
         };
+        // One start varies by a tenth or more on 2 cores: the median of a few is kept.
+        let mut starts = Vec::new();
+        for _ in 1..COLD_STARTS {
+            let (_, server) = start(&row.name, &row.target, &args.python)?;
+            starts.push(server.started().as_secs_f64());
+        }
         let (port, server) = start(&row.name, &row.target, &args.python)?;
+        starts.push(server.started().as_secs_f64());
+        starts.sort_by(f64::total_cmp);
         wrk(port, load, concurrency, 1)?;
         drain(port, load)?;
         out.push(Footprint {
             name: row.name.clone(),
-            cold_start_s: server.started().as_secs_f64(),
+            cold_start_s: starts[starts.len() / 2],
             pss_mb: server.pss_mb(),
         });
     }
@@ -179,7 +191,8 @@ pub(crate) fn measure_http(rows: &[&Row], args: &Args) -> anyhow::Result<Measure
             .iter()
             .filter(|(_, s)| c == 1 || matches!(s, Subject::Http { .. }))
             .collect();
-        for (_, subject) in &here {
+        // `--warmup 0`: none (wrk takes no run of 0 s).
+        for (_, subject) in here.iter().filter(|_| args.timing.warmup > 0) {
             if let Subject::Http { port, load, .. } = subject {
                 wrk(*port, load, c, args.timing.warmup)?;
                 drain(*port, load)?;

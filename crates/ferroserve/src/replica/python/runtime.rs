@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::fnv::{fnv1a, fnv1a_from};
 
 /// The package's files, compiled into the binary.
-const FILES: [(&str, &str); 11] = [
+const FILES: [(&str, &str); 12] = [
     (
         "__init__.py",
         include_str!("../../../../../python/ferroserve/__init__.py"),
@@ -26,6 +26,10 @@ const FILES: [(&str, &str); 11] = [
     (
         "_worker.py",
         include_str!("../../../../../python/ferroserve/_worker.py"),
+    ),
+    (
+        "_spin.py",
+        include_str!("../../../../../python/ferroserve/_spin.py"),
     ),
     (
         "_stream.py",
