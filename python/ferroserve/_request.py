@@ -132,6 +132,14 @@ class BadJSON(HTTPException, ValueError):
     ``json.JSONDecodeError`` is) for code that catches that."""
 
 
+def json_of(body):
+    """A request body parsed as JSON; a body that is not JSON is a 400 (``BadJSON``)."""
+    try:
+        return _json.loads(body)
+    except ValueError as error:
+        raise BadJSON(400, f"the request body is not valid JSON: {error}") from None
+
+
 class Request(metaclass=abc.ABCMeta):
     """An HTTP-shaped request.
 
@@ -196,10 +204,7 @@ class Request(metaclass=abc.ABCMeta):
     def json_sync(self):
         """The body as JSON, for a plain ``def`` method; a body that is not JSON is a 400."""
         if self._json is None:
-            try:
-                self._json = _json.loads(self._body)
-            except ValueError as error:
-                raise BadJSON(400, f"the request body is not valid JSON: {error}") from None
+            self._json = json_of(self._body)
         return self._json
 
     def form_sync(self):

@@ -5,7 +5,7 @@ calls get Ferroserve's own ``Request``, which mirrors Starlette's API."""
 
 from urllib.parse import unquote
 
-from ._request import Headers, Request
+from ._request import Headers, Request, json_of
 
 _CLASS = None  # the StarletteRequest class once looked for; False without Starlette
 
@@ -46,8 +46,9 @@ def _make_class(Starlette):
         def __init__(self, scope, body, headers):
             super().__init__(scope, _receive_nothing)
             self._body = body  # Starlette's cache of the body: body() returns it at once
-            self._fs_headers = headers
+            self._fs_headers = headers  # (name, value) pairs as they came
             self._fs_request = None
+            self._fs_json = None
 
         @property
         def _ferroserve(self):
@@ -55,7 +56,8 @@ def _make_class(Starlette):
             if self._fs_request is None:
                 scope = self.scope
                 query = scope["query_string"].decode("latin-1")
-                self._fs_request = Request("http", scope["method"], scope["path"], query, self._fs_headers, self._body)
+                headers = Headers(self._fs_headers)
+                self._fs_request = Request("http", scope["method"], scope["path"], query, headers, self._body)
             return self._fs_request
 
         @property
@@ -70,14 +72,16 @@ def _make_class(Starlette):
             return self._body
 
         def json_sync(self):
-            return self._ferroserve.json_sync()
+            if self._fs_json is None:
+                self._fs_json = json_of(self._body)
+            return self._fs_json
 
         def form_sync(self):
             return self._ferroserve.form_sync()
 
         async def json(self):
             # A body that is not JSON is a 400 with the parser's message, as without Starlette.
-            return self._ferroserve.json_sync()
+            return self.json_sync()
 
         async def form(self, **_limits):
             # Starlette's own form() needs python-multipart; this reads the whole body already here.
@@ -94,12 +98,10 @@ async def _receive_nothing():
 
 def http_request(origin, http, body):
     """The request object a method gets for an HTTP-shaped call."""
-    headers = Headers(http.get("headers", ()))
-    if origin != "http":
-        return ServeRequest(origin, http.get("method", "GET"), http.get("path", "/"), http.get("query", ""), headers, body)
-    cls = starlette_request_class()
-    if cls is None:
-        return Request(origin, http.get("method", "GET"), http.get("path", "/"), http.get("query", ""), headers, body)
+    cls = ServeRequest if origin != "http" else starlette_request_class() or Request
+    if cls is ServeRequest or cls is Request:
+        headers = Headers(http.get("headers", ()))
+        return cls(origin, http.get("method", "GET"), http.get("path", "/"), http.get("query", ""), headers, body)
     raw_path = http.get("path", "/")
     path = unquote(raw_path) if "%" in raw_path else raw_path
     raw = http.get("headers", ())
@@ -118,7 +120,7 @@ def http_request(origin, http, body):
     )
     scope.raw = raw
     scope["raw_path"] = raw_path.encode("utf-8")
-    return cls(scope, body, headers)
+    return cls(scope, body, raw)
 
 
 _ASGI = {"version": "3.0"}

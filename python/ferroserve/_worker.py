@@ -19,16 +19,13 @@ import sys
 import threading
 import time
 import traceback
-import weakref
 
 from . import _protocol as P
 from . import _spin, _stream
-from ._api import ResponseRef, ServeError, decode_reply, encode_value
-from ._request import Request
-from ._starlette import forwarded, http_request, starlette_request_class
+from ._handles import _TRACE, HandleCalls
+from ._api import _JSON, encode_value
+from ._starlette import http_request, starlette_request_class
 
-# The W3C traceparent of the request the current call runs: its handle calls carry it on.
-_TRACE = contextvars.ContextVar("ferroserve_traceparent", default=None)
 
 _RUNTIME = None
 
@@ -48,14 +45,8 @@ def _dumps(meta):
     return _META(meta).encode("utf-8")
 
 
-def _encode_arg(arg):
-    if isinstance(arg, str):
-        return "text", arg.encode("utf-8")
-    if isinstance(arg, (bytes, bytearray, memoryview)):
-        return "bytes", bytes(arg)
-    if arg is None or isinstance(arg, (bool, int, float)):
-        return "json", json.dumps(arg).encode("utf-8")
-    return "pickle", pickle.dumps(arg, protocol=pickle.HIGHEST_PROTOCOL)
+# The metadata of the most common answer, a dict as JSON: encoded once for all.
+_JSON_REPLY = _dumps({"media_type": "application/json"})
 
 
 # Return values answered whole without a look for a stream.
@@ -75,7 +66,7 @@ class InitError(Exception):
     """The backend could not be made; the message says why."""
 
 
-class Worker(asyncio.Protocol):
+class Worker(HandleCalls, asyncio.Protocol):
     def __init__(self, loop):
         self.loop = loop
         self.transport = None
@@ -140,8 +131,10 @@ class Worker(asyncio.Protocol):
             del buffer[:at]
 
     def send(self, request_id, kind, meta=None, body=b""):
+        self.send_encoded(request_id, kind, _dumps(meta) if meta is not None else b"", body)
+
+    def send_encoded(self, request_id, kind, meta, body):
         # The frames of one pass of the event loop go out in one write, at its end.
-        meta = _dumps(meta) if meta is not None else b""
         out = self.out
         out.append(P.HEADER.pack(len(meta), len(body), request_id, kind))
         if meta:
@@ -154,11 +147,16 @@ class Worker(asyncio.Protocol):
 
     def flush(self):
         self.flushing = False
+        transport = self.transport
+        if transport.is_closing():
+            # Shut down, or the server is gone: nobody reads them (and uvloop raises).
+            self.out = []
+            return
         out = self.out
         if out:
             self.out = []
-            self.transport.write(b"".join(out))
-        if self.spin is not None and not (self.tasks or self.running_plain or self.transport.get_write_buffer_size()):
+            transport.write(b"".join(out))
+        if self.spin is not None and not (self.tasks or self.running_plain or transport.get_write_buffer_size()):
             self.spin.idle()
 
     def send_threadsafe(self, request_id, kind, meta=None, body=b""):
@@ -291,11 +289,16 @@ class Worker(asyncio.Protocol):
 
     def answer(self, request_id, value, reply):
         try:
-            meta, body = encode_value(value, reply)
+            if type(value) is dict and reply != "pickle":
+                # What encode_value gives a dict, without encoding the same metadata again.
+                meta, body = _JSON_REPLY, _JSON(value).encode("utf-8")
+            else:
+                meta, body = encode_value(value, reply)
+                meta = _dumps(meta)
         except Exception as error:
             self.fail(request_id, TypeError(f"cannot send the return value: {error}"))
             return
-        self.send(request_id, P.REPLY, meta, body)
+        self.send_encoded(request_id, P.REPLY, meta, body)
 
     def fail(self, request_id, error):
         meta = {"error_type": type(error).__name__, "message": str(error)}
@@ -364,99 +367,6 @@ class Worker(asyncio.Protocol):
         for _ in range(len(values) - len(replies)):
             items.append({"body_len": 0})
         self.send(request_id, P.BATCH_REPLY, {"items": items}, b"".join(bodies))
-
-    # --- handle calls to other endpoints ------------------------------------------------
-
-    def handle_call(self, endpoint, options, arg):
-        forward = forwarded(arg)
-        if forward is not None:
-            meta = {"endpoint": endpoint, "method": options.get("method", "__call__"), "arg": "bytes", "forward": forward[0]}
-            body = forward[1]
-        else:
-            kind, body = _encode_arg(arg)
-            meta = {"endpoint": endpoint, "method": options.get("method", "__call__"), "arg": kind}
-        if "http" in options:
-            meta["http"] = options["http"]
-        if "shard_key" in options:
-            meta["shard_key"] = options["shard_key"]
-        stream = None
-        if options.get("stream"):
-            meta["stream"] = True
-            stream = _stream.StreamRef(self)
-        trace = _TRACE.get()
-        if trace is not None:
-            meta["traceparent"] = trace
-        try:
-            on_loop = asyncio.get_running_loop() is self.loop
-        except RuntimeError:
-            on_loop = False
-        if stream is not None:
-            if on_loop:
-                self.send_handle_call(stream, meta, body)
-            else:
-                self.loop.call_soon_threadsafe(self.send_handle_call, stream, meta, body)
-            return stream
-        if on_loop:
-            future = self.loop.create_future()
-            self.send_handle_call(future, meta, body)
-        else:
-            future = concurrent.futures.Future()
-            self.loop.call_soon_threadsafe(self.send_handle_call, future, meta, body)
-        return ResponseRef(future, self.loop)
-
-    def send_handle_call(self, waiter, meta, body):
-        if isinstance(waiter, _stream.StreamRef) and waiter._done:
-            return  # cancelled before it was sent
-        handle_id = self.next_handle_id
-        self.next_handle_id += 1
-        if isinstance(waiter, _stream.StreamRef):
-            # Held weakly: a stream its caller dropped is cancelled.
-            waiter._id = handle_id
-            waiter = weakref.ref(waiter)
-        self.handle_calls[handle_id] = waiter
-        self.send(handle_id, P.HANDLE_CALL, meta, body)
-
-    def handle_stream_frame(self, handle_id, kind, meta, body):
-        ref = self.handle_calls.get(handle_id)
-        stream = ref() if isinstance(ref, weakref.ref) else None
-        if stream is None:
-            # Dropped (or cancelled and forgotten): the server stops sending.
-            self.handle_calls.pop(handle_id, None)
-            if kind == P.HANDLE_CHUNK:
-                self.send(handle_id, P.HANDLE_CANCEL)
-            return
-        if kind == P.HANDLE_CHUNK:
-            stream._on_chunk(body)
-        else:
-            self.handle_calls.pop(handle_id, None)
-            stream._on_end(meta)
-
-    def handle_reply(self, handle_id, meta, body):
-        future = self.handle_calls.get(handle_id)
-        if isinstance(future, weakref.ref):
-            # The head of a streamed answer (or its error).
-            stream = future()
-            if stream is None or "error" in meta:
-                self.handle_calls.pop(handle_id, None)
-            if stream is None:
-                if "error" not in meta:
-                    self.send(handle_id, P.HANDLE_CANCEL)
-                return
-            stream._on_head(meta)
-            return
-        self.handle_calls.pop(handle_id, None)
-        if future is None and meta.get("stream"):
-            self.send(handle_id, P.HANDLE_CANCEL)  # a stream dropped before its head
-            return
-        if future is None or future.done():
-            return
-        if "error" in meta:
-            future.set_exception(ServeError(meta["error"], meta.get("status", 500)))
-            return
-        try:
-            future.set_result(decode_reply(meta, body))
-        except Exception as error:
-            future.set_exception(error)
 
     # --- start and reconfigure -----------------------------------------------------------
 

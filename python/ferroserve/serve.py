@@ -455,8 +455,6 @@ def _encode_arg(arg):
 
 
 def _call(client, meta, body):
-    from ._api import decode_reply
-
     encoded = json.dumps(meta).encode("utf-8")
     # No client-side limit: a call takes what the backend takes (get(timeout=...) bounds the wait).
     raw = client._request("POST", "/api/call", struct.pack("<I", len(encoded)) + encoded + body, timeout=None)

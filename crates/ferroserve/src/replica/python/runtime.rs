@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::fnv::{fnv1a, fnv1a_from};
 
 /// The package's files, compiled into the binary.
-const FILES: [(&str, &str); 12] = [
+const FILES: [(&str, &str); 13] = [
     (
         "__init__.py",
         include_str!("../../../../../python/ferroserve/__init__.py"),
@@ -26,6 +26,10 @@ const FILES: [(&str, &str); 12] = [
     (
         "_worker.py",
         include_str!("../../../../../python/ferroserve/_worker.py"),
+    ),
+    (
+        "_handles.py",
+        include_str!("../../../../../python/ferroserve/_handles.py"),
     ),
     (
         "_spin.py",
