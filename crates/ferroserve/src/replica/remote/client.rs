@@ -1,6 +1,7 @@
 //! `PeerClient`: one multiplexed HTTP/2 cleartext connection to one other node, shared by every remote replica there; connected lazily, reconnected after an error, pinged so that a dead peer is noticed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -119,22 +120,22 @@ impl PeerClient {
         &self.authority
     }
 
-    /// A sender on a live connection, connecting if there is none.
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, PeerError> {
+    /// The sender of a live connection, connecting if there is none.
+    async fn sender(&self) -> Result<Arc<SendRequest<Full<Bytes>>>, PeerError> {
         if let Some(sender) = self.sender.load_full()
             && !sender.is_closed()
         {
-            return Ok((*sender).clone());
+            return Ok(sender);
         }
         let _connecting = self.connecting.lock().await;
         if let Some(sender) = self.sender.load_full()
             && !sender.is_closed()
         {
-            return Ok((*sender).clone());
+            return Ok(sender);
         }
         self.sender.store(None);
-        let sender = self.connect().await?;
-        self.sender.store(Some(std::sync::Arc::new(sender.clone())));
+        let sender = Arc::new(self.connect().await?);
+        self.sender.store(Some(sender.clone()));
         Ok(sender)
     }
 
@@ -176,14 +177,16 @@ impl PeerClient {
     /// Sends `req` and reads the whole answer (bounded). Dropping the future resets the
     /// stream: the peer drops the call.
     pub(crate) async fn send(&self, req: http::Request<Bytes>) -> Result<Answer, PeerError> {
-        let mut sender = self.sender().await?;
+        let connection = self.sender().await?;
+        let mut sender = (*connection).clone();
         let req = req.map(Full::new);
         let response = match sender.try_send_request(req).await {
             Ok(response) => response,
             Err(mut e) => {
                 let why = e.error().to_string();
-                // The connection broke under us: this one is done for.
-                self.forget_closed();
+                // The connection broke under us: this one is done for, even before hyper
+                // has seen it close (a call sent in that window would break too).
+                self.forget(&connection);
                 return Err(if e.take_message().is_some() {
                     PeerError::NotSent(format!("{}: {why}", self.addr))
                 } else {
@@ -211,10 +214,8 @@ impl PeerClient {
         Ok((parts.status, parts.headers, AnswerBody::Whole(body)))
     }
 
-    /// Forgets the current connection if it is closed.
-    fn forget_closed(&self) {
-        if self.sender.load().as_ref().is_some_and(|s| s.is_closed()) {
-            self.sender.store(None);
-        }
+    /// Forgets `connection` if it is still the current one (not one made since).
+    fn forget(&self, connection: &Arc<SendRequest<Full<Bytes>>>) {
+        self.sender.compare_and_swap(connection, None);
     }
 }
