@@ -231,7 +231,11 @@ def encode_value(value, reply):
         if media_type:
             meta["media_type"] = media_type
         return meta, bytes(value.body)
-    return {"media_type": "application/json"}, _JSON(value).encode("utf-8")
+    return dict(JSON_META), _JSON(value).encode("utf-8")
+
+
+# The metadata of a value answered as JSON (copied: callers add to theirs).
+JSON_META = {"media_type": "application/json"}
 
 
 def starlette_media_type(response):

@@ -23,7 +23,7 @@ import traceback
 from . import _protocol as P
 from . import _spin, _stream
 from ._handles import _TRACE, HandleCalls
-from ._api import _JSON, encode_value
+from ._api import _JSON, JSON_META, encode_value
 from ._starlette import http_request, starlette_request_class
 
 
@@ -46,7 +46,7 @@ def _dumps(meta):
 
 
 # The metadata of the most common answer, a dict as JSON: encoded once for all.
-_JSON_REPLY = _dumps({"media_type": "application/json"})
+_JSON_REPLY = _dumps(JSON_META)
 
 
 # Return values answered whole without a look for a stream.

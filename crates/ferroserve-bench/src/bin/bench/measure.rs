@@ -129,9 +129,10 @@ fn start(name: &str, target: &Target, python: &str) -> anyhow::Result<(u16, Serv
 /// How many times each row's server is started to measure its cold start (the median).
 const COLD_STARTS: usize = 3;
 
-/// Each row's server alone on the machine: its cold start (the median of a few), then its PSS after a second of
-/// load at the highest concurrency. Alone, because processes of other rows alive at the
-/// same time would share its libraries' pages and make its PSS look smaller.
+/// Each row's server alone on the machine: its cold start (the median of a few), then its
+/// PSS after a second of load at the highest concurrency. Alone, because processes of other
+/// rows alive at the same time would share its libraries' pages and make its PSS look
+/// smaller.
 fn footprints(rows: &[&Row], args: &Args) -> anyhow::Result<Vec<Footprint>> {
     let concurrency = args.concurrency.iter().copied().max().unwrap_or(1);
     let mut out = Vec::new();
