@@ -2,7 +2,8 @@
 
 import asyncio
 import concurrent.futures
-import json
+
+from . import _codec
 
 
 class ServeError(Exception):
@@ -284,7 +285,7 @@ def jsonable(value):
 
 
 # The encoder of return values, made once (`json.dumps` with `default=` makes one per call).
-_JSON = json.JSONEncoder(default=jsonable).encode
+_JSON = _codec.encoder(jsonable)
 
 
 def decode_reply(meta, body):
@@ -310,7 +311,7 @@ def decode_reply(meta, body):
         return items
     media_type = (meta.get("media_type") or "").split(";")[0].strip()
     if media_type == "application/json":
-        value = json.loads(body)
+        value = _codec.loads(body)
         status = meta.get("status", 200)
         if status >= 400 and isinstance(value, dict):
             value = _ErrorAnswer(value)

@@ -2,10 +2,10 @@
 options): the parts of Starlette's ``Request`` that backends use."""
 
 import abc
-import json as _json
-
-from ._api import HTTPException
 from urllib.parse import parse_qsl
+
+from . import _codec
+from ._api import HTTPException
 
 
 class _MultiDict:
@@ -135,7 +135,7 @@ class BadJSON(HTTPException, ValueError):
 def json_of(body):
     """A request body parsed as JSON; a body that is not JSON is a 400 (``BadJSON``)."""
     try:
-        return _json.loads(body)
+        return _codec.loads(body)
     except ValueError as error:
         raise BadJSON(400, f"the request body is not valid JSON: {error}") from None
 

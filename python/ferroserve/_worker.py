@@ -21,7 +21,7 @@ import time
 import traceback
 
 from . import _protocol as P
-from . import _spin, _stream
+from . import _codec, _spin, _stream
 from ._handles import _TRACE, HandleCalls
 from ._api import _JSON, JSON_META, encode_value
 from ._starlette import http_request, starlette_request_class
@@ -120,7 +120,7 @@ class Worker(HandleCalls, asyncio.Protocol):
             end = start + meta_len + body_len
             if have < end:
                 break
-            meta = json.loads(buffer[start : start + meta_len]) if meta_len else {}
+            meta = _codec.loads(buffer[start : start + meta_len]) if meta_len else {}
             body = bytes(buffer[start + meta_len : end])
             at = end
             try:
@@ -203,7 +203,7 @@ class Worker(HandleCalls, asyncio.Protocol):
         if kind == "text":
             return body.decode("utf-8")
         if kind == "json":
-            return json.loads(body)
+            return _codec.loads(body)
         if kind == "pickle":
             return pickle.loads(body)
         return body

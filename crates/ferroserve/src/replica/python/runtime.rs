@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::fnv::{fnv1a, fnv1a_from};
 
 /// The package's files, compiled into the binary.
-const FILES: [(&str, &str); 13] = [
+const FILES: [(&str, &str); 14] = [
     (
         "__init__.py",
         include_str!("../../../../../python/ferroserve/__init__.py"),
@@ -14,6 +14,10 @@ const FILES: [(&str, &str); 13] = [
     (
         "_api.py",
         include_str!("../../../../../python/ferroserve/_api.py"),
+    ),
+    (
+        "_codec.py",
+        include_str!("../../../../../python/ferroserve/_codec.py"),
     ),
     (
         "_protocol.py",
