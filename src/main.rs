@@ -28,6 +28,19 @@ struct Cli {
         default_value = "info"
     )]
     log_level: String,
+    /// Threads that serve HTTP and run the server (not the Python workers, which are
+    /// processes of their own). The default is half the CPUs, at least 1: the proxy's
+    /// share of a Python app's work is small, and on few cores a second thread costs
+    /// more in wake-ups between threads than it gives (docs/BENCHMARKS.md, "One server
+    /// thread").
+    #[arg(
+        long,
+        global = true,
+        env = "FERROSERVE_THREADS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -108,12 +121,20 @@ enum Command {
     },
 }
 
-/// A runtime for the command, or the error.
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// A runtime for the command with `threads` worker threads (by default half the CPUs, at
+/// least 1), or the error.
+fn runtime(threads: Option<u16>) -> Result<tokio::runtime::Runtime, String> {
+    let threads = threads.map_or_else(default_threads, usize::from);
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Half the CPUs this process may use, at least 1.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |cpus| (cpus.get() / 2).max(1))
 }
 
 fn main() -> ExitCode {
@@ -136,7 +157,7 @@ fn main() -> ExitCode {
     if let Command::Check { config, no_import } = &cli.command {
         return check(config, *no_import);
     }
-    let runtime = match runtime() {
+    let runtime = match runtime(cli.threads) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: {e}");

@@ -190,8 +190,12 @@ pub(crate) async fn serve(
             || "none".to_owned(),
             |c| format!("http://{}", c.local_addr()),
         );
+        let threads = match tokio::runtime::Handle::current().metrics().num_workers() {
+            1 => "1 server thread".to_owned(),
+            n => format!("{n} server threads"),
+        };
         tracing::info!(
-            "serving {endpoints} endpoints on http://{addr} (GET /-/routes lists them); control API: {on}"
+            "serving {endpoints} endpoints on http://{addr} (GET /-/routes lists them) with {threads}; control API: {on}"
         );
     }
     // The outcomes of the deploys of SIGHUP and rescans, by number, for `source`.

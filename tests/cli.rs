@@ -74,6 +74,37 @@ async fn flags_can_come_from_the_environment() {
 }
 
 #[tokio::test]
+async fn the_server_runs_on_the_threads_it_is_given() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Given, and by default half the CPUs (at least 1).
+    let default = match cpus / 2 {
+        0 | 1 => "1 server thread;".to_owned(),
+        n => format!("{n} server threads;"),
+    };
+    for (envs, said) in [
+        (
+            vec![("FERROSERVE_THREADS", "3")],
+            "3 server threads;".to_owned(),
+        ),
+        (vec![], default),
+    ] {
+        let (dir, path) = write_config(APP);
+        let args = ["run", path.to_str().expect("utf-8"), "--port", "0"];
+        let server = spawn_listening(&ferroserve_bin(), &args, &envs, Some(dir));
+        assert_eq!(fetch_status(client().get(server.url("/echo"))).await, 200);
+        server.stderr_with(&format!("with {said}"));
+    }
+    // Zero is not a number of threads.
+    let output = Command::new(ferroserve_bin())
+        .args(["run", "app.yaml", "--threads", "0"])
+        .output()
+        .expect("run ferroserve");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--threads"), "{stderr}");
+}
+
+#[tokio::test]
 async fn sigterm_exits_zero() {
     let server = spawn_cli(APP);
     assert_eq!(fetch_status(client().get(server.url("/echo"))).await, 200);

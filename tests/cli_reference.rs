@@ -129,15 +129,7 @@ fn the_log_level_comes_from_the_flag_over_the_environment() {
         &[("FERROSERVE_LOG", "warn")],
         None,
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !server.stderr.lock().expect("stderr").contains(" DEBUG ") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no debug line: {}",
-            server.stderr.lock().expect("stderr")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    server.stderr_with(" DEBUG ");
     assert_eq!(server.terminate().code(), Some(0));
     for bad in [run(None, "not[a filter"), run(Some("x=["), "info")] {
         assert_eq!(bad.status.code(), Some(2), "{bad:?}");

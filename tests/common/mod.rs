@@ -159,6 +159,19 @@ impl Process {
         self._dir.as_ref().expect("a temporary directory").path()
     }
 
+    /// Its stderr so far, once it holds `wanted` (panics after 10 s without it).
+    pub fn stderr_with(&self, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let said = self.stderr.lock().expect("stderr").clone();
+            if said.contains(wanted) {
+                return said;
+            }
+            assert!(Instant::now() < deadline, "no `{wanted}` on stderr: {said}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A URL of the control API.
     pub fn control_url(&self, path: &str) -> String {
         let addr = self.control.expect("a control API");
