@@ -38,7 +38,9 @@ pub(crate) async fn slowloris(scenario: &str) {
         "--port",
         "0",
     ];
-    let server = spawn_listening(Path::new("prlimit"), &args, &[], Some(dir));
+    // The attack shares the server's 2 cores: 2 server threads, as in tests/slowloris.rs.
+    let threads = [("FERROSERVE_THREADS", "2")];
+    let server = spawn_listening(Path::new("prlimit"), &args, &threads, Some(dir));
     let stop = Arc::new(AtomicBool::new(false));
     let slow: Vec<_> = (0..SLOW)
         .map(|_| tokio::spawn(slow_client(server.addr, stop.clone())))
