@@ -49,16 +49,16 @@ def encoder(default):
             return standard
     except Exception:  # another interpreter's internals: the standard encoder
         return standard
-    current = [fast]
 
     def encode(value):
+        nonlocal fast
         if type(value) is str:
             return standard(value)
         try:
-            return "".join(current[0](value, 0))
+            return "".join(fast(value, 0))
         except BaseException:
             # Its record of the objects being encoded (for cycles) may be left dirty.
-            current[0] = build()
+            fast = build()
             raise
 
     return encode
